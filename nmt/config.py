@@ -1,0 +1,270 @@
+"""Typed, frozen configuration loaded from YAML with `section.key=value` overrides.
+
+Every field has its default here and nowhere else. Unknown keys, wrong types and
+invalid choices raise `ConfigError` naming the key (and the nearest valid name),
+before any work starts. No torch in this module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad key, type or value in a config file or override."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    src_lang: str = "de"
+    tgt_lang: str = "en"
+    # Each split is a Hub split name (when `hub` is set), a path prefix for
+    # line-aligned files (`PREFIX.de` + `PREFIX.en`, plain or .gz), or a .tsv /
+    # .jsonl file holding both sides.
+    hub: str = ""  # Hugging Face dataset id, e.g. "bentrevett/multi30k"
+    hub_config: str = ""  # e.g. "de-en" for the `translation: {de, en}` layout
+    src_column: str = ""  # two-column layouts; default: the language codes
+    tgt_column: str = ""
+    train: str = "train"
+    valid: str = "val"
+    test: str = "test"
+    max_len: int = 100  # subword pieces per side, longer training pairs are dropped
+    max_ratio: float = 9.0  # drop training pairs whose piece-length ratio exceeds this
+    vocab_size: int = 8000
+    spm_model: str = "unigram"  # "unigram" | "bpe"
+    joint_vocab: bool = True  # one SentencePiece model for both languages
+    character_coverage: float = 1.0
+    max_tokens: int = 2000  # padded tokens of the longer side per training batch
+    num_proc: int = 1  # worker processes for `datasets.map`
+
+    def __post_init__(self):
+        _choice("data.spm_model", self.spm_model, ("unigram", "bpe"))
+        _positive("data", self, "max_len", "max_ratio", "vocab_size", "max_tokens", "num_proc")
+        if self.src_lang == self.tgt_lang:
+            raise ConfigError(f"data.src_lang and data.tgt_lang are both {self.src_lang!r}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    emb_dim: int = 256
+    enc_hidden: int = 256  # per direction: encoder states are 2 * enc_hidden wide
+    enc_layers: int = 1
+    dec_hidden: int = 512
+    dec_layers: int = 1
+    attention: str = "general"  # "dot" | "general" (Luong) | "bahdanau" (additive)
+    input_feed: bool = True  # feed the previous attentional vector to the decoder
+    bridge: str = "linear"  # encoder final state -> decoder initial: "linear" | "copy" | "zero"
+    dropout: float = 0.3
+    tie_embeddings: bool = True  # decoder output layer shares the target embedding
+    share_embeddings: bool = False  # source and target share one embedding (joint vocab)
+    init_range: float = 0.1  # parameters start uniform in [-init_range, init_range]
+
+    def __post_init__(self):
+        _choice("model.attention", self.attention, ("dot", "general", "bahdanau"))
+        _choice("model.bridge", self.bridge, ("linear", "copy", "zero"))
+        _positive("model", self, "emb_dim", "enc_hidden", "enc_layers", "dec_hidden", "dec_layers")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if self.attention == "dot" and 2 * self.enc_hidden != self.dec_hidden:
+            raise ConfigError(
+                "model.attention=dot needs model.dec_hidden == 2 * model.enc_hidden, "
+                f"got {self.dec_hidden} and 2 * {self.enc_hidden}"
+            )
+        if self.bridge == "copy" and (
+            2 * self.enc_hidden != self.dec_hidden or self.enc_layers != self.dec_layers
+        ):
+            raise ConfigError(
+                "model.bridge=copy needs dec_hidden == 2 * enc_hidden and equal layer counts"
+            )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 1234
+    max_steps: int = 100_000
+    max_epochs: int = 0  # 0: no limit
+    max_time: float = 0.0  # seconds of training before stopping; 0: no limit
+    optimizer: str = "adam"  # "adam" | "adamw"
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    schedule: str = "constant"  # "constant" | "inverse_sqrt" | "plateau" (on val BLEU)
+    warmup_steps: int = 0
+    decay_factor: float = 0.5  # plateau: lr *= decay_factor after decay_patience bad evals
+    decay_patience: int = 2
+    min_lr: float = 1e-5
+    clip_norm: float = 5.0
+    label_smoothing: float = 0.1
+    accum_steps: int = 1  # batches per optimizer step
+    precision: str = "auto"  # "auto" | "fp32" | "fp16" | "bf16"
+    threads: int = 0  # torch intra-op threads; 0: torch's default
+    log_every: int = 50
+    valid_every: int = 500
+    patience: int = 0  # stop after this many validations without a better BLEU; 0: never
+    valid_batch_tokens: int = 6000  # source tokens per validation decoding batch
+
+    def __post_init__(self):
+        _choice("train.optimizer", self.optimizer, ("adam", "adamw"))
+        _choice("train.schedule", self.schedule, ("constant", "inverse_sqrt", "plateau"))
+        _choice("train.precision", self.precision, ("auto", "fp32", "fp16", "bf16"))
+        _positive("train", self, "max_steps", "lr", "clip_norm", "accum_steps", "log_every")
+        _positive("train", self, "valid_every", "valid_batch_tokens")
+        if self.schedule == "inverse_sqrt" and self.warmup_steps <= 0:
+            raise ConfigError("train.schedule=inverse_sqrt needs train.warmup_steps > 0")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(
+                f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}"
+            )
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    beam_size: int = 5
+    alpha: float = 0.0  # GNMT length penalty exponent; 0 ranks by raw log-probability
+    max_len_a: float = 1.5  # output length limit: a * source length + b pieces
+    max_len_b: int = 10
+    max_tokens: int = 6000  # source tokens per translation batch
+
+    def __post_init__(self):
+        _positive("decode", self, "beam_size", "max_tokens")
+        if self.alpha < 0:
+            raise ConfigError(f"decode.alpha must be >= 0, got {self.alpha}")
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: typing.Sequence[str] = ()) -> Config:
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"{path}{where}: not valid YAML") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+        return cls.from_dict(apply_overrides(raw, overrides))
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Config:
+        sections = {f.name: f.default_factory for f in dataclasses.fields(cls)}
+        for name in raw:
+            if name not in sections:
+                raise ConfigError(f"unknown config section {name!r}{_nearest(name, sections)}")
+        built = {}
+        for name, make in sections.items():
+            values = raw.get(name) or {}
+            if not isinstance(values, dict):
+                raise ConfigError(f"config section {name!r} must be a mapping")
+            built[name] = _build(make, name, values)
+        return cls(**built)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Plain types only (lists, not tuples) so it round-trips through YAML and torch.save."""
+        return {
+            section.name: {
+                key: list(value) if isinstance(value, tuple) else value
+                for key, value in dataclasses.asdict(getattr(self, section.name)).items()
+            }
+            for section in dataclasses.fields(self)
+        }
+
+    def replace(self, overrides: typing.Sequence[str]) -> Config:
+        return Config.from_dict(apply_overrides(self.to_dict(), overrides))
+
+
+def apply_overrides(raw: dict[str, Any], overrides: typing.Sequence[str]) -> dict[str, Any]:
+    """Applies "section.key=value" strings; values are parsed as YAML scalars or lists."""
+    raw = {name: dict(values or {}) for name, values in raw.items()}
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        parts = key.split(".")
+        if not sep or len(parts) != 2 or not all(parts):
+            raise ConfigError(f"override {item!r} is not of the form section.key=value")
+        section, leaf = parts
+        raw.setdefault(section, {})[leaf] = _parse_value(text)
+    return raw
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        return text
+
+
+def _build(make: type, section: str, values: dict[str, Any]) -> Any:
+    hints = typing.get_type_hints(make)
+    names = [f.name for f in dataclasses.fields(make)]
+    checked = {}
+    for key, value in values.items():
+        if key not in hints:
+            raise ConfigError(f"unknown config key '{section}.{key}'{_nearest(key, names)}")
+        checked[key] = _check_type(f"{section}.{key}", value, hints[key])
+    return make(**checked)
+
+
+def _check_type(key: str, value: Any, hint: Any) -> Any:
+    """Returns the value converted to the field's type, or raises naming the key."""
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        item_types = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)) or len(value) != len(item_types):
+            raise ConfigError(f"config key '{key}' expects a list of {len(item_types)} numbers")
+        return tuple(_check_type(key, v, t) for v, t in zip(value, item_types, strict=True))
+    if hint is float and isinstance(value, str):
+        value = _yaml11_float(value)  # YAML 1.1 reads "3e-4" (no dot) as a string
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }[hint]
+    if not ok:
+        raise ConfigError(
+            f"config key '{key}' expects {hint.__name__}, got {value!r} ({type(value).__name__})"
+        )
+    return float(value) if hint is float else value
+
+
+def _yaml11_float(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(
+            f"config key '{key}' must be one of {', '.join(allowed)}; got {value!r}"
+            f"{_nearest(value, allowed)}"
+        )
+
+
+def _positive(section: str, obj: Any, *names: str) -> None:
+    for name in names:
+        if getattr(obj, name) <= 0:
+            raise ConfigError(
+                f"config key '{section}.{name}' must be > 0, got {getattr(obj, name)}"
+            )
+
+
+def _nearest(word: str, candidates: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(str(word), list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -1,0 +1,97 @@
+"""SentencePiece subwords with fixed special ids: PAD=0, UNK=1, BOS=2, EOS=3.
+
+A `Tokenizer` is built from the serialized model bytes, so a checkpoint can
+carry its tokenizers and be used anywhere without extra files.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable
+
+import sentencepiece as spm
+
+PAD, UNK, BOS, EOS = 0, 1, 2, 3
+
+
+class Tokenizer:
+    def __init__(self, model_bytes: bytes):
+        self.model_bytes = model_bytes
+        self._sp = spm.SentencePieceProcessor(model_proto=model_bytes)
+        specials = (self._sp.pad_id(), self._sp.unk_id(), self._sp.bos_id(), self._sp.eos_id())
+        if specials != (PAD, UNK, BOS, EOS):
+            raise ValueError(f"SentencePiece model has special ids {specials}, expected 0, 1, 2, 3")
+
+    @classmethod
+    def from_file(cls, path: str) -> Tokenizer:
+        with open(path, "rb") as f:
+            return cls(f.read())
+
+    def __len__(self) -> int:
+        return self._sp.get_piece_size()
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        """Piece ids without BOS/EOS, one list per text."""
+        return self._sp.encode(texts)
+
+    def pieces(self, text: str) -> list[str]:
+        return self._sp.encode(text, out_type=str)
+
+    def decode(self, ids: list[list[int]]) -> list[str]:
+        """Detokenized text; ids stop at the first EOS and specials are dropped."""
+        cleaned = []
+        for row in ids:
+            row = list(row)
+            if EOS in row:
+                row = row[: row.index(EOS)]
+            cleaned.append([i for i in row if i > EOS])
+        return self._sp.decode(cleaned)
+
+    def id_to_piece(self, ids: list[int]) -> list[str]:
+        return [self._sp.id_to_piece(i) for i in ids]
+
+
+def train_spm(
+    sentences: Iterable[str],
+    *,
+    vocab_size: int,
+    model_type: str = "unigram",
+    character_coverage: float = 1.0,
+    seed_sentences: int = 2_000_000,
+) -> bytes:
+    """Trains a SentencePiece model in memory and returns its serialized bytes.
+
+    `vocab_size` is an upper bound: a corpus too small for it gets the largest
+    vocabulary SentencePiece can build, rather than an error.
+    """
+    sentences = [s for s in sentences if s.strip()]
+    model = io.BytesIO()
+    options = dict(
+        sentence_iterator=iter(sentences),
+        model_writer=model,
+        vocab_size=vocab_size,
+        model_type=model_type,
+        character_coverage=character_coverage,
+        input_sentence_size=seed_sentences,
+        shuffle_input_sentence=True,
+        pad_id=PAD,
+        unk_id=UNK,
+        bos_id=BOS,
+        eos_id=EOS,
+        num_threads=1,  # deterministic: the same corpus gives the same model
+        minloglevel=2,
+    )
+    try:
+        spm.SentencePieceTrainer.train(**options)
+    except RuntimeError as err:  # "Vocabulary size too high (N). Please set it to a value <= M."
+        limit = str(err).rsplit("<=", 1)
+        if len(limit) != 2:
+            raise
+        model = io.BytesIO()
+        options.update(
+            sentence_iterator=iter(sentences),
+            model_writer=model,
+            vocab_size=int(limit[1].strip(" .")),
+        )
+        spm.SentencePieceTrainer.train(**options)
+    return model.getvalue()

@@ -1,0 +1,120 @@
+"""Training throughput (target tokens/s) and peak memory for a config.
+
+    python scripts/bench_train.py configs/multi30k_de_en.yaml [KEY=VALUE ...]
+        [--steps 100] [--warmup 10] [--precisions fp32 bf16]
+
+Each precision runs in its own process (so peak RSS is its own) over the same
+batches of the config's training data; the first precision is the baseline the
+others are compared with. Steps are real optimizer steps (Adam, clipping,
+label smoothing), the batches those of epoch 0 in training order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+from nmt.config import Config
+from nmt.data import Batches, clean, collate, load_split, tokenize
+from nmt.model import Seq2Seq
+from nmt.tokenizer import PAD
+from nmt.train import build_optimizer, build_tokenizers, resolve_device, train_step
+
+
+def measure(cfg: Config, precision: str, steps: int, warmup: int) -> dict:
+    torch.manual_seed(cfg.train.seed)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    device = resolve_device()
+    data = load_split(cfg.data, cfg.data.train)
+    tokenizers = build_tokenizers(cfg, data)
+    data, _ = clean(tokenize(data, *tokenizers, cfg.data), cfg.data)
+    src_ids, tgt_ids = data["src_ids"][:], data["tgt_ids"][:]
+    batches = Batches([len(x) for x in src_ids], [len(x) for x in tgt_ids], cfg.data.max_tokens, 0)
+    batches = batches.epoch(0)[: warmup + steps]
+    model = Seq2Seq(cfg.model, len(tokenizers[0]), len(tokenizers[1]), pad=PAD).to(device).train()
+    optimizer = build_optimizer(cfg.train, model)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    tokens = 0
+    for i, batch in enumerate(batches):
+        if i == warmup:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start, tokens = time.perf_counter(), 0
+        part = collate([src_ids[j] for j in batch], [tgt_ids[j] for j in batch])
+        stats = train_step(
+            model, [part], optimizer, scaler, cfg=cfg.train, precision=precision, device=device
+        )
+        tokens += stats["tokens"]
+    float(stats["loss"])  # wait for the device
+    seconds = time.perf_counter() - start
+    return {
+        "precision": precision,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "steps": len(batches) - warmup,
+        "tok_per_s": round(tokens / seconds),
+        "tokens_per_step": round(tokens / (len(batches) - warmup)),
+        "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        if device.type == "cuda"
+        else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    cfg = Config.from_yaml(args.config, args.overrides)
+    if args.worker:
+        print(json.dumps(measure(cfg, args.worker, args.steps, args.warmup)))
+        return
+
+    results = []
+    for precision in args.precisions:
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                args.config,
+                *args.overrides,
+                "--steps",
+                str(args.steps),
+                "--warmup",
+                str(args.warmup),
+                "--worker",
+                precision,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    base = results[0]["tok_per_s"]
+    print(f"config: {args.config} {' '.join(args.overrides)}")
+    print(
+        f"{'precision':<10} {'tok/s':>8} {'vs ' + results[0]['precision']:>8} "
+        f"{'tok/step':>9} {'peak RSS GiB':>13} {'peak GPU GiB':>13}"
+    )
+    for r in results:
+        print(
+            f"{r['precision']:<10} {r['tok_per_s']:>8} {r['tok_per_s'] / base:>8.2f} "
+            f"{r['tokens_per_step']:>9} {r['peak_rss_gib']:>13} {str(r['peak_gpu_gib']):>13}"
+        )
+    print(f"device={results[0]['device']} threads={results[0]['threads']} steps={args.steps}")
+
+
+if __name__ == "__main__":
+    main()

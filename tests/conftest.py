@@ -1,0 +1,72 @@
+"""Small data made by the tests themselves: a word-level toy language pair."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+import nmt.config
+
+WORDS = {  # "German" -> "English"
+    "der": "the",
+    "hund": "dog",
+    "katze": "cat",
+    "läuft": "runs",
+    "springt": "jumps",
+    "ein": "a",
+    "mann": "man",
+    "frau": "woman",
+    "sieht": "sees",
+    "rot": "red",
+    "blau": "blue",
+    "ball": "ball",
+    "im": "in the",
+    "park": "park",
+    "haus": "house",
+    "kind": "child",
+    "spielt": "plays",
+    "mit": "with",
+    "groß": "big",
+    "klein": "small",
+}
+
+
+def make_pairs(n: int, seed: int) -> list[tuple[str, str]]:
+    rng = random.Random(seed)
+    german = sorted(WORDS)
+    pairs = []
+    for _ in range(n):
+        words = [rng.choice(german) for _ in range(rng.randint(2, 7))]
+        pairs.append((" ".join(words).capitalize() + ".", " ".join(WORDS[w] for w in words) + "."))
+    return pairs
+
+
+def write_split(prefix: Path, pairs: list[tuple[str, str]]) -> None:
+    prefix.with_name(prefix.name + ".de").write_text("".join(s + "\n" for s, _ in pairs))
+    prefix.with_name(prefix.name + ".en").write_text("".join(t + "\n" for _, t in pairs))
+
+
+@pytest.fixture(scope="session")
+def toy_corpus(tmp_path_factory) -> Path:
+    """A directory with train.{de,en} (400 pairs) and val.{de,en} (40 pairs)."""
+    root = tmp_path_factory.mktemp("toy")
+    write_split(root / "train", make_pairs(400, seed=1))
+    write_split(root / "val", make_pairs(40, seed=2))
+    return root
+
+
+def tiny_config(corpus: Path, *overrides: str) -> nmt.config.Config:
+    """configs/tiny.yaml pointed at the toy corpus."""
+    root = Path(__file__).resolve().parents[1]
+    return nmt.config.Config.from_yaml(
+        root / "configs" / "tiny.yaml",
+        [
+            f"data.train={corpus / 'train'}",
+            f"data.valid={corpus / 'val'}",
+            f"data.test={corpus / 'val'}",
+            "data.vocab_size=80",
+            *overrides,
+        ],
+    )

@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+from nmt.config import DataConfig
+from nmt.data import Batches, DataError, clean, load_split, read_lines, sorted_batches, tokenize
+from nmt.tokenizer import BOS, EOS, Tokenizer, train_spm
+
+PAIRS = [
+    ("Ein Hund läuft.", "A dog runs."),
+    ("Zwei Katzen\tspielen?", "Two cats play?"),
+    ("Ünïcödé – ok", "Unicode — ok"),
+    ("", ""),
+]
+
+
+def test_every_source_kind_loads_the_same_pairs(tmp_path):
+    src, tgt = [s for s, _ in PAIRS], [t for _, t in PAIRS]
+    (tmp_path / "plain.de").write_text("".join(s + "\n" for s in src))
+    (tmp_path / "plain.en").write_text("".join(t + "\n" for t in tgt))
+    with gzip.open(tmp_path / "gz.de.gz", "wt") as f:
+        f.write("".join(s + "\n" for s in src))
+    with gzip.open(tmp_path / "gz.en.gz", "wt") as f:
+        f.write("".join(t + "\n" for t in tgt))
+    (tmp_path / "pairs.jsonl").write_text(
+        "".join(json.dumps({"translation": {"de": s, "en": t}}) + "\n" for s, t in PAIRS)
+    )
+    (tmp_path / "columns.jsonl").write_text(
+        "".join(json.dumps({"de": s, "en": t}) + "\n" for s, t in PAIRS)
+    )
+    tsv_pairs = [(s.replace("\t", " "), t) for s, t in PAIRS]  # a tab cannot live inside TSV
+    (tmp_path / "pairs.tsv").write_text("".join(f"{s}\t{t}\n" for s, t in tsv_pairs))
+    cfg = DataConfig()
+
+    for split in ("plain", "gz", "pairs.jsonl", "columns.jsonl"):
+        ds = load_split(cfg, str(tmp_path / split))
+        assert list(zip(ds["src"][:], ds["tgt"][:], strict=True)) == PAIRS, split
+    ds = load_split(cfg, str(tmp_path / "pairs.tsv"))
+    assert list(zip(ds["src"][:], ds["tgt"][:], strict=True)) == tsv_pairs
+
+
+def test_line_count_mismatch_names_both_files_and_counts(tmp_path):
+    (tmp_path / "train.de").write_text("a\nb\nc\n")
+    (tmp_path / "train.en").write_text("a\nb\n")
+
+    with pytest.raises(DataError) as err:
+        load_split(DataConfig(), str(tmp_path / "train"))
+
+    assert str(err.value).startswith(
+        f"{tmp_path}/train.de has 3 lines but {tmp_path}/train.en has 2"
+    )
+
+
+def test_missing_file_and_bad_utf8_are_named(tmp_path):
+    (tmp_path / "x.de").write_bytes(b"fine\nbad \xff byte\n")
+
+    with pytest.raises(DataError, match="x.en .* does not exist"):
+        load_split(DataConfig(), str(tmp_path / "x"))
+    with pytest.raises(DataError, match="x.de line 2: not valid UTF-8"):
+        read_lines(tmp_path / "x.de")
+    assert read_lines(tmp_path / "x.de", errors="replace")[1] == "bad \ufffd byte"
+
+
+def test_cleaning_counts_each_reason(toy_corpus):
+    cfg = DataConfig(max_len=10, max_ratio=2.0, vocab_size=60)
+    tok = Tokenizer(train_spm(["a b c d e f g h"] * 50 + ["x y z"] * 50, vocab_size=30))
+    pairs = [
+        ("a b", "c d"),
+        ("", "x"),
+        ("a b c d e f g h a b c d e f g h", "a"),
+        ("a", "a b c d e"),
+        ("x", "y"),
+    ]
+    import datasets
+
+    ds = tokenize(
+        datasets.Dataset.from_dict({"src": [s for s, _ in pairs], "tgt": [t for _, t in pairs]}),
+        tok,
+        tok,
+        cfg,
+    )
+    kept, counts = clean(ds, cfg)
+
+    assert counts == {"empty": 1, "too_long": 1, "bad_ratio": 1, "kept": 2}
+    assert kept["src"][:] == ["a b", "x"]
+    assert kept["tgt_ids"][0][0] == BOS and kept["tgt_ids"][0][-1] == EOS
+    assert kept["src_ids"][0][-1] == EOS
+
+
+def test_batches_keep_the_budget_cover_every_example_and_depend_only_on_seed_and_epoch():
+    src = [(i * 7) % 23 + 1 for i in range(500)]
+    tgt = [(i * 5) % 19 + 2 for i in range(500)]
+    batches = Batches(src, tgt, max_tokens=100, seed=3)
+
+    epoch0 = batches.epoch(0)
+
+    assert sorted(i for b in epoch0 for i in b) == list(range(500))
+    assert all(len(b) * max(max(src[i], tgt[i]) for i in b) <= 100 for b in epoch0)
+    assert epoch0 == Batches(src, tgt, max_tokens=100, seed=3).epoch(0)
+    assert epoch0 != batches.epoch(1)
+    assert epoch0 != Batches(src, tgt, max_tokens=100, seed=4).epoch(0)
+
+
+def test_inference_batches_cover_every_sentence_once():
+    lengths = [5, 1, 9, 3, 3, 30, 2]
+
+    batches = sorted_batches(lengths, max_tokens=12)
+
+    assert sorted(i for b in batches for i in b) == list(range(7))
+    assert all(len(b) * max(lengths[i] for i in b) <= 12 or len(b) == 1 for b in batches)

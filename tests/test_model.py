@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nmt.config import ModelConfig, TrainConfig
+from nmt.data import collate
+from nmt.model import Seq2Seq
+from nmt.search import greedy
+from nmt.tokenizer import BOS, EOS, PAD
+from nmt.train import train_step
+
+VARIANTS = [
+    dict(attention="general", input_feed=True),
+    dict(attention="general", input_feed=False),
+    dict(attention="dot", input_feed=False, enc_hidden=16, dec_hidden=32),
+    dict(attention="bahdanau", input_feed=False),
+    dict(attention="bahdanau", input_feed=True, dec_layers=2, enc_layers=2, bridge="zero"),
+    dict(attention="general", bridge="copy", enc_hidden=16, dec_hidden=32, share_embeddings=True),
+]
+
+
+def small_model(vocab: int = 20, **options) -> Seq2Seq:
+    torch.manual_seed(0)
+    cfg = {"emb_dim": 16, "enc_hidden": 16, "dec_hidden": 24, "dropout": 0.0, **options}
+    return Seq2Seq(ModelConfig(**cfg), vocab, vocab, pad=PAD).eval()
+
+
+def random_batch(n: int = 5, vocab: int = 20, seed: int = 0) -> tuple[list, list]:
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, 9, (2, n), generator=g).tolist()
+    src = [torch.randint(4, vocab, (s,), generator=g).tolist() + [EOS] for s in lengths[0]]
+    tgt = [[BOS] + torch.randint(4, vocab, (t,), generator=g).tolist() + [EOS] for t in lengths[1]]
+    return src, tgt
+
+
+def sentence_losses(model, src_ids, tgt_ids) -> torch.Tensor:
+    batch = collate(src_ids, tgt_ids)
+    logits = model(batch["src"], batch["src_len"], batch["tgt_in"])
+    losses = F.cross_entropy(
+        logits.transpose(1, 2), batch["tgt_out"], ignore_index=PAD, reduction="none"
+    )
+    return losses.sum(1)
+
+
+@pytest.mark.parametrize("options", VARIANTS)
+def test_padding_never_changes_a_sentence_loss(options):
+    model = small_model(**options)
+    src, tgt = random_batch()
+
+    batched = sentence_losses(model, src, tgt)
+    alone = torch.cat([sentence_losses(model, [s], [t]) for s, t in zip(src, tgt, strict=True)])
+
+    torch.testing.assert_close(batched, alone, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("options", VARIANTS)
+def test_teacher_forcing_equals_step_by_step_decoding(options):
+    model = small_model(**options)
+    src, tgt = random_batch()
+    batch = collate(src, tgt)
+
+    logp_forward = model(batch["src"], batch["src_len"], batch["tgt_in"]).log_softmax(-1)
+    memory, state = model.encode(batch["src"], batch["src_len"])
+    steps = []
+    for t in range(batch["tgt_in"].size(1)):
+        logp, state = model.decode_step(batch["tgt_in"][:, t], state, memory)
+        steps.append(logp)
+
+    torch.testing.assert_close(torch.stack(steps, 1), logp_forward, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("options", VARIANTS)
+def test_greedy_output_is_the_same_alone_or_in_a_batch(options):
+    model = small_model(**options)
+    src, _ = random_batch(n=6, seed=3)
+    batch = collate(src, [[BOS, EOS]] * len(src))
+    max_len = torch.full((len(src),), 10)
+
+    together, _ = greedy(
+        model, batch["src"], batch["src_len"], max_len=max_len, bos=BOS, eos=EOS, pad=PAD
+    )
+    for row, ids in enumerate(src):
+        one = collate([ids], [[BOS, EOS]])
+        alone, _ = greedy(
+            model, one["src"], one["src_len"], max_len=max_len[:1], bos=BOS, eos=EOS, pad=PAD
+        )
+        assert together[row, : alone.size(1)].tolist() == alone[0].tolist()
+
+
+def reversal_data(n: int, seed: int, vocab: int = 14) -> tuple[list, list]:
+    g = torch.Generator().manual_seed(seed)
+    src, tgt = [], []
+    for _ in range(n):
+        seq = torch.randint(
+            4, vocab, (int(torch.randint(3, 8, (1,), generator=g)),), generator=g
+        ).tolist()
+        src.append(seq + [EOS])
+        tgt.append([BOS] + seq[::-1] + [EOS])
+    return src, tgt
+
+
+@pytest.mark.parametrize(
+    "options", [dict(attention="general"), dict(attention="bahdanau", input_feed=False)]
+)
+def test_tiny_model_learns_to_reverse_sequences(options):
+    torch.manual_seed(0)
+    cfg = ModelConfig(emb_dim=32, enc_hidden=48, dec_hidden=96, dropout=0.0, **options)
+    model = Seq2Seq(cfg, 14, 14, pad=PAD)
+    train_cfg = TrainConfig(label_smoothing=0.0, clip_norm=1.0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    src, tgt = reversal_data(3000, seed=0)
+
+    for step in range(300):
+        rows = range((step * 64) % 2944, (step * 64) % 2944 + 64)
+        batch = collate([src[i] for i in rows], [tgt[i] for i in rows])
+        stats = train_step(
+            model,
+            [batch],
+            optimizer,
+            scaler,
+            cfg=train_cfg,
+            precision="fp32",
+            device=torch.device("cpu"),
+        )
+    test_src, test_tgt = reversal_data(200, seed=1)
+    batch = collate(test_src, test_tgt)
+    out, _ = greedy(
+        model.eval(),
+        batch["src"],
+        batch["src_len"],
+        max_len=batch["src_len"] + 2,
+        bos=BOS,
+        eos=EOS,
+        pad=PAD,
+    )
+
+    exact = sum(out[i, : len(t)].tolist() == t for i, t in enumerate(test_tgt)) / len(test_tgt)
+    assert float(stats["loss"]) < 0.1
+    assert exact >= 0.95

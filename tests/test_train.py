@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from nmt import checkpoint
+from nmt.cli import main
+from nmt.train import RunError, train
+from tests.conftest import tiny_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parameters(run) -> dict[str, torch.Tensor]:
+    return torch.load(run / "last.pt", weights_only=True)["model"]
+
+
+def test_resumed_run_equals_an_unbroken_one_bitwise(toy_corpus, tmp_path):
+    cfg = tiny_config(
+        toy_corpus, "train.max_steps=12", "train.valid_every=4", "data.max_tokens=800"
+    )
+
+    train(cfg, tmp_path / "unbroken")
+    train(
+        tiny_config(toy_corpus, "train.max_steps=6", "train.valid_every=4", "data.max_tokens=800"),
+        tmp_path / "resumed",
+    )
+    progress = train(None, tmp_path / "resumed", resume=True, overrides=["train.max_steps=12"])
+
+    assert progress.step == 12
+    assert progress.epoch >= 1  # the toy epoch is 5 batches: the resume crossed an epoch boundary
+    unbroken, resumed = parameters(tmp_path / "unbroken"), parameters(tmp_path / "resumed")
+    assert unbroken.keys() == resumed.keys()
+    for name in unbroken:
+        assert torch.equal(unbroken[name], resumed[name]), name
+
+
+def test_run_directory_holds_config_tokenizers_checkpoints_and_metrics(toy_corpus, tmp_path):
+    run = tmp_path / "run"
+    train(
+        tiny_config(toy_corpus, "train.max_steps=4", "train.valid_every=2", "train.log_every=2"),
+        run,
+    )
+
+    assert {p.name for p in run.iterdir()} >= {
+        "config.yaml",
+        "src.model",
+        "tgt.model",
+        "last.pt",
+        "best.pt",
+        "metrics.jsonl",
+    }
+    events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events] == ["train", "valid", "train", "valid"]
+    assert {"loss", "ppl", "bleu"} <= events[1].keys()
+    with pytest.raises(RunError, match="already holds a run"):
+        train(tiny_config(toy_corpus), run)
+
+
+def test_a_lone_checkpoint_translates_without_its_run_directory(toy_corpus, tmp_path):
+    run = tmp_path / "run"
+    main(
+        [
+            "-q",
+            "train",
+            str(ROOT / "configs" / "tiny.yaml"),
+            f"data.train={toy_corpus / 'train'}",
+            f"data.valid={toy_corpus / 'val'}",
+            "data.vocab_size=80",
+            "train.max_steps=3",
+            "--out",
+            str(run),
+        ]
+    )
+    lone = tmp_path / "elsewhere.pt"
+    lone.write_bytes((run / "last.pt").read_bytes())
+    source = tmp_path / "in.de"
+    source.write_text("Der hund läuft.\n\n   \nEin mann " + "sieht " * 300 + "\nいぬ\n")
+
+    main(
+        [
+            "-q",
+            "translate",
+            str(lone),
+            "-i",
+            str(source),
+            "-o",
+            str(tmp_path / "out.en"),
+            "--beam",
+            "2",
+        ]
+    )
+
+    lines = (tmp_path / "out.en").read_text().split("\n")
+    assert len(lines) == 5 + 1  # five lines and the final newline
+    assert lines[1] == lines[2] == ""
+
+
+def test_checkpoint_with_pickled_code_is_refused_without_running_it(tmp_path):
+    class Boom:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "pwned"), "w"))
+
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps({"format": "nmt-checkpoint-1", "x": Boom()}))
+
+    with pytest.raises(checkpoint.CheckpointError, match="is not a safe nmt checkpoint"):
+        checkpoint.load(evil)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_truncated_checkpoint_gives_a_clear_error(toy_corpus, tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config(toy_corpus, "train.max_steps=2"), run)
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes((run / "last.pt").read_bytes()[:5000])
+
+    with pytest.raises(checkpoint.CheckpointError, match="truncated or not a checkpoint"):
+        checkpoint.load(cut)
