@@ -103,7 +103,8 @@ class Translator:
             tokens, scores = tokens[:, 0], scores[:, 0]
         ids = [_strip(row) for row in tokens.tolist()]
         texts = self.tgt_tok.decode(ids)
-        return [Hypothesis(t, s, tuple(i)) for t, s, i in zip(texts, scores.tolist(), ids, strict=True)]
+        scores = scores.tolist()
+        return [Hypothesis(*fields) for fields in zip(texts, scores, map(tuple, ids), strict=True)]
 
 
 def _strip(row: list[int]) -> list[int]:
