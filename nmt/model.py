@@ -168,8 +168,9 @@ class Seq2Seq(nn.Module):
         embedded = self.dropout(self.tgt_embed(tgt_in))  # (N, T, E)
         if self.feeds_back:
             outputs = []
-            for t in range(tgt_in.size(1)):
-                out, state = self._step(embedded[:, t], state, memory)
+            # unbind, not embedded[:, t]: its backward is one stack, not T full-size zero fills
+            for emb_t in embedded.unbind(1):
+                out, state = self._step(emb_t, state, memory)
                 outputs.append(out)
             out = torch.stack(outputs, dim=1)
         else:
