@@ -30,7 +30,8 @@ demo: setup
 	if [ -f $(RUN)/last.pt ]; then $(NMT) train --resume --out $(RUN); \
 	else $(NMT) train $(CONFIG) --out $(RUN) data.train=$$dir/train data.valid=$$dir/val; fi; \
 	$(NMT) translate $(RUN) -i $$dir/$(TEST_SPLIT).de.gz -o $(RUN)/$(TEST_SPLIT).hyp.en; \
-	$(NMT) evaluate --hyp $(RUN)/$(TEST_SPLIT).hyp.en --ref $$dir/$(TEST_SPLIT).en.gz -o $(RUN)/bleu.json
+	$(NMT) evaluate --hyp $(RUN)/$(TEST_SPLIT).hyp.en --ref $$dir/$(TEST_SPLIT).en.gz \
+		--src $$dir/$(TEST_SPLIT).de.gz --format json -o $(RUN)/bleu.json
 
 test: setup
 	$(VENV)/bin/ruff check nmt tests scripts

@@ -18,6 +18,8 @@ from nmt.config import Config, ConfigError
 from nmt.model import Seq2Seq
 from nmt.tokenizer import PAD, Tokenizer
 
+FORMAT = "nmt-checkpoint-1"
+
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing, truncated, foreign or unsafe to load."""
@@ -33,12 +35,16 @@ def save(
 ) -> None:
     """`state` holds what resuming needs (optimizer, schedule, RNG, position)."""
     payload = {
-        "format": "nmt-checkpoint-1",
+        "format": FORMAT,
         "config": cfg.to_dict(),
         "spm": [_bytes_tensor(tok.model_bytes) for tok in tokenizers],
         "model": model.state_dict(),
         "state": state or {},
     }
+    _write(path, payload)
+
+
+def _write(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:
@@ -50,6 +56,41 @@ def save(
 
 def load(path: Path, device: str | torch.device = "cpu") -> tuple[Config, Seq2Seq, tuple, dict]:
     """-> config, model (in eval mode), (src, tgt) tokenizers and the training state."""
+    ckpt = _read(path, device)
+    try:
+        cfg = Config.from_dict(ckpt["config"])
+    except ConfigError as err:
+        raise CheckpointError(f"{path} has an invalid config: {err}") from None
+    tokenizers = tuple(Tokenizer(bytes(t.cpu().numpy().tobytes())) for t in ckpt["spm"])
+    model = Seq2Seq(cfg.model, len(tokenizers[0]), len(tokenizers[1]), pad=PAD)
+    model.load_state_dict(ckpt["model"])
+    return cfg, model.to(device).eval(), tokenizers, ckpt["state"]
+
+
+def average(paths: list[Path], out: Path) -> None:
+    """Writes the parameter average of checkpoints of one model (last-k averaging).
+
+    The result keeps the first checkpoint's config and tokenizers and no
+    training state: it is for translating, not for resuming.
+    """
+    ckpts = [_read(p) for p in paths]
+    first = ckpts[0]
+    for path, ckpt in zip(paths[1:], ckpts[1:], strict=True):
+        same_shapes = ckpt["model"].keys() == first["model"].keys() and all(
+            ckpt["model"][k].shape == v.shape for k, v in first["model"].items()
+        )
+        same_spm = all(torch.equal(a, b) for a, b in zip(ckpt["spm"], first["spm"], strict=True))
+        if ckpt["config"]["model"] != first["config"]["model"] or not same_shapes or not same_spm:
+            raise CheckpointError(f"{path} holds another model than {paths[0]}: cannot average")
+    weights = {
+        name: (sum(c["model"][name].double() for c in ckpts) / len(ckpts)).to(tensor.dtype)
+        for name, tensor in first["model"].items()
+    }
+    _write(out, {**first, "model": weights, "state": {}})
+
+
+def _read(path: Path, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """The checkpoint's payload, loaded without ever running code from the file."""
     if not Path(path).is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
@@ -59,16 +100,9 @@ def load(path: Path, device: str | torch.device = "cpu") -> tuple[Config, Seq2Se
         raise CheckpointError(f"{path} is not a safe nmt checkpoint: {first}") from None
     except (RuntimeError, EOFError, OSError) as err:
         raise CheckpointError(f"{path} is truncated or not a checkpoint: {err}") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != "nmt-checkpoint-1":
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an nmt checkpoint")
-    try:
-        cfg = Config.from_dict(ckpt["config"])
-    except ConfigError as err:
-        raise CheckpointError(f"{path} has an invalid config: {err}") from None
-    tokenizers = tuple(Tokenizer(bytes(t.cpu().numpy().tobytes())) for t in ckpt["spm"])
-    model = Seq2Seq(cfg.model, len(tokenizers[0]), len(tokenizers[1]), pad=PAD)
-    model.load_state_dict(ckpt["model"])
-    return cfg, model.to(device).eval(), tokenizers, ckpt["state"]
+    return ckpt
 
 
 def _bytes_tensor(data: bytes) -> torch.Tensor:

@@ -7,7 +7,6 @@ data files, checkpoints) ends with a one-line error and exit status 2.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -35,41 +34,155 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_translate(args: argparse.Namespace) -> None:
-    from nmt.data import read_lines
+    from nmt.data import iter_lines
+    from nmt.translate import Sampling, Translator
+
+    translator = Translator.load(args.model, device=args.device, precision=args.precision)
+    if args.overrides:
+        translator.cfg = translator.cfg.replace(args.overrides)
+    if args.input == "-":
+        lines = (line.rstrip("\r\n") for line in _stdin_lines(args.errors))
+    else:
+        lines = iter_lines(Path(args.input), args.errors)
+    sampling = (
+        Sampling(args.sample_temperature, args.sample_top_k) if args.sample_temperature else None
+    )
+    results = translator.translate_stream(
+        lines,
+        beam=args.beam,
+        nbest=args.nbest,
+        alpha=args.alpha,
+        max_tokens=args.max_tokens,
+        sampling=sampling,
+    )
+    out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
+    progress = _progress_bar("sentences")
+    try:
+        for line_id, hyps in enumerate(results):
+            out.write(_format(line_id, hyps, args))
+            progress.update(1)
+    finally:
+        progress.close()
+        if out is not sys.stdout:
+            out.close()
+
+
+def _stdin_lines(errors: str):
+    """stdin as text, with invalid UTF-8 named by line number (or replaced)."""
+    from nmt.data import DataError
+
+    for number, raw in enumerate(sys.stdin.buffer, 1):
+        try:
+            yield raw.decode("utf-8", errors=errors)
+        except UnicodeDecodeError:
+            raise DataError(f"<stdin> line {number}: not valid UTF-8") from None
+
+
+def _format(line_id: int, hyps: list, args: argparse.Namespace) -> str:
+    """One line per input line, or with --nbest N, N `id ||| text ||| score` rows."""
+    if args.nbest > 1:
+        return "".join(f"{line_id} ||| {h.text} ||| {h.score:.4f}\n" for h in hyps)
+    fields = [hyps[0].text]
+    if args.scores:
+        fields.append(f"{hyps[0].score:.4f}")
+    if args.alignments:
+        fields.append(hyps[0].alignment_pairs())
+    return "\t".join(fields) + "\n"
+
+
+def _progress_bar(unit: str):
+    from tqdm import tqdm
+
+    return tqdm(unit=f" {unit}", disable=not sys.stderr.isatty(), file=sys.stderr)
+
+
+def cmd_inspect(args: argparse.Namespace) -> None:
+    from nmt.inside import inspect_sentence, write
     from nmt.translate import Translator
 
     translator = Translator.load(args.model, device=args.device)
-    lines = (
-        sys.stdin.read().splitlines()
-        if args.input == "-"
-        else read_lines(Path(args.input), args.errors)
-    )
-    hyps = translator.translate(lines, beam=args.beam, alpha=args.alpha, max_tokens=args.max_tokens)
-    text = "".join(f"{h.text}\n" for h in hyps)
-    if args.output == "-":
-        sys.stdout.write(text)
-    else:
-        Path(args.output).write_text(text, encoding="utf-8")
+    inspection = inspect_sentence(translator, args.sentence, beam=args.beam)
+    write(inspection, Path(args.output))
+    log.info("translation: %s", inspection.translation)
+    log.info("wrote %s", args.output)
+
+
+def cmd_average(args: argparse.Namespace) -> None:
+    from nmt.checkpoint import average
+
+    average([Path(p) for p in args.checkpoints], Path(args.output))
+    log.info("wrote the average of %d checkpoints to %s", len(args.checkpoints), args.output)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from nmt.data import DataError, read_lines
-    from nmt.metrics import bleu, chrf
+    from nmt.report import evaluate, render
 
-    hyps, refs = read_lines(Path(args.hyp)), read_lines(Path(args.ref))
-    if len(hyps) != len(refs):
-        raise DataError(f"{args.hyp} has {len(hyps)} lines but {args.ref} has {len(refs)}")
-    score, signature = bleu(hyps, refs)
-    chrf_score, chrf_signature = chrf(hyps, refs)
-    report = {
-        "bleu": round(score, 2),
-        "chrf": round(chrf_score, 2),
-        "signature": signature,
-        "chrf_signature": chrf_signature,
-    }
-    print(f"BLEU = {score:.2f}  chrF2 = {chrf_score:.2f}\n{signature}\n{chrf_signature}")
+    refs = [_read_nonempty(path) for path in args.ref]
+    src = _read_nonempty(args.src) if args.src else None
+    if args.model:
+        if src is None:
+            raise _data_error("--model needs --src, the text to translate")
+        hyp_path = Path(args.output).with_suffix(".hyp") if args.output else Path(args.src + ".hyp")
+        _translate_file(args.model, src, hyp_path, args.device)
+        args.hyp = [*args.hyp, str(hyp_path)]
+    if not args.hyp:
+        raise _data_error("give --hyp files, or --model with --src")
+    systems = [(Path(path).name, _read_nonempty(path)) for path in args.hyp]
+    for path, (_, hyps) in zip(args.hyp, systems, strict=True):
+        for ref_path, ref in zip(args.ref, refs, strict=True):
+            if len(hyps) != len(ref):
+                raise _data_error(f"{path} has {len(hyps)} lines but {ref_path} has {len(ref)}")
+    if src is not None and len(src) != len(refs[0]):
+        raise _data_error(f"{args.src} has {len(src)} lines but {args.ref[0]} has {len(refs[0])}")
+    report = evaluate(
+        systems,
+        refs,
+        src=src,
+        metrics=tuple(args.metrics),
+        chrf_plus=args.chrf_plus,
+        test=args.paired,
+        samples=args.samples,
+    )
+    text = render(report, args.format)
     if args.output:
-        Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
+        Path(args.output).write_text(text, encoding="utf-8")
+    if not args.output or args.format == "text":
+        sys.stdout.write(text if args.format != "html" else "")
+    if args.output and args.format != "text":
+        sys.stdout.write(render(report, "text"))
+
+
+def _read_nonempty(path: str) -> list[str]:
+    from nmt.data import read_lines
+
+    if not Path(path).is_file():
+        raise _data_error(f"{path} does not exist")
+    lines = read_lines(Path(path))
+    if not lines:
+        raise _data_error(f"{path} is empty")
+    return lines
+
+
+def _data_error(message: str) -> Exception:
+    from nmt.data import DataError
+
+    return DataError(message)
+
+
+def _translate_file(model: str, lines: list[str], out: Path, device: str) -> None:
+    from nmt.translate import Translator
+
+    hyps = Translator.load(model, device=device).translate(lines)
+    out.write_text("".join(h[0].text + "\n" for h in hyps), encoding="utf-8")
+    log.info("wrote %s", out)
+
+
+def cmd_plot(args: argparse.Namespace) -> None:
+    from nmt.curves import plot_learning_curves
+
+    out = Path(args.output or Path(args.run) / "curves.png")
+    plot_learning_curves(Path(args.run) / "metrics.jsonl", out)
+    log.info("wrote %s", out)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,27 +199,76 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("translate", help="translate text with a trained model")
-    p.add_argument("model", help="run directory or checkpoint file")
+    p = sub.add_parser("translate", help="translate text with trained models")
+    p.add_argument("model", nargs="+", help="run directory or checkpoint; several: an ensemble")
     p.add_argument("-i", "--input", default="-", help="input file (default: stdin)")
     p.add_argument("-o", "--output", default="-", help="output file (default: stdout)")
-    p.add_argument("--beam", type=int, help="beam size (1: greedy; default: from the config)")
-    p.add_argument("--alpha", type=float, help="length penalty exponent")
+    p.add_argument("--beam", type=int, help="beam size (1: greedy; default: decode.beam_size)")
+    p.add_argument("--nbest", type=int, default=1, help="write N `id ||| text ||| score` rows")
+    p.add_argument("--alpha", type=float, help="length penalty (default: decode.alpha)")
     p.add_argument("--max-tokens", type=int, help="source tokens per batch")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--scores", action="store_true", help="append each line's score after a tab")
+    p.add_argument("--alignments", action="store_true", help="append i-j alignments after a tab")
+    p.add_argument(
+        "--sample-temperature",
+        type=float,
+        default=0.0,
+        help="sample outputs at this temperature instead of searching",
+    )
+    p.add_argument("--sample-top-k", type=int, default=0, help="sample among the k most likely")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     p.add_argument(
         "--errors",
         choices=["strict", "replace"],
         default="strict",
-        help="invalid UTF-8 input: stop with an error, or replace it",
+        help="invalid UTF-8 input: stop with an error naming the line, or replace it",
     )
-    p.set_defaults(func=cmd_translate)
+    p.set_defaults(func=cmd_translate, overrides=[])
 
-    p = sub.add_parser("evaluate", help="score a translation with SacreBLEU")
-    p.add_argument("--hyp", required=True, help="hypothesis file, one line per segment")
-    p.add_argument("--ref", required=True, help="reference file")
-    p.add_argument("-o", "--output", help="also write the scores as JSON here")
+    p = sub.add_parser("inspect", help="draw the attention, gates and memory cells of a sentence")
+    p.add_argument("model", help="run directory or checkpoint")
+    p.add_argument("sentence", help="a source sentence, raw text")
+    p.add_argument("-o", "--output", default="inspect.html", help=".html page or .png picture")
+    p.add_argument("--beam", type=int, default=5)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("average", help="average the parameters of checkpoints of one model")
+    p.add_argument("checkpoints", nargs="+")
+    p.add_argument("-o", "--output", required=True, help="the averaged checkpoint")
+    p.set_defaults(func=cmd_average)
+
+    p = sub.add_parser("evaluate", help="score translations with SacreBLEU, with significance")
+    p.add_argument(
+        "--hyp",
+        action="append",
+        default=[],
+        help="a system's output; repeat for several (the first is the baseline)",
+    )
+    p.add_argument("--ref", action="append", required=True, help="a reference; repeat for several")
+    p.add_argument("--src", help="the source: enables BLEU by source length")
+    p.add_argument("--model", help="translate --src with this run or checkpoint first")
+    p.add_argument(
+        "--metrics", nargs="+", default=["bleu", "chrf", "ter"], choices=["bleu", "chrf", "ter"]
+    )
+    p.add_argument("--chrf-plus", action="store_true", help="chrF++ (word bigrams) for chrf")
+    p.add_argument(
+        "--paired",
+        choices=["bs", "ar"],
+        default="bs",
+        help="paired bootstrap resampling or approximate randomization",
+    )
+    p.add_argument("--samples", type=int, default=0, help="resamples/trials (0: sacrebleu's)")
+    p.add_argument("--format", choices=["text", "json", "markdown", "html"], default="text")
+    p.add_argument("-o", "--output", help="write the report here")
+    p.add_argument("--device", default="cpu", help="for --model")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("plot", help="draw the learning curves of a run")
+    p.add_argument("run", help="run directory (reads its metrics.jsonl)")
+    p.add_argument("-o", "--output", help="PNG file (default: RUN/curves.png)")
+    p.set_defaults(func=cmd_plot)
     return parser
 
 
@@ -114,18 +276,22 @@ def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     # overrides may come after options too: `nmt train CFG --out R train.lr=3e-4`
     args, extra = parser.parse_known_args(argv)
-    if args.func is cmd_train:
+    if args.func in (cmd_train, cmd_translate):  # decode.* overrides work for translate too
         unknown = [item for item in extra if item.startswith("-") or "=" not in item]
         if unknown:
             parser.error(f"unrecognized arguments: {' '.join(unknown)}")
         args.overrides += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.func is cmd_translate:  # positional KEY=VALUE items land among the models
+        args.overrides += [m for m in args.model if "=" in m and not Path(m).exists()]
+        args.model = [m for m in args.model if m not in args.overrides]
+    if args.func is cmd_train:
         if args.config and "=" in args.config:  # `--resume train.max_steps=9`: no config given
             args.overrides.insert(0, args.config)
             args.config = None
         if args.config is None and not args.resume:
             parser.error("train needs a CONFIG file (or --resume)")
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

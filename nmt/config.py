@@ -131,11 +131,18 @@ class DecodeConfig:
     max_len_a: float = 1.5  # output length limit: a * source length + b pieces
     max_len_b: int = 10
     max_tokens: int = 6000  # source tokens per translation batch
+    beta: float = 0.0  # GNMT coverage penalty weight; 0: off
+    min_len: int = 1  # shortest output in pieces, EOS included
+    no_repeat_ngram: int = 0  # never repeat an n-gram of this size; 0: off
+    replace_unk: bool = False  # replace <unk> outputs by the source piece they attend to
 
     def __post_init__(self):
-        _positive("decode", self, "beam_size", "max_tokens")
-        if self.alpha < 0:
-            raise ConfigError(f"decode.alpha must be >= 0, got {self.alpha}")
+        _positive("decode", self, "beam_size", "max_tokens", "min_len")
+        for name in ("alpha", "beta", "no_repeat_ngram"):
+            if getattr(self, name) < 0:
+                raise ConfigError(
+                    f"config key 'decode.{name}' must be >= 0, got {getattr(self, name)}"
+                )
 
 
 @dataclass(frozen=True)

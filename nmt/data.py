@@ -13,6 +13,7 @@ import gzip
 import json
 import logging
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,18 +92,21 @@ def read_lines(path: Path, errors: str = "strict") -> list[str]:
     Invalid UTF-8 raises a DataError naming the file and line unless
     `errors="replace"`.
     """
+    return list(iter_lines(path, errors))
+
+
+def iter_lines(path: Path, errors: str = "strict") -> Iterator[str]:
+    """`read_lines`, one line at a time: memory stays flat for any file size."""
     opener = gzip.open if path.suffix == ".gz" else open
-    lines = []
     try:
         with opener(path, "rb") as f:
             for number, raw in enumerate(f, 1):
                 try:
-                    lines.append(raw.decode("utf-8", errors=errors).rstrip("\r\n"))
+                    yield raw.decode("utf-8", errors=errors).rstrip("\r\n")
                 except UnicodeDecodeError:
                     raise DataError(f"{path} line {number}: not valid UTF-8") from None
     except (OSError, EOFError) as err:
         raise DataError(f"cannot read {path}: {err}") from None
-    return lines
 
 
 def _read_tsv(path: Path, cfg: DataConfig) -> tuple[list[str], list[str]]:

@@ -20,6 +20,13 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nmt.config import ModelConfig
 
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """The one mixed-precision context: a no-op for fp32."""
+    return torch.autocast(device.type, dtype=DTYPES[precision], enabled=precision != "fp32")
+
 
 class Memory(NamedTuple):
     """The encoded source, identical for every decoding step."""
@@ -38,10 +45,9 @@ class DecoderState(NamedTuple):
     h: Tensor  # (L, N, H)
     c: Tensor  # (L, N, H) memory cells
     feed: Tensor  # (N, H) attentional output of the previous step (input feeding)
-    attn: Tensor  # (N, S) attention weights of the previous step, for alignments
 
     def select(self, rows: Tensor) -> DecoderState:
-        return DecoderState(self.h[:, rows], self.c[:, rows], self.feed[rows], self.attn[rows])
+        return DecoderState(self.h[:, rows], self.c[:, rows], self.feed[rows])
 
 
 class Attention(nn.Module):
@@ -114,6 +120,8 @@ class Seq2Seq(nn.Module):
             dropout=cfg.dropout if cfg.dec_layers > 1 else 0.0,
         )
         self.attention = Attention(cfg.attention, hidden, memory_dim)
+        # the decoder's step function; `nmt inspect` swaps in one that records the gates
+        self.lstm_cell = torch.lstm_cell
         self.combine = nn.Linear(memory_dim + hidden, hidden, bias=False)
 
         # Tying needs the output layer's input to be E wide: project H -> E first.
@@ -159,8 +167,7 @@ class Seq2Seq(nn.Module):
         elif self.cfg.bridge == "zero":
             h = c = memory.values.new_zeros(layers, n, hidden)
         feed = memory.values.new_zeros(n, hidden)
-        attn = memory.values.new_zeros(n, memory.values.size(1))
-        return DecoderState(h.contiguous(), c.contiguous(), feed, attn)
+        return DecoderState(h.contiguous(), c.contiguous(), feed)
 
     def forward(self, src: Tensor, src_len: Tensor, tgt_in: Tensor) -> Tensor:
         """Teacher forcing: tgt_in (N, T) starts with BOS -> logits (N, T, V)."""
@@ -170,7 +177,7 @@ class Seq2Seq(nn.Module):
             outputs = []
             # unbind, not embedded[:, t]: its backward is one stack, not T full-size zero fills
             for emb_t in embedded.unbind(1):
-                out, state = self._step(emb_t, state, memory)
+                out, state, _ = self._step(emb_t, state, memory)
                 outputs.append(out)
             out = torch.stack(outputs, dim=1)
         else:
@@ -183,15 +190,16 @@ class Seq2Seq(nn.Module):
 
     def decode_step(
         self, token: Tensor, state: DecoderState, memory: Memory
-    ) -> tuple[Tensor, DecoderState]:
-        """One target token per row (N,) -> fp32 log-probabilities (N, V) and the next state."""
-        out, state = self._step(self.dropout(self.tgt_embed(token)), state, memory)
-        return F.log_softmax(self._logits(out).float(), dim=-1), state
+    ) -> tuple[Tensor, DecoderState, Tensor]:
+        """One target token per row (N,) -> fp32 log-probabilities (N, V), the next
+        state, and the step's attention weights over the source (N, S)."""
+        out, state, attn = self._step(self.dropout(self.tgt_embed(token)), state, memory)
+        return F.log_softmax(self._logits(out).float(), dim=-1), state, attn
 
     def _step(
         self, embedded: Tensor, state: DecoderState, memory: Memory
-    ) -> tuple[Tensor, DecoderState]:
-        """embedded (N, E) -> attentional output (N, H) and the next state."""
+    ) -> tuple[Tensor, DecoderState, Tensor]:
+        """embedded (N, E) -> attentional output (N, H), the next state, attention (N, S)."""
         inputs = [embedded]
         if self.cfg.attention == "bahdanau":  # attend with the previous hidden state
             context, attn = self.attention(state.h[-1][:, None], memory)
@@ -203,7 +211,7 @@ class Seq2Seq(nn.Module):
         if self.cfg.attention != "bahdanau":  # Luong: attend with the new hidden state
             context, attn = self.attention(hidden, memory)
         out = self.dropout(torch.tanh(self.combine(torch.cat([context, hidden], -1))))[:, 0]
-        return out, DecoderState(h, c, out, attn[:, 0])
+        return out, DecoderState(h, c, out), attn[:, 0]
 
     def _lstm_step(self, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
         """One time step of the decoder LSTM: x (N, I), h and c (L, N, H).
@@ -215,7 +223,7 @@ class Seq2Seq(nn.Module):
         for layer, weights in enumerate(self.decoder.all_weights):
             if layer > 0:
                 x = self.dropout(x)  # between layers, as nn.LSTM does
-            h_layer, c_layer = torch.lstm_cell(x, (h[layer], c[layer]), *weights)
+            h_layer, c_layer = self.lstm_cell(x, (h[layer], c[layer]), *weights)
             new_h.append(h_layer)
             new_c.append(c_layer)
             x = h_layer

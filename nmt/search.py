@@ -1,13 +1,21 @@
-"""Greedy and batched beam search over any model with `encode` and `decode_step`.
+"""Greedy, sampling and batched beam search over any model with `encode` and `decode_step`.
 
 Shapes: B sentences, K beams, N = B * K decoder rows, L = longest output + 1
-(BOS first), V vocabulary size. The model's memory and state only need
-`.select(rows)`; search never looks inside them and never imports the model.
-Each sentence has its own output length limit (`max_len`, (B,)); at that limit
-every hypothesis is forced to end with EOS.
+(BOS first), S source length, V vocabulary size.
+
+The model contract: `encode(src, src_len) -> (memory, state)` and
+`decode_step(token (N,), state, memory) -> (logp (N, V) fp32, state, attn)`,
+where logp is a fresh tensor search may edit in place, memory and state only
+need `.select(rows)`, and attn is the step's attention over the source, (N, S),
+or None. Search never looks inside the
+model's tuples and never imports the model. Each sentence has its own output
+length limit (`max_len`, (B,)); at that limit every hypothesis ends with EOS.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -15,9 +23,35 @@ from torch import Tensor
 NEG_INF = float("-inf")
 
 
+@dataclass(frozen=True)
+class BeamOptions:
+    beam_size: int = 5
+    alpha: float = 0.0  # GNMT length penalty exponent; 0 ranks by raw log-probability
+    beta: float = 0.0  # GNMT coverage penalty weight; 0 turns it off
+    min_len: int = 1  # outputs shorter than this (EOS included) are not allowed
+    no_repeat_ngram: int = 0  # block any n-gram of this size from repeating; 0: off
+
+
+class Hypotheses(NamedTuple):
+    """K hypotheses per sentence, best first."""
+
+    tokens: Tensor  # (B, K, L) BOS-first ids, PAD after EOS
+    scores: Tensor  # (B, K) log-probability / length penalty (+ coverage penalty)
+    logprob: Tensor  # (B, K) total log-probability under the model
+    align: Tensor  # (B, K, L) source position each token attended most; -1 where none
+
+
 def length_penalty(length: Tensor | float, alpha: float) -> Tensor | float:
     """GNMT's ((5 + length) / 6) ** alpha; alpha = 0 ranks by raw log-probability."""
     return ((5.0 + length) / 6.0) ** alpha
+
+
+def coverage_penalty(coverage: Tensor, src_mask: Tensor, beta: float) -> Tensor:
+    """GNMT's beta * sum_j log(min(attention received by source j, 1)); coverage (..., S)."""
+    if beta == 0.0:
+        return coverage.new_zeros(coverage.shape[:-1])
+    covered = coverage.clamp(min=1e-6, max=1.0).log().masked_fill(~src_mask, 0.0)
+    return beta * covered.sum(-1)
 
 
 def output_limits(src_len: Tensor, a: float, b: int) -> Tensor:
@@ -28,24 +62,55 @@ def output_limits(src_len: Tensor, a: float, b: int) -> Tensor:
 @torch.no_grad()
 def greedy(
     model, src: Tensor, src_len: Tensor, *, max_len: Tensor, bos: int, eos: int, pad: int
-) -> tuple[Tensor, Tensor]:
-    """-> tokens (B, L) BOS-first, padded after EOS, and their log-probabilities (B,)."""
+) -> Hypotheses:
+    """The most probable token at each step; K = 1, scores are total log-probabilities."""
+    return sample(model, src, src_len, max_len=max_len, temperature=0.0, bos=bos, eos=eos, pad=pad)
+
+
+@torch.no_grad()
+def sample(
+    model,
+    src: Tensor,
+    src_len: Tensor,
+    *,
+    max_len: Tensor,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    bos: int,
+    eos: int,
+    pad: int,
+) -> Hypotheses:
+    """Ancestral sampling (temperature 0: greedy); top_k > 0 samples among the k best.
+
+    Scores are the model's log-probabilities of the chosen tokens, summed.
+    """
     B, steps = src.size(0), int(max_len.max())
     memory, state = model.encode(src, src_len)
     tokens = src.new_full((B, steps + 1), pad)
     tokens[:, 0] = bos
+    align = torch.full_like(tokens, -1)
     scores = torch.zeros(B, device=src.device)
     finished = torch.zeros(B, dtype=torch.bool, device=src.device)
+    first_limit = int(max_len.min())
     for t in range(steps):
-        logp, state = model.decode_step(tokens[:, t], state, memory)
-        logp = _mask_specials(logp, t, max_len, eos=eos, pad=pad, bos=bos)
-        best, token = logp.max(dim=-1)
+        logp, state, attn = model.decode_step(tokens[:, t], state, memory)
+        logp = _mask(logp, t, max_len, first_limit, 1, (bos, eos, pad))
+        if temperature == 0.0:
+            token = logp.argmax(dim=-1)
+        else:
+            weights = logp / temperature
+            if top_k:
+                kth = weights.topk(min(top_k, weights.size(-1)), dim=-1).values[:, -1:]
+                weights = weights.masked_fill(weights < kth, NEG_INF)
+            token = torch.multinomial(weights.softmax(-1), 1).squeeze(1)
         tokens[:, t + 1] = token.masked_fill(finished, pad)
-        scores += best.masked_fill(finished, 0.0)
+        if attn is not None:
+            align[:, t + 1] = attn.argmax(-1).masked_fill(finished, -1)
+        scores += logp.gather(1, token[:, None]).squeeze(1).masked_fill(finished, 0.0)
         finished |= token == eos
         if finished.all():  # a host sync per step, cheaper than decoding to the limit
             break
-    return tokens, scores
+    return Hypotheses(tokens[:, None], scores[:, None], scores[:, None], align[:, None])
 
 
 @torch.no_grad()
@@ -55,84 +120,113 @@ def beam_search(
     src_len: Tensor,
     *,
     max_len: Tensor,
-    beam_size: int,
-    alpha: float = 0.0,
+    options: BeamOptions,
     bos: int,
     eos: int,
     pad: int,
-) -> tuple[Tensor, Tensor]:
-    """Returns the K best hypotheses per sentence, best first.
+) -> Hypotheses:
+    """The K = beam_size best hypotheses per sentence, best first.
 
-    tokens: (B, K, L) BOS-first ids, padded after EOS; scores: (B, K) total
-    log-probability divided by `length_penalty(length, alpha)`, where length
-    counts EOS but not BOS.
+    A score is the total log-probability divided by `length_penalty(length,
+    alpha)` (length counts EOS, not BOS), plus the coverage penalty.
     """
-    B, K, steps = src.size(0), beam_size, int(max_len.max())
+    B, K, steps = src.size(0), options.beam_size, int(max_len.max())
     device = src.device
     batch_offset = torch.arange(B, device=device)[:, None] * K  # (B, 1)
     memory, state = model.encode(src, src_len)
     rows = torch.arange(B, device=device).repeat_interleave(K)
     memory, state = memory.select(rows), state.select(rows)  # N = B * K rows
+    src_mask = (torch.arange(src.size(1), device=device) < src_len[:, None])[:, None]  # (B,1,S)
 
     alive = src.new_full((B, K, steps + 1), pad)
     alive[:, :, 0] = bos
+    alive_align = torch.full_like(alive, -1)
     alive_score = torch.full((B, K), NEG_INF, device=device)
     alive_score[:, 0] = 0.0  # all beams start identical: keep one
-    done = alive.clone()
+    coverage = torch.zeros(B, K, src.size(1), device=device)  # attention received so far
+    done, done_align = alive.clone(), alive_align.clone()
     done_score = torch.full((B, K), NEG_INF, device=device)
-    best_possible_penalty = length_penalty(max_len.float(), alpha)  # (B,)
+    done_logprob = done_score.clone()
+    best_possible_penalty = length_penalty(max_len.float(), options.alpha)  # (B,)
+    row_limits, first_limit = max_len.repeat_interleave(K), int(max_len.min())
 
     for t in range(steps):
         # a. score every continuation of every live beam
-        logp, state = model.decode_step(alive[:, :, t].flatten(), state, memory)
+        logp, state, attn = model.decode_step(alive[:, :, t].flatten(), state, memory)
         V = logp.size(-1)
-        logp = _mask_specials(logp, t, max_len.repeat_interleave(K), eos=eos, pad=pad, bos=bos)
-        total = alive_score[:, :, None] + logp.view(B, K, V)  # (B, K, V)
+        logp = _mask(logp, t, row_limits, first_limit, options.min_len, (bos, eos, pad))
+        logp = logp.view(B, K, V)
+        if options.no_repeat_ngram and t + 1 >= options.no_repeat_ngram:
+            logp = _block_repeats(logp, alive[:, :, : t + 1], options.no_repeat_ngram, pad)
+        total = alive_score[:, :, None] + logp  # (B, K, V)
 
         # b. 2K candidates guarantee K that do not end in EOS
         cand_score, flat = total.view(B, K * V).topk(2 * K, dim=1)  # (B, 2K)
         beam, token = flat // V, flat % V
         cand = gather_beams(alive, beam)  # (B, 2K, L)
         cand[:, :, t + 1] = token
+        cand_align = gather_beams(alive_align, beam)
+        cand_coverage = gather_beams(coverage, beam)
+        if attn is not None:
+            step_attn = gather_beams(attn.float().view(B, K, -1), beam)
+            cand_align[:, :, t + 1] = step_attn.argmax(-1)
+            cand_coverage = cand_coverage + step_attn
         ends = token == eos
 
         # c. an ended candidate is finished only if it ranks among the top K
         ranks = torch.arange(2 * K, device=device)
-        normalized = cand_score / length_penalty(t + 1.0, alpha)
-        finished = torch.where(ends & (ranks < K), normalized, NEG_INF)
-        done, done_score, _ = top_k(
-            torch.cat([done, cand], 1), torch.cat([done_score, finished], 1), K
-        )
+        final = cand_score / length_penalty(t + 1.0, options.alpha)
+        final = final + coverage_penalty(cand_coverage, src_mask, options.beta)
+        finished = torch.where(ends & (ranks < K), final, NEG_INF)
+        index = torch.cat([done_score, finished], 1).topk(K, dim=1).indices
+        done_score = torch.cat([done_score, finished], 1).gather(1, index)
+        done_logprob = torch.cat([done_logprob, cand_score], 1).gather(1, index)
+        done = gather_beams(torch.cat([done, cand], 1), index)
+        done_align = gather_beams(torch.cat([done_align, cand_align], 1), index)
 
         # d. the rest keep searching, and their decoder states follow them
-        alive, alive_score, keep = top_k(cand, cand_score.masked_fill(ends, NEG_INF), K)
+        alive_score, keep = cand_score.masked_fill(ends, NEG_INF).topk(K, dim=1)
+        alive, alive_align = gather_beams(cand, keep), gather_beams(cand_align, keep)
+        coverage = gather_beams(cand_coverage, keep)
         state = state.select((beam.gather(1, keep) + batch_offset).flatten())
 
-        # e. log-probs only fall, so no live beam can end above score / best penalty;
-        # stop once none can beat the K-th finished one (same result, less work)
+        # e. log-probs only fall and the coverage penalty is <= 0, so no live beam can
+        # end above score / best penalty: stop once none can beat the K-th finished one
         if (done_score[:, -1] >= alive_score[:, 0] / best_possible_penalty).all():
             break
-    return done, done_score
+    return Hypotheses(done, done_score, done_logprob, done_align)
 
 
-def _mask_specials(
-    logp: Tensor, t: int, max_len: Tensor, *, eos: int, pad: int, bos: int
+def _mask(
+    logp: Tensor, t: int, max_len: Tensor, first_limit: int, min_len: int, specials: tuple
 ) -> Tensor:
-    """logp (N, V): PAD and BOS are never generated; rows at their limit must emit EOS."""
-    logp = logp.clone()
+    """logp (N, V), edited in place: PAD and BOS are never generated, EOS not before
+    min_len, and rows at their length limit (max_len, (N,)) must emit EOS.
+
+    `first_limit` is max_len.min() as a Python int, so that steps before any
+    limit skip the check without a host sync.
+    """
+    bos, eos, pad = specials
     logp[:, [pad, bos]] = NEG_INF
-    at_limit = (t >= max_len - 1)[:, None]  # (N, 1)
-    not_eos = torch.arange(logp.size(-1), device=logp.device) != eos  # (V,)
-    return logp.masked_fill(at_limit & not_eos, NEG_INF)
+    if t + 1 < min_len:
+        logp[:, eos] = NEG_INF
+    if t + 1 >= first_limit:
+        at_limit = (t >= max_len - 1)[:, None]  # (N, 1)
+        not_eos = torch.arange(logp.size(-1), device=logp.device) != eos  # (V,)
+        logp.masked_fill_(at_limit & not_eos, NEG_INF)
+    return logp
+
+
+def _block_repeats(logp: Tensor, prefix: Tensor, n: int, pad: int) -> Tensor:
+    """logp (B, K, V), prefix (B, K, t+1): ban tokens that would repeat an n-gram."""
+    windows = prefix.unfold(-1, n, 1)  # (B, K, W, n): every n-gram so far
+    last = prefix[:, :, prefix.size(-1) - n + 1 :]  # (B, K, n-1): what the next n-gram starts with
+    repeats = (windows[..., :-1] == last[:, :, None]).all(-1)  # (B, K, W)
+    banned = torch.where(repeats, windows[..., -1], pad)  # PAD is banned anyway
+    return logp.scatter(2, banned, NEG_INF)
 
 
 def gather_beams(x: Tensor, index: Tensor) -> Tensor:
     """x (B, K, ...) and index (B, J) -> (B, J, ...)."""
     expanded = index.view(*index.shape, *[1] * (x.dim() - 2)).expand(-1, -1, *x.shape[2:])
     return x.gather(1, expanded)
-
-
-def top_k(seqs: Tensor, scores: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
-    """The k best (sequence, score) pairs per sentence, best first, and their index."""
-    best, index = scores.topk(k, dim=1)
-    return gather_beams(seqs, index), best, index

@@ -27,12 +27,11 @@ from nmt import checkpoint
 from nmt.config import Config, TrainConfig
 from nmt.data import Batches, clean, collate, load_split, tokenize
 from nmt.metrics import bleu
-from nmt.model import Seq2Seq
+from nmt.model import Seq2Seq, autocast
 from nmt.tokenizer import PAD, Tokenizer, train_spm
 from nmt.translate import Translator
 
 log = logging.getLogger(__name__)
-DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 class RunError(ValueError):
@@ -50,19 +49,16 @@ class Progress:
     best_bleu: float = -1.0
     bad_validations: int = 0  # since the best, for early stopping
     lr_scale: float = 1.0  # plateau decay factor
+    schedule_start: int = 0  # the step the schedule (warm-up) counts from; moved by a reset
     plateau_bad: int = 0
     skipped_steps: int = 0  # fp16 overflow: the scaler skipped the update
     history: list[dict[str, float]] = field(default_factory=list)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    return torch.device(
-        "cuda"
-        if name == "auto" and torch.cuda.is_available()
-        else name
-        if name != "auto"
-        else "cpu"
-    )
+    if name != "auto":
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -84,7 +80,7 @@ def learning_rate(cfg: TrainConfig, step: int, lr_scale: float) -> float:
 
 
 def train(
-    cfg: Config,
+    cfg: Config | None,
     out_dir: Path,
     *,
     resume: bool = False,
@@ -92,7 +88,10 @@ def train(
     reset_optimizer: bool = False,
     device: str = "auto",
 ) -> Progress:
-    """Trains until max_steps, max_epochs, max_time or early stopping; returns the progress."""
+    """Trains until max_steps, max_epochs, max_time or early stopping; returns the progress.
+
+    With `resume`, `cfg` is ignored: the run's own config is used, with `overrides` on top.
+    """
     out_dir = Path(out_dir)
     last = out_dir / "last.pt"
     if resume:
@@ -101,6 +100,7 @@ def train(
         cfg, model, tokenizers, saved = checkpoint.load(last)
         if overrides:
             cfg = cfg.replace(overrides)
+            write_run_files(out_dir, cfg, tokenizers)
             log.info("overrides applied on resume: %s", " ".join(overrides))
     elif last.exists():
         raise RunError(f"{out_dir} already holds a run: pass --resume, or choose another --out")
@@ -121,6 +121,7 @@ def train(
         model = Seq2Seq(cfg.model, len(tokenizers[0]), len(tokenizers[1]), pad=PAD)
         saved = {}
     train_data, counts = clean(tokenize(train_data, *tokenizers, cfg.data), cfg.data)
+    valid_data = tokenize(valid_data, *tokenizers, cfg.data)
     log.info("training pairs: %s", " ".join(f"{k}={v}" for k, v in counts.items()))
     if counts["kept"] == 0:
         raise RunError(f"no training pairs left after cleaning {cfg.data.train}: {counts}")
@@ -136,6 +137,7 @@ def train(
             torch.cuda.set_rng_state(saved["rng"]["cuda"])
         if reset_optimizer:
             progress.lr_scale, progress.plateau_bad = 1.0, 0
+            progress.schedule_start = progress.step
             log.info("optimizer and schedule reset")
         else:
             optimizer.load_state_dict(saved["optimizer"])
@@ -193,7 +195,8 @@ def train(
             if tc.schedule == "plateau" and progress.plateau_bad >= tc.decay_patience:
                 progress.lr_scale *= tc.decay_factor
                 progress.plateau_bad = 0
-        logger.event("valid", **result, lr=learning_rate(tc, progress.step, progress.lr_scale))
+        lr = learning_rate(tc, progress.step - progress.schedule_start, progress.lr_scale)
+        logger.event("valid", **result, lr=lr)
         save_checkpoints(improved)
         return bool(tc.patience and progress.bad_validations >= tc.patience)
 
@@ -201,13 +204,14 @@ def train(
     stop = progress.step >= tc.max_steps or bool(
         tc.max_time and progress.train_seconds >= tc.max_time
     )
+    validated = progress.step  # the step of the last validation: never twice for one step
     while not stop:
         epoch_batches = batches.epoch(progress.epoch)
         while progress.batch_in_epoch < len(epoch_batches) and not stop:
             group = epoch_batches[
                 progress.batch_in_epoch : progress.batch_in_epoch + tc.accum_steps
             ]
-            lr = learning_rate(tc, progress.step + 1, progress.lr_scale)
+            lr = learning_rate(tc, progress.step + 1 - progress.schedule_start, progress.lr_scale)
             for g in optimizer.param_groups:
                 g["lr"] = lr
             parts = [collate([src_ids[i] for i in b], [tgt_ids[i] for i in b]) for b in group]
@@ -223,11 +227,13 @@ def train(
             stop = progress.step >= tc.max_steps or out_of_time
             if progress.step % tc.valid_every == 0 or stop:
                 stop = validate() or stop
+                validated = progress.step
         if progress.batch_in_epoch >= len(epoch_batches):
             progress.epoch, progress.batch_in_epoch = progress.epoch + 1, 0
-            stop = stop or bool(tc.max_epochs and progress.epoch >= tc.max_epochs)
-            if stop and progress.step % tc.valid_every:
-                validate()
+            if tc.max_epochs and progress.epoch >= tc.max_epochs:
+                stop = True
+                if validated != progress.step:
+                    validate()
     logger.close()
     return progress
 
@@ -247,7 +253,7 @@ def train_step(
     total = 0.0
     for part in parts:
         part = {k: v.to(device, non_blocking=True) for k, v in part.items()}
-        with torch.autocast(device.type, dtype=DTYPES.get(precision), enabled=precision != "fp32"):
+        with autocast(device, precision):
             logits = model(part["src"], part["src_len"], part["tgt_in"])  # (N, T, V)
         # the loss in fp32, outside autocast: it sums over the whole batch
         loss = (
@@ -273,21 +279,19 @@ def train_step(
 
 
 @torch.no_grad()
-def evaluate(model: Seq2Seq, translator: Translator, data, cfg: Config, device) -> dict[str, Any]:
-    """Val loss and perplexity (teacher forcing, no smoothing) and greedy BLEU."""
+def evaluate(model: Seq2Seq, translator: Translator, valid, cfg: Config, device) -> dict[str, Any]:
+    """Val loss and perplexity (teacher forcing, no smoothing) and greedy BLEU.
+
+    `valid` is the tokenized val split; sources are truncated as in translation.
+    """
     was_training = model.training
     model.eval()
-    tokenized = tokenize(data, translator.src_tok, translator.tgt_tok, cfg.data)
-    src_ids, tgt_ids = tokenized["src_ids"][:], tokenized["tgt_ids"][:]
+    src_ids = translator.encode(valid["src"][:])
+    tgt_ids = valid["tgt_ids"][:]
+    budget = cfg.train.valid_batch_tokens
     loss_sum, count = 0.0, 0
-    budget = Batches(
-        [len(x) for x in src_ids], [len(x) for x in tgt_ids], cfg.train.valid_batch_tokens, 0
-    )
-    for batch in budget.epoch(0):
-        part = collate(
-            [src_ids[i][: cfg.data.max_len] + src_ids[i][-1:] for i in batch],
-            [tgt_ids[i] for i in batch],
-        )
+    for batch in Batches([len(x) for x in src_ids], [len(x) for x in tgt_ids], budget, 0).epoch(0):
+        part = collate([src_ids[i] for i in batch], [tgt_ids[i] for i in batch])
         part = {k: v.to(device) for k, v in part.items()}
         logits = model(part["src"], part["src_len"], part["tgt_in"])
         loss_sum += F.cross_entropy(
@@ -297,8 +301,8 @@ def evaluate(model: Seq2Seq, translator: Translator, data, cfg: Config, device) 
             reduction="sum",
         ).item()
         count += int((part["tgt_out"] != PAD).sum())
-    hyps = translator.translate(data["src"][:], beam=1, max_tokens=cfg.train.valid_batch_tokens)
-    score, _ = bleu([h.text for h in hyps], data["tgt"][:])
+    hyps = translator.translate(valid["src"][:], beam=1, max_tokens=budget)
+    score, _ = bleu([nbest[0].text for nbest in hyps], valid["tgt"][:])
     model.train(was_training)
     loss = loss_sum / max(count, 1)
     return {

@@ -41,6 +41,9 @@ def measure(cfg: Config, precision: str, steps: int, warmup: int) -> dict:
     model = Seq2Seq(cfg.model, len(tokenizers[0]), len(tokenizers[1]), pad=PAD).to(device).train()
     optimizer = build_optimizer(cfg.train, model)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    flops_per_token = count_flops(
+        model, collate([src_ids[j] for j in batches[0]], [tgt_ids[j] for j in batches[0]]), device
+    )
     tokens = 0
     for i, batch in enumerate(batches):
         if i == warmup:
@@ -61,11 +64,27 @@ def measure(cfg: Config, precision: str, steps: int, warmup: int) -> dict:
         "steps": len(batches) - warmup,
         "tok_per_s": round(tokens / seconds),
         "tokens_per_step": round(tokens / (len(batches) - warmup)),
+        "mflop_per_token": round(flops_per_token / 1e6, 1),
+        "gflop_per_s": round(flops_per_token * tokens / seconds / 1e9, 1),
         "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
         "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)
         if device.type == "cuda"
         else None,
     }
+
+
+def count_flops(model: Seq2Seq, batch: dict, device: torch.device) -> float:
+    """Matmul FLOPs of one forward + backward pass per target token, counted by torch."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    batch = {k: v.to(device) for k, v in batch.items()}
+    with FlopCounterMode(display=False) as counter:
+        logits = model(batch["src"], batch["src_len"], batch["tgt_in"])
+        torch.nn.functional.cross_entropy(
+            logits.flatten(0, 1), batch["tgt_out"].flatten()
+        ).backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / int((batch["tgt_out"] != PAD).sum())
 
 
 def main() -> None:
@@ -104,15 +123,29 @@ def main() -> None:
         results.append(json.loads(out.strip().splitlines()[-1]))
     base = results[0]["tok_per_s"]
     print(f"config: {args.config} {' '.join(args.overrides)}")
-    print(
-        f"{'precision':<10} {'tok/s':>8} {'vs ' + results[0]['precision']:>8} "
-        f"{'tok/step':>9} {'peak RSS GiB':>13} {'peak GPU GiB':>13}"
-    )
+    columns = [
+        "precision",
+        "tok/s",
+        "vs " + results[0]["precision"],
+        "tok/step",
+        "MFLOP/tok",
+        "GFLOP/s",
+        "peak RSS GiB",
+        "peak GPU GiB",
+    ]
+    print(" | ".join(columns))
     for r in results:
-        print(
-            f"{r['precision']:<10} {r['tok_per_s']:>8} {r['tok_per_s'] / base:>8.2f} "
-            f"{r['tokens_per_step']:>9} {r['peak_rss_gib']:>13} {str(r['peak_gpu_gib']):>13}"
-        )
+        row = [
+            r["precision"],
+            r["tok_per_s"],
+            f"{r['tok_per_s'] / base:.2f}",
+            r["tokens_per_step"],
+            r["mflop_per_token"],
+            r["gflop_per_s"],
+            r["peak_rss_gib"],
+            r["peak_gpu_gib"],
+        ]
+        print(" | ".join(str(x) for x in row))
     print(f"device={results[0]['device']} threads={results[0]['threads']} steps={args.steps}")
 
 

@@ -70,3 +70,20 @@ def tiny_config(corpus: Path, *overrides: str) -> nmt.config.Config:
             *overrides,
         ],
     )
+
+
+@pytest.fixture(scope="session")
+def trained_run(toy_corpus, tmp_path_factory) -> Path:
+    """A small model trained on the toy corpus for a few seconds: it translates
+    badly, but it produces words, attends and scores like a real one."""
+    from nmt.train import train
+
+    run = tmp_path_factory.mktemp("trained") / "run"
+    sizes = ["model.emb_dim=64", "model.enc_hidden=64", "model.dec_hidden=128"]
+    train(
+        tiny_config(
+            toy_corpus, "train.max_steps=200", "train.valid_every=200", "train.lr=0.005", *sizes
+        ),
+        run,
+    )
+    return run

@@ -1,3 +1,5 @@
+"""Search against oracles: a scripted model whose log-probabilities are a fixed table."""
+
 from __future__ import annotations
 
 import itertools
@@ -7,9 +9,11 @@ from typing import NamedTuple
 import pytest
 import torch
 
-from nmt.search import beam_search, greedy, length_penalty
+from nmt.ensemble import Ensemble
+from nmt.search import BeamOptions, beam_search, greedy, length_penalty, sample
 
 PAD, BOS, EOS = 0, 1, 2
+SPECIALS = {"bos": BOS, "eos": EOS, "pad": PAD}
 
 
 class Rows(NamedTuple):
@@ -20,7 +24,7 @@ class Rows(NamedTuple):
 
 
 class ScriptedModel:
-    """Log-probs from a fixed table indexed by (step, previous token): an oracle for search."""
+    """Log-probs come from a table indexed by (step, previous token)."""
 
     def __init__(self, table: torch.Tensor):  # (steps, V, V) log-probs
         self.table = table
@@ -30,7 +34,8 @@ class ScriptedModel:
 
     def decode_step(self, token, state, memory):
         step = state.x
-        return self.table[step, token].clone(), Rows(step + 1)
+        attn = torch.nn.functional.one_hot(step % memory.x.size(1), memory.x.size(1)).float()
+        return self.table[step, token].clone(), Rows(step + 1), attn
 
 
 def random_table(steps: int, vocab: int, seed: int) -> torch.Tensor:
@@ -40,17 +45,31 @@ def random_table(steps: int, vocab: int, seed: int) -> torch.Tensor:
     return logits.log_softmax(-1)
 
 
-def exhaustive_best(table: torch.Tensor, max_len: int, alpha: float) -> tuple[float, list[int]]:
+def search(table, src, max_len, **options):
+    src = torch.tensor(src)
+    return beam_search(
+        ScriptedModel(table),
+        src,
+        torch.full((src.size(0),), src.size(1)),
+        max_len=torch.tensor(max_len),
+        options=BeamOptions(**options),
+        **SPECIALS,
+    )
+
+
+def exhaustive_best(table, max_len: int, alpha: float, allowed=lambda seq: True):
     """Scores every output of up to max_len tokens (the last one EOS)."""
-    vocab = table.size(-1)
-    words = [v for v in range(vocab) if v not in (PAD, BOS, EOS)]
+    words = [v for v in range(table.size(-1)) if v not in (PAD, BOS, EOS)]
     best = (-math.inf, [])
     for length in range(1, max_len + 1):
         for body in itertools.product(words, repeat=length - 1):
-            seq, prev, score = [*body, EOS], BOS, 0.0
-            for t, token in enumerate(seq):
-                score += table[t, prev, token].item()
-                prev = token
+            seq = [*body, EOS]
+            if not allowed(seq):
+                continue
+            score = sum(
+                table[t, prev, tok].item()
+                for t, (prev, tok) in enumerate(zip([BOS, *seq[:-1]], seq, strict=True))
+            )
             best = max(best, (score / length_penalty(length, alpha), seq))
     return best
 
@@ -58,23 +77,13 @@ def exhaustive_best(table: torch.Tensor, max_len: int, alpha: float) -> tuple[fl
 @pytest.mark.parametrize("alpha", [0.0, 0.6, 1.0, 2.0])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_wide_beam_finds_the_exhaustive_best(alpha, seed):
-    table, max_len = random_table(steps=4, vocab=6, seed=seed), 4  # 3 words: 40 outputs
+    table = random_table(steps=4, vocab=6, seed=seed)  # 3 words, up to 4 tokens: 40 outputs
 
-    tokens, scores = beam_search(
-        ScriptedModel(table),
-        torch.tensor([[5]]),
-        torch.tensor([1]),
-        max_len=torch.tensor([max_len]),
-        beam_size=40,
-        alpha=alpha,
-        bos=BOS,
-        eos=EOS,
-        pad=PAD,
-    )
+    found = search(table, [[5]], [4], beam_size=40, alpha=alpha)
 
-    best_score, best_seq = exhaustive_best(table, max_len, alpha)
-    assert scores[0, 0].item() == pytest.approx(best_score, abs=1e-5)
-    assert tokens[0, 0, 1 : len(best_seq) + 1].tolist() == best_seq
+    best_score, best_seq = exhaustive_best(table, 4, alpha)
+    assert found.scores[0, 0].item() == pytest.approx(best_score, abs=1e-5)
+    assert found.tokens[0, 0, 1 : len(best_seq) + 1].tolist() == best_seq
 
 
 def test_beam_of_one_equals_greedy():
@@ -82,47 +91,114 @@ def test_beam_of_one_equals_greedy():
     src = torch.tensor([[5], [6], [5]])
     max_len = torch.tensor([6, 3, 5])
 
-    beam_tokens, beam_scores = beam_search(
-        ScriptedModel(table),
-        src,
-        torch.ones(3, dtype=torch.long),
-        max_len=max_len,
-        beam_size=1,
-        bos=BOS,
-        eos=EOS,
-        pad=PAD,
-    )
-    greedy_tokens, greedy_scores = greedy(
-        ScriptedModel(table),
-        src,
-        torch.ones(3, dtype=torch.long),
-        max_len=max_len,
-        bos=BOS,
-        eos=EOS,
-        pad=PAD,
+    beam = search(table, [[5], [6], [5]], [6, 3, 5], beam_size=1)
+    best = greedy(
+        ScriptedModel(table), src, torch.ones(3, dtype=torch.long), max_len=max_len, **SPECIALS
     )
 
-    width = greedy_tokens.size(1)
-    assert beam_tokens[:, 0, :width].tolist() == greedy_tokens.tolist()
-    torch.testing.assert_close(beam_scores[:, 0], greedy_scores)
+    assert beam.tokens.tolist() == best.tokens.tolist()
+    torch.testing.assert_close(beam.scores, best.scores)
 
 
-def test_every_hypothesis_respects_its_sentence_limit_and_lists_are_sorted():
+def test_sampling_from_the_single_best_token_is_greedy():
+    table = random_table(steps=5, vocab=7, seed=5)
+    src, src_len, max_len = (
+        torch.tensor([[5], [6]]),
+        torch.ones(2, dtype=torch.long),
+        torch.tensor([5, 5]),
+    )
+
+    drawn = sample(
+        ScriptedModel(table), src, src_len, max_len=max_len, temperature=0.7, top_k=1, **SPECIALS
+    )
+    best = greedy(ScriptedModel(table), src, src_len, max_len=max_len, **SPECIALS)
+
+    assert drawn.tokens.tolist() == best.tokens.tolist()
+
+
+def test_every_hypothesis_respects_its_sentence_limit_and_nbest_lists_are_sorted():
     table = random_table(steps=8, vocab=6, seed=4)
     table[:, :, EOS] = -20.0  # the model never wants to stop
 
-    tokens, scores = beam_search(
-        ScriptedModel(table),
-        torch.tensor([[5], [5]]),
-        torch.ones(2, dtype=torch.long),
-        max_len=torch.tensor([3, 7]),
-        beam_size=4,
-        bos=BOS,
-        eos=EOS,
-        pad=PAD,
-    )
+    found = search(table, [[5], [5]], [3, 7], beam_size=4)
 
     for sentence, limit in enumerate([3, 7]):
-        for hyp in tokens[sentence].tolist():
+        for hyp in found.tokens[sentence].tolist():
             assert EOS in hyp[1 : limit + 1]
-    assert (scores[:, :-1] >= scores[:, 1:]).all()
+    assert (found.scores[:, :-1] >= found.scores[:, 1:]).all()
+
+
+def test_min_len_and_ngram_blocking_find_the_best_allowed_output():
+    table = random_table(steps=6, vocab=5, seed=6)  # words 3, 4
+
+    def allowed(seq):
+        bigrams = list(zip(seq[:-1], seq[1:], strict=True))
+        return len(seq) >= 3 and len(bigrams) == len(set(bigrams))
+
+    found = search(table, [[3]], [6], beam_size=64, min_len=3, no_repeat_ngram=2)
+
+    best_score, best_seq = exhaustive_best(table, 6, 0.0, allowed)
+    assert found.tokens[0, 0, 1 : len(best_seq) + 1].tolist() == best_seq
+    assert found.scores[0, 0].item() == pytest.approx(best_score, abs=1e-5)
+
+
+def test_logprob_is_the_raw_total_whatever_the_length_penalty():
+    table = random_table(steps=5, vocab=6, seed=7)
+
+    found = search(table, [[5]], [5], beam_size=3, alpha=1.0, beta=0.0)
+
+    seq = found.tokens[0, 0, 1:].tolist()
+    seq = seq[: seq.index(EOS) + 1]
+    raw = sum(
+        table[t, prev, tok].item()
+        for t, (prev, tok) in enumerate(zip([BOS, *seq[:-1]], seq, strict=True))
+    )
+    assert found.logprob[0, 0].item() == pytest.approx(raw, abs=1e-5)
+    assert found.scores[0, 0].item() == pytest.approx(raw / length_penalty(len(seq), 1.0), abs=1e-5)
+
+
+def test_alignments_follow_the_attention_of_each_step():
+    table = random_table(steps=5, vocab=6, seed=8)
+
+    found = search(table, [[5, 4, 3]], [5], beam_size=2)  # step t attends to source t % 3
+
+    seq = found.tokens[0, 0, 1:].tolist()
+    length = seq.index(EOS) + 1
+    assert found.align[0, 0, 1 : length + 1].tolist() == [t % 3 for t in range(length)]
+
+
+def test_an_ensemble_of_one_model_is_that_model():
+    table = random_table(steps=5, vocab=6, seed=9)
+    src, src_len, max_len = (
+        torch.tensor([[5], [4]]),
+        torch.ones(2, dtype=torch.long),
+        torch.tensor([5, 4]),
+    )
+    options = BeamOptions(beam_size=3, alpha=0.6)
+
+    alone = beam_search(
+        ScriptedModel(table), src, src_len, max_len=max_len, options=options, **SPECIALS
+    )
+    ensemble = beam_search(
+        Ensemble([ScriptedModel(table)]), src, src_len, max_len=max_len, options=options, **SPECIALS
+    )
+
+    assert ensemble.tokens.tolist() == alone.tokens.tolist()
+    torch.testing.assert_close(ensemble.scores, alone.scores)
+
+
+def test_an_ensemble_averages_log_probabilities():
+    a, b = random_table(steps=4, vocab=6, seed=10), random_table(steps=4, vocab=6, seed=11)
+
+    found = beam_search(
+        Ensemble([ScriptedModel(a), ScriptedModel(b)]),
+        torch.tensor([[5]]),
+        torch.ones(1, dtype=torch.long),
+        max_len=torch.tensor([4]),
+        options=BeamOptions(beam_size=40),
+        **SPECIALS,
+    )
+
+    best_score, best_seq = exhaustive_best((a + b) / 2, 4, 0.0)
+    assert found.scores[0, 0].item() == pytest.approx(best_score, abs=1e-5)
+    assert found.tokens[0, 0, 1 : len(best_seq) + 1].tolist() == best_seq

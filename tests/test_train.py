@@ -121,3 +121,47 @@ def test_truncated_checkpoint_gives_a_clear_error(toy_corpus, tmp_path):
 
     with pytest.raises(checkpoint.CheckpointError, match="truncated or not a checkpoint"):
         checkpoint.load(cut)
+
+
+def test_overrides_on_resume_apply_and_are_logged(toy_corpus, tmp_path, caplog):
+    run = tmp_path / "run"
+    train(tiny_config(toy_corpus, "train.max_steps=4", "train.log_every=2"), run)
+
+    with caplog.at_level("INFO", logger="nmt.train"):
+        train(None, run, resume=True, overrides=["train.max_steps=8", "train.lr=0.0005"])
+
+    assert "overrides applied on resume: train.max_steps=8 train.lr=0.0005" in caplog.text
+    events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    lrs = [e["lr"] for e in events if e["event"] == "train"]
+    assert lrs == [0.003, 0.003, 0.0005, 0.0005]
+    assert "lr: 0.0005" in (run / "config.yaml").read_text()
+
+
+def test_early_stopping_ends_the_run_after_patience_bad_validations(toy_corpus, tmp_path):
+    cfg = tiny_config(
+        toy_corpus,
+        "train.lr=1e-12",
+        "train.patience=2",
+        "train.valid_every=2",
+        "train.max_steps=50",
+    )
+
+    progress = train(cfg, tmp_path / "run")
+
+    assert progress.step == 6  # the first validation sets the best; two more fail to beat it
+    assert [h["step"] for h in progress.history] == [2, 4, 6]
+
+
+def test_max_epochs_stops_at_an_epoch_boundary_and_validates_once(toy_corpus, tmp_path):
+    cfg = tiny_config(
+        toy_corpus,
+        "train.max_epochs=1",
+        "train.valid_every=1000",
+        "train.max_steps=1000",
+        "data.max_tokens=800",
+    )
+
+    progress = train(cfg, tmp_path / "run")
+
+    assert (progress.epoch, progress.batch_in_epoch) == (1, 0)
+    assert [h["step"] for h in progress.history] == [progress.step]

@@ -1,0 +1,238 @@
+"""`nmt inspect`: one sentence through a trained model, with its attention, gates and cells.
+
+The encoder is re-run with `ExplicitLSTM` (the same weights, gate by gate); the
+decoder re-decodes the model's own translation with a cell function that
+records its gates. Pictures are drawn with matplotlib (Agg, no display needed).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from nmt.gates import ExplicitLSTM, GateTrace, cell_step
+from nmt.tokenizer import BOS, EOS
+from nmt.translate import Translator
+
+UNITS_SHOWN = 8  # the most active memory-cell units drawn one by one
+
+
+@dataclass
+class Inspection:
+    sentence: str
+    translation: str
+    src_pieces: list[str]  # with </s>
+    out_pieces: list[str]  # with </s>
+    attention: Tensor  # (T, S): row t is what output piece t attended to
+    encoder: dict[str, GateTrace]  # "forward" / "backward" of the top layer, each (S, H)
+    decoder: GateTrace  # top layer, (T, H)
+
+
+class GateRecorder:
+    """A drop-in for torch.lstm_cell that also keeps every gate it computes."""
+
+    def __init__(self):
+        self.calls: list[tuple[Tensor, ...]] = []
+
+    def __call__(self, x, state, w_ih, w_hh, b_ih, b_hh):
+        h, c, (i, f, o) = cell_step(x, state[0], state[1], (w_ih, w_hh, b_ih, b_hh))
+        self.calls.append((i, f, o, c, h))
+        return h, c
+
+
+@torch.no_grad()
+def inspect_sentence(translator: Translator, sentence: str, *, beam: int = 5) -> Inspection:
+    model = translator.model
+    if not hasattr(model, "decoder"):
+        raise ValueError("inspect needs one model, not an ensemble")
+    hyp = translator.translate([sentence], beam=beam)[0][0]
+    src_ids = translator.encode([sentence])[0]
+    src, src_len = torch.tensor([src_ids], device=translator.device), torch.tensor([len(src_ids)])
+
+    encoder = ExplicitLSTM(
+        model.encoder.input_size,
+        model.encoder.hidden_size,
+        model.encoder.num_layers,
+        batch_first=True,
+        bidirectional=True,
+    )
+    encoder.load_state_dict(model.encoder.state_dict())
+    _, _, traces = (
+        encoder.to(translator.device).eval().forward_with_gates(model.src_embed(src), src_len)
+    )
+    top = model.encoder.num_layers - 1
+
+    recorder, steps = GateRecorder(), [BOS, *hyp.tokens]
+    memory, state = model.encode(src, src_len)
+    attention = []
+    model.lstm_cell = recorder
+    try:
+        for token in steps:
+            _, state, attn = model.decode_step(
+                torch.tensor([token], device=src.device), state, memory
+            )
+            attention.append(attn[0])
+    finally:
+        model.lstm_cell = torch.lstm_cell
+    layers = model.cfg.dec_layers
+    top_calls = recorder.calls[layers - 1 :: layers]  # one call per layer per step
+    decoder = GateTrace(*(torch.cat(parts) for parts in zip(*top_calls, strict=True)))
+
+    return Inspection(
+        sentence=sentence,
+        translation=hyp.text,
+        src_pieces=translator.src_tok.id_to_piece(src_ids),
+        out_pieces=translator.tgt_tok.id_to_piece([*hyp.tokens, EOS]),
+        attention=torch.stack(attention).float().cpu(),
+        encoder={
+            name: GateTrace(*(t[0].float().cpu() for t in traces[(top, d)]))
+            for d, name in enumerate(("forward", "backward"))
+        },
+        decoder=GateTrace(*(t.float().cpu() for t in decoder)),
+    )
+
+
+def figures(ins: Inspection) -> dict[str, object]:
+    """The pictures, by name: attention, encoder gates, decoder gates, cell units."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    src, out = [_label(p) for p in ins.src_pieces], [_label(p) for p in ins.out_pieces]
+    figs = {}
+
+    fig, ax = plt.subplots(figsize=(max(5, 0.45 * len(src) + 2), max(4, 0.4 * len(out) + 1.5)))
+    image = ax.imshow(ins.attention.numpy(), cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(src)), src, rotation=60, ha="right")
+    ax.set_yticks(range(len(out)), out)
+    ax.set_xlabel("source pieces")
+    ax.set_ylabel("output pieces")
+    ax.set_title("Attention: which source pieces each output piece looked at")
+    fig.colorbar(image, ax=ax, fraction=0.04)
+    figs["attention"] = fig
+
+    panels = [
+        ("encoder, forward", ins.encoder["forward"], src),
+        ("encoder, backward", ins.encoder["backward"], src),
+        ("decoder", ins.decoder, out),
+    ]
+    fig, axes = plt.subplots(
+        len(panels), 1, figsize=(max(7, 0.45 * max(len(src), len(out)) + 2), 9)
+    )
+    for ax, (title, trace, labels) in zip(axes, panels, strict=True):
+        steps = range(len(labels))
+        for gate, color in (("input", "tab:green"), ("forget", "tab:red"), ("output", "tab:blue")):
+            ax.plot(
+                steps,
+                getattr(trace, gate).mean(-1).numpy(),
+                marker="o",
+                color=color,
+                label=f"{gate} gate (mean over units)",
+            )
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("gate value")
+        norm = ax.twinx()
+        norm.plot(
+            steps,
+            trace.cell.norm(dim=-1).numpy(),
+            color="black",
+            linestyle="--",
+            label="memory cell norm |c|",
+        )
+        norm.set_ylabel("|c|")
+        ax.set_xticks(steps, labels, rotation=45, ha="right")
+        ax.set_title(title)
+        lines = ax.get_legend_handles_labels()
+        extra = norm.get_legend_handles_labels()
+        ax.legend(lines[0] + extra[0], lines[1] + extra[1], fontsize=7, loc="lower left", ncol=4)
+    fig.suptitle("LSTM gates and memory cells at each step")
+    fig.tight_layout()
+    figs["gates"] = fig
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    for ax, (title, trace, labels) in zip(axes, [panels[0], panels[2]], strict=True):
+        units = trace.cell.abs().mean(0).topk(min(UNITS_SHOWN, trace.cell.size(-1))).indices
+        limit = float(trace.cell[:, units].abs().max())
+        image = ax.imshow(
+            trace.cell[:, units].T.numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto"
+        )
+        ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right")
+        ax.set_yticks(range(len(units)), [f"unit {u}" for u in units.tolist()])
+        ax.set_title(f"{title}: the {len(units)} most active memory cells")
+        fig.colorbar(image, ax=ax, fraction=0.04)
+    fig.tight_layout()
+    figs["cells"] = fig
+    return figs
+
+
+def write(ins: Inspection, path: Path) -> None:
+    """A .png (all pictures stacked) or a self-contained .html page."""
+    import matplotlib.pyplot as plt
+
+    figs = figures(ins)
+    images = {name: _png(fig) for name, fig in figs.items()}
+    for fig in figs.values():
+        plt.close(fig)
+    if path.suffix == ".png":
+        _stack_pngs(list(images.values()), path)
+        return
+    body = "".join(
+        f'<figure><img alt="{name}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+        f"<figcaption>{CAPTIONS[name]}</figcaption></figure>"
+        for name, png in images.items()
+    )
+    path.write_text(
+        PAGE.format(src=html.escape(ins.sentence), out=html.escape(ins.translation), body=body),
+        encoding="utf-8",
+    )
+
+
+CAPTIONS = {
+    "attention": "Attention weights: each row sums to one over the real source pieces.",
+    "gates": "Mean input, forget and output gate per step, and the norm of the memory cell.",
+    "cells": "The memory cells with the largest mean magnitude, step by step.",
+}
+
+PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>nmt inspect</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}
+img{{max-width:100%;border:1px solid #ddd}}figure{{margin:2em 0}}dt{{font-weight:bold}}</style>
+</head><body><h1>Inside the LSTM</h1><dl><dt>source</dt><dd>{src}</dd>
+<dt>translation</dt><dd>{out}</dd></dl>{body}</body></html>
+"""
+
+
+def _label(piece: str) -> str:
+    return piece.replace("\u2581", "_")
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def _stack_pngs(pngs: list[bytes], path: Path) -> None:
+    import matplotlib.image as mpimg
+    import matplotlib.pyplot as plt
+
+    images = [mpimg.imread(io.BytesIO(png)) for png in pngs]
+    height = sum(img.shape[0] for img in images) / 110
+    width = max(img.shape[1] for img in images) / 110
+    fig, axes = plt.subplots(
+        len(images),
+        1,
+        figsize=(width, height),
+        gridspec_kw={"height_ratios": [img.shape[0] for img in images]},
+    )
+    for ax, img in zip(axes, images, strict=True):
+        ax.imshow(img)
+        ax.axis("off")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)

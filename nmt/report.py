@@ -1,0 +1,324 @@
+"""Evaluation reports through SacreBLEU's own classes.
+
+Corpus BLEU, chrF (or chrF++) and TER with their signatures, for one or more
+systems against one or more references; the first system is the baseline the
+others are tested against (paired bootstrap resampling or approximate
+randomization, as sacrebleu computes them). Breakdowns: length ratio, BLEU by
+source-length bucket, the sentences whose sentence-BLEU dropped most.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from dataclasses import asdict, dataclass, field
+
+from sacrebleu.metrics import BLEU, CHRF, TER
+from sacrebleu.significance import PairedTest
+
+BUCKETS = [(1, 10), (11, 20), (21, 30), (31, 10_000)]  # source words
+DROPS_SHOWN = 10
+
+
+@dataclass
+class SystemResult:
+    name: str
+    scores: dict[str, float]  # metric name as sacrebleu prints it -> score
+    p_values: dict[str, float] = field(default_factory=dict)  # vs the baseline
+    ci: dict[str, float] = field(default_factory=dict)  # 95% half-width
+    bleu_by_length: dict[str, float] = field(default_factory=dict)
+    sentence_bleu: list[float] = field(default_factory=list)
+    sys_len: int = 0
+    ref_len: int = 0
+
+
+@dataclass
+class Report:
+    systems: list[SystemResult]
+    signatures: dict[str, str]
+    test: str  # "bs", "ar" or "" (one system)
+    drops: list[dict] = field(default_factory=list)  # the largest sentence-BLEU drops
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def make_metrics(names: list[str], chrf_plus: bool) -> dict[str, object]:
+    """sacrebleu metric objects by our names: bleu, chrf, ter."""
+    makers = {"bleu": BLEU, "chrf": lambda: CHRF(word_order=2 if chrf_plus else 0), "ter": TER}
+    unknown = [n for n in names if n not in makers]
+    if unknown:
+        raise ValueError(f"unknown metric {unknown[0]!r}: choose from bleu, chrf, ter")
+    return {name: makers[name]() for name in names}
+
+
+def evaluate(
+    systems: list[tuple[str, list[str]]],
+    refs: list[list[str]],
+    *,
+    src: list[str] | None = None,
+    metrics: tuple[str, ...] = ("bleu", "chrf", "ter"),
+    chrf_plus: bool = False,
+    test: str = "bs",
+    samples: int = 0,
+) -> Report:
+    """systems: (name, hypotheses) with the baseline first; refs: one list per reference."""
+    objects = make_metrics(list(metrics), chrf_plus)
+    results, signatures = [], {}
+    if len(systems) > 1:
+        paired = PairedTest(systems, objects, references=refs, test_type=test, n_samples=samples)
+        sigs, table = paired()
+        signatures = {name: str(sig) for name, sig in sigs.items()}
+        for row, (name, _) in enumerate(systems):
+            result = SystemResult(name, {})
+            for metric, column in table.items():
+                if metric == "System":
+                    continue
+                cell = column[row]
+                result.scores[metric] = cell.score
+                if cell.p_value is not None:
+                    result.p_values[metric] = cell.p_value
+                if cell.ci is not None:
+                    result.ci[metric] = cell.ci
+            if systems[row][1] == systems[0][1] and row > 0:
+                # identical outputs differ by nothing: sacrebleu's strict `>` count would
+                # give 1 / (n + 1) here, which reads as significant; no difference is p = 1
+                result.p_values = dict.fromkeys(result.p_values, 1.0)
+            results.append(result)
+    else:
+        name, hyps = systems[0]
+        result = SystemResult(name, {})
+        for metric in objects.values():
+            score = metric.corpus_score(hyps, refs)
+            result.scores[score.name] = score.score
+            signatures[score.name] = str(metric.get_signature())
+        results.append(result)
+        test = ""
+
+    bleu = BLEU(effective_order=True)
+    for result, (_, hyps) in zip(results, systems, strict=True):
+        corpus = BLEU().corpus_score(hyps, refs)
+        result.sys_len, result.ref_len = corpus.sys_len, corpus.ref_len
+        per_ref = list(zip(*refs, strict=True))
+        result.sentence_bleu = [
+            bleu.sentence_score(h, list(r)).score for h, r in zip(hyps, per_ref, strict=True)
+        ]
+        if src is not None:
+            result.bleu_by_length = _bleu_by_length(hyps, refs, src)
+    drops = _largest_drops(systems, results, refs, src) if len(systems) > 1 else []
+    return Report(results, signatures, test, drops)
+
+
+def _bleu_by_length(hyps: list[str], refs: list[list[str]], src: list[str]) -> dict[str, float]:
+    out = {}
+    for low, high in BUCKETS:
+        rows = [i for i, s in enumerate(src) if low <= len(s.split()) <= high]
+        if rows:
+            label = f"{low}-{high}" if high < 10_000 else f"{low}+"
+            picked = [[ref[i] for i in rows] for ref in refs]
+            out[f"{label} ({len(rows)})"] = (
+                BLEU().corpus_score([hyps[i] for i in rows], picked).score
+            )
+    return out
+
+
+def _largest_drops(systems, results, refs, src) -> list[dict]:
+    """Where the second system's sentence-BLEU fell most below the baseline's."""
+    base, other = results[0].sentence_bleu, results[1].sentence_bleu
+    order = sorted(range(len(base)), key=lambda i: other[i] - base[i])[:DROPS_SHOWN]
+    return [
+        {
+            "line": i + 1,
+            "drop": round(base[i] - other[i], 1),
+            "source": src[i] if src else "",
+            "reference": refs[0][i],
+            systems[0][0]: systems[0][1][i],
+            systems[1][0]: systems[1][1][i],
+        }
+        for i in order
+        if other[i] < base[i]
+    ]
+
+
+# ---- rendering ---------------------------------------------------------------------------
+
+
+def render(report: Report, fmt: str) -> str:
+    return {
+        "json": render_json,
+        "text": render_text,
+        "markdown": render_markdown,
+        "html": render_html,
+    }[fmt](report)
+
+
+def render_json(report: Report) -> str:
+    """The first system's BLEU, chrF and BLEU signature at the top, then everything."""
+    first = report.systems[0].scores
+    summary = {
+        "bleu": next((v for k, v in first.items() if k == "BLEU"), None),
+        "chrf": next((v for k, v in first.items() if k.startswith("chrF")), None),
+        "ter": first.get("TER"),
+        "signature": report.signatures.get("BLEU"),
+    }
+    return json.dumps({**summary, **report.to_dict()}, indent=2, ensure_ascii=False) + "\n"
+
+
+def _table(report: Report) -> tuple[list[str], list[list[str]]]:
+    metrics = list(report.systems[0].scores)
+    header = ["system", *metrics, "len ratio", "hyp len", "ref len"]
+    rows = []
+    for r in report.systems:
+        cells = [r.name]
+        for m in metrics:
+            cell = f"{r.scores[m]:.1f}"  # sacrebleu's own printed width
+            if m in r.ci:
+                cell += f" ± {r.ci[m]:.1f}"
+            if m in r.p_values:
+                cell += f" (p = {r.p_values[m]:.4f})"
+            cells.append(cell)
+        cells += [f"{r.sys_len / max(r.ref_len, 1):.3f}", str(r.sys_len), str(r.ref_len)]
+        rows.append(cells)
+    return header, rows
+
+
+def render_text(report: Report) -> str:
+    header, rows = _table(report)
+    widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=True)]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in [header, *rows]
+    ]
+    lines += [f"{name} signature: {sig}" for name, sig in report.signatures.items()]
+    return "\n".join(lines) + "\n"
+
+
+def render_markdown(report: Report) -> str:
+    header, rows = _table(report)
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(row) + " |" for row in rows]
+    out += ["", "Signatures:", ""] + [f"- {n}: `{s}`" for n, s in report.signatures.items()]
+    if report.test:
+        test = "paired bootstrap resampling" if report.test == "bs" else "approximate randomization"
+        out += ["", f"p-values: {test} against the first system ({report.systems[0].name})."]
+    buckets = [r for r in report.systems if r.bleu_by_length]
+    if buckets:
+        labels = list(buckets[0].bleu_by_length)
+        out += [
+            "",
+            "BLEU by source length (words, sentences):",
+            "",
+            "| system | " + " | ".join(labels) + " |",
+            "|" + "---|" * (len(labels) + 1),
+        ]
+        out += [
+            f"| {r.name} | " + " | ".join(f"{r.bleu_by_length[x]:.1f}" for x in labels) + " |"
+            for r in buckets
+        ]
+    if report.drops:
+        out += [
+            "",
+            f"Largest sentence-BLEU drops, {report.systems[1].name} vs {report.systems[0].name}:",
+            "",
+        ]
+        for d in report.drops:
+            out.append(
+                f"- line {d['line']} (-{d['drop']}): "
+                + " / ".join(
+                    f"{k}: {html.escape(str(v))}" for k, v in d.items() if k not in ("line", "drop")
+                )
+            )
+    return "\n".join(out) + "\n"
+
+
+def render_html(report: Report) -> str:
+    """A self-contained page: the table, signatures, pictures (embedded PNG), drops."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    header, rows = _table(report)
+    table = "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
+    table += (
+        "".join(
+            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
+        )
+        + "</table>"
+    )
+    sigs = "".join(
+        f"<li>{html.escape(n)}: <code>{html.escape(s)}</code></li>"
+        for n, s in report.signatures.items()
+    )
+
+    figures = []
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    for r in report.systems:
+        ax.hist(r.sentence_bleu, bins=20, range=(0, 100), alpha=0.55, label=r.name)
+    ax.set_xlabel("sentence BLEU")
+    ax.set_ylabel("sentences")
+    ax.set_title("Sentence-level BLEU distribution")
+    ax.legend()
+    figures.append(("Sentence-level BLEU", _png(fig)))
+    plt.close(fig)
+    with_buckets = [r for r in report.systems if r.bleu_by_length]
+    if with_buckets:
+        labels = list(with_buckets[0].bleu_by_length)
+        fig, ax = plt.subplots(figsize=(8, 3.6))
+        width = 0.8 / len(with_buckets)
+        for k, r in enumerate(with_buckets):
+            xs = [i + k * width for i in range(len(labels))]
+            ax.bar(xs, [r.bleu_by_length[x] for x in labels], width, label=r.name)
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(labels))], labels)
+        ax.set_xlabel("source length in words (sentences)")
+        ax.set_ylabel("BLEU")
+        ax.set_title("BLEU by source length")
+        ax.legend()
+        figures.append(("BLEU by source length", _png(fig)))
+        plt.close(fig)
+    pictures = "".join(
+        f'<figure><img alt="{html.escape(t)}" src="data:image/png;base64,{png}">'
+        f"<figcaption>{html.escape(t)}</figcaption></figure>"
+        for t, png in figures
+    )
+    drops = ""
+    if report.drops:
+        keys = [k for k in report.drops[0] if k not in ("line",)]
+        drops = (
+            "<h2>Largest sentence-BLEU drops</h2><table><tr><th>line</th>"
+            + "".join(f"<th>{html.escape(k)}</th>" for k in keys)
+            + "</tr>"
+            + "".join(
+                f"<tr><td>{d['line']}</td>"
+                + "".join(f"<td>{html.escape(str(d[k]))}</td>" for k in keys)
+                + "</tr>"
+                for d in report.drops
+            )
+            + "</table>"
+        )
+    note = ""
+    if report.test:
+        test = "paired bootstrap resampling" if report.test == "bs" else "approximate randomization"
+        note = (
+            f"<p>± is the 95% confidence interval; p-values: {test} against "
+            f"{html.escape(report.systems[0].name)}.</p>"
+        )
+    return PAGE.format(table=table, note=note, sigs=sigs, pictures=pictures, drops=drops)
+
+
+PAGE = """<!doctype html><html><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>nmt evaluation</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;
+color:#222;line-height:1.4}}table{{border-collapse:collapse;margin:1em 0;font-size:14px}}
+th,td{{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}}
+th{{background:#f3f3f3}}code{{font-size:12px}}img{{max-width:100%}}figure{{margin:1.5em 0}}
+</style></head><body><h1>Evaluation report</h1>{table}{note}<h2>Signatures</h2><ul>{sigs}</ul>
+<h2>Pictures</h2>{pictures}{drops}</body></html>
+"""
+
+
+def _png(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    return base64.b64encode(buffer.getvalue()).decode()

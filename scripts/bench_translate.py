@@ -1,0 +1,136 @@
+"""Translation speed (sentences/s, target tokens/s) and BLEU, beam 5 and greedy,
+optionally against OpenNMT-py on the same sentences in the same run.
+
+    python scripts/bench_translate.py runs/demo [--src S.de.gz --ref R.en.gz]
+        [--batch-sents 64] [--onmt-model MODEL.pt --peers DIR]
+
+Ours: `Translator.translate` on the whole file after the model is loaded and
+warmed up, batches of about --batch-sents sentences (a token budget of that
+many average-length sentences). OpenNMT-py: `onmt_translate` from the peer
+harness's venv (../shared/peers, never a dependency of this project) on the
+same sentences in its SentencePiece pieces, timed as the peers README does:
+the wall time of the whole file minus that of a one-sentence file, so model
+loading and start-up cancel out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import sentencepiece as spm
+import torch
+
+from nmt.data import read_lines
+from nmt.metrics import bleu
+from nmt.translate import Translator
+
+MULTI30K = Path(os.environ.get("MULTI30K_DIR", "../shared/data/multi30k"))
+HARNESS = Path("../shared/peers")
+
+
+def bench_ours(
+    translator: Translator, lines: list[str], refs: list[str], beam: int, batch_sents: int
+):
+    mean_len = sum(len(x) for x in translator.encode(lines)) / len(lines)
+    max_tokens = int(batch_sents * mean_len)
+    translator.translate(lines[:100], beam=beam, max_tokens=max_tokens)  # warm-up
+    start = time.perf_counter()
+    hyps = [h[0] for h in translator.translate(lines, beam=beam, max_tokens=max_tokens)]
+    seconds = time.perf_counter() - start
+    tokens = sum(len(h.tokens) + 1 for h in hyps)
+    score, _ = bleu([h.text for h in hyps], refs)
+    return {"sent_per_s": len(lines) / seconds, "tok_per_s": tokens / seconds, "bleu": score}
+
+
+def bench_onmt(model: Path, peers: Path, refs: list[str], beam: int, batch_sents: int):
+    python = peers / "opennmt" / "venv" / "bin" / "python"
+    launch = HARNESS / "launch.py"  # the peers' uniform launcher: 2 threads, fp32
+    src = peers / "data" / "sp" / "test.de"
+    with tempfile.TemporaryDirectory() as tmp:
+        one = Path(tmp) / "one.de"
+        one.write_text(src.read_text(encoding="utf-8").splitlines()[0] + "\n", encoding="utf-8")
+        walls = {}
+        for name, path in (("one", one), ("full", src)):
+            out = Path(tmp) / f"{name}.hyp"
+            start = time.perf_counter()
+            subprocess.run(
+                [
+                    str(python),
+                    str(launch),
+                    "onmt-translate",
+                    "-model",
+                    str(model),
+                    "-src",
+                    str(path),
+                    "-output",
+                    str(out),
+                    "-beam_size",
+                    str(beam),
+                    "-batch_size",
+                    str(batch_sents),
+                    "-batch_type",
+                    "sents",
+                    "-max_length",
+                    "100",
+                    "-gpu",
+                    "-1",
+                ],
+                check=True,
+                capture_output=True,
+            )
+            walls[name] = time.perf_counter() - start
+        pieces = (Path(tmp) / "full.hyp").read_text(encoding="utf-8").splitlines()
+    sp = spm.SentencePieceProcessor(model_file=str(peers / "data" / "spm8k.model"))
+    texts = [sp.decode_pieces(line.split()) for line in pieces]
+    seconds = walls["full"] - walls["one"]
+    tokens = sum(len(line.split()) + 1 for line in pieces)
+    score, _ = bleu(texts, refs)
+    return {"sent_per_s": len(texts) / seconds, "tok_per_s": tokens / seconds, "bleu": score}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", help="run directory or checkpoint")
+    parser.add_argument("--src", default=str(MULTI30K / "test_2016_flickr.de.gz"))
+    parser.add_argument("--ref", default=str(MULTI30K / "test_2016_flickr.en.gz"))
+    parser.add_argument("--batch-sents", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--beams", type=int, nargs="+", default=[5, 1])
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--onmt-model", help="an OpenNMT-py checkpoint of the same size")
+    parser.add_argument("--peers", default=os.environ.get("PEERS", str(Path.home() / "nmt-peers")))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    lines, refs = read_lines(Path(args.src)), read_lines(Path(args.ref))
+    translator = Translator.load(args.model, precision=args.precision)
+
+    print(
+        f"{len(lines)} sentences, {args.threads} threads, batches of ~{args.batch_sents} "
+        f"sentences, model load excluded"
+    )
+    print(f"{'system':<22} {'beam':>4} {'sent/s':>8} {'tok/s':>8} {'BLEU':>6} {'vs OpenNMT':>10}")
+    for beam in args.beams:
+        ours = bench_ours(translator, lines, refs, beam, args.batch_sents)
+        peer = None
+        if args.onmt_model:
+            peer = bench_onmt(Path(args.onmt_model), Path(args.peers), refs, beam, args.batch_sents)
+            print(
+                f"{'OpenNMT-py 3.5.1':<22} {beam:>4} {peer['sent_per_s']:>8.1f} "
+                f"{peer['tok_per_s']:>8.0f} {peer['bleu']:>6.2f} {1.0:>10.2f}"
+            )
+        ratio = f"{ours['sent_per_s'] / peer['sent_per_s']:>10.2f}" if peer else f"{'-':>10}"
+        print(
+            f"{'nmt (' + args.precision + ')':<22} {beam:>4} {ours['sent_per_s']:>8.1f} "
+            f"{ours['tok_per_s']:>8.0f} {ours['bleu']:>6.2f} {ratio}"
+        )
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import json
+import random
+import re
+import subprocess
+import sys
+
+import pytest
+
+from nmt.report import evaluate
+from tests.conftest import make_pairs
+
+REFS = [t for _, t in make_pairs(150, seed=11)]
+SRC = [s for s, _ in make_pairs(150, seed=11)]
+
+
+def degrade(lines: list[str], rate: float, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(w for w in line.split() if rng.random() > rate) for line in lines]
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    for name, lines in [
+        ("ref", REFS),
+        ("src", SRC),
+        ("good", degrade(REFS, 0.1, 1)),
+        ("bad", degrade(REFS, 0.5, 2)),
+    ]:
+        (root / name).write_text("".join(line + "\n" for line in lines))
+    return root
+
+
+def test_scores_and_signatures_equal_the_sacrebleu_command_line(files):
+    ours = run(
+        "nmt",
+        "evaluate",
+        "--hyp",
+        str(files / "good"),
+        "--ref",
+        str(files / "ref"),
+        "--format",
+        "json",
+    )
+    theirs = run(
+        "sacrebleu",
+        str(files / "ref"),
+        "-i",
+        str(files / "good"),
+        "-m",
+        "bleu",
+        "chrf",
+        "ter",
+        "-f",
+        "json",
+    )
+
+    assert ours.returncode == 0, ours.stderr
+    report = json.loads(ours.stdout)
+    expected = {row["name"]: row for row in json.loads(theirs.stdout)}
+    assert set(expected) == set(report["systems"][0]["scores"])
+    for name, row in expected.items():
+        assert f"{report['systems'][0]['scores'][name]:.1f}" == f"{row['score']:.1f}"
+        assert report["signatures"][name] == row["signature"]
+    assert report["bleu"] == report["systems"][0]["scores"]["BLEU"]
+
+
+def test_a_system_against_itself_is_not_significant_and_a_worse_one_is():
+    good, bad = degrade(REFS, 0.1, 1), degrade(REFS, 0.5, 2)
+
+    same = evaluate([("a", good), ("b", good)], [REFS], metrics=("bleu", "chrf"), samples=300)
+    worse = evaluate([("a", good), ("b", bad)], [REFS], metrics=("bleu", "chrf"), samples=300)
+
+    assert same.systems[1].p_values["BLEU"] > 0.9
+    assert worse.systems[1].p_values["BLEU"] < 0.05
+    assert worse.systems[1].scores["BLEU"] < worse.systems[0].scores["BLEU"]
+    assert worse.drops and worse.drops[0]["drop"] > 0
+
+
+def test_line_count_mismatch_names_both_files_and_counts(files, tmp_path):
+    short = tmp_path / "short"
+    short.write_text("one line\n")
+
+    result = run("nmt", "evaluate", "--hyp", str(short), "--ref", str(files / "ref"))
+
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"nmt: error: {short} has 1 lines but {files / 'ref'} has 150"
+
+
+@pytest.mark.parametrize("problem", ["missing", "empty"])
+def test_missing_or_empty_files_are_named(files, tmp_path, problem):
+    path = tmp_path / "hyp"
+    if problem == "empty":
+        path.write_text("")
+
+    result = run("nmt", "evaluate", "--hyp", str(path), "--ref", str(files / "ref"))
+
+    assert result.returncode == 2
+    expected = "does not exist" if problem == "missing" else "is empty"
+    assert result.stderr.strip() == f"nmt: error: {path} {expected}"
+
+
+def test_html_report_embeds_its_plots(files, tmp_path):
+    page = tmp_path / "report.html"
+
+    result = run(
+        "nmt",
+        "evaluate",
+        "--hyp",
+        str(files / "good"),
+        "--hyp",
+        str(files / "bad"),
+        "--ref",
+        str(files / "ref"),
+        "--src",
+        str(files / "src"),
+        "--metrics",
+        "bleu",
+        "--samples",
+        "100",
+        "--format",
+        "html",
+        "-o",
+        str(page),
+    )
+
+    assert result.returncode == 0, result.stderr
+    text = page.read_text()
+    assert (
+        len(re.findall(r'<img alt="[^"]+" src="data:image/png;base64,[A-Za-z0-9+/=]+">', text)) == 2
+    )
+    assert "p = " in text and "nrefs:1" in text

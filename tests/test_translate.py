@@ -1,0 +1,161 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from nmt import checkpoint
+from nmt.ensemble import Ensemble
+from nmt.tokenizer import UNK
+from nmt.translate import Hypothesis, Translator
+from tests.conftest import make_pairs
+
+LINES = [
+    "Der hund läuft.",
+    "",
+    "   ",
+    "Ein mann " + "sieht " * 300,  # longer than data.max_len pieces
+    "Eine katze spielt mit einem roten ball im park.",
+    "犬が走る。",
+    "Ein kind.",
+]
+
+
+@pytest.fixture(scope="module")
+def run(trained_run):
+    return trained_run
+
+
+@pytest.fixture(scope="module")
+def translator(run):
+    return Translator.load(run)
+
+
+def test_one_output_per_input_line_in_order(translator):
+    hyps = translator.translate(LINES, beam=3)
+
+    assert len(hyps) == len(LINES)
+    assert hyps[1][0].text == hyps[2][0].text == ""
+    assert all(h[0].text for i, h in enumerate(hyps) if i not in (1, 2))
+
+
+def test_a_sentence_alone_equals_the_same_sentence_in_a_batch(translator):
+    sources = [s for s, _ in make_pairs(12, seed=5)]
+
+    together = translator.translate(sources, beam=3)
+    alone = [translator.translate([s], beam=3)[0] for s in sources]
+
+    assert [h[0].text for h in together] == [h[0].text for h in alone]
+    for a, b in zip(together, alone, strict=True):
+        assert a[0].score == pytest.approx(b[0].score, abs=1e-4)
+
+
+def test_reported_scores_are_the_models_own_forced_scores(translator):
+    sources = [s for s, _ in make_pairs(10, seed=6)]
+
+    hyps = [h[0] for h in translator.translate(sources, beam=4, alpha=0.6)]
+    forced = translator.score(sources, [h.text for h in hyps])
+
+    # forced decoding re-tokenizes the text: compare where that gives the same pieces
+    same = [
+        i for i, h in enumerate(hyps) if translator.tgt_tok.encode([h.text])[0] == list(h.tokens)
+    ]
+    assert len(same) >= 5
+    for i in same:
+        assert hyps[i].logprob == pytest.approx(forced[i], abs=1e-3)
+
+
+def test_nbest_lists_are_sorted_by_score(translator):
+    nbest = translator.translate(["Der mann sieht ein kind.", "Ein ball."], beam=5, nbest=5)
+
+    for hyps in nbest:
+        assert len(hyps) == 5
+        assert [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
+
+
+def test_ensembles_of_one_checkpoint_or_two_equal_ones_equal_that_checkpoint(run, translator):
+    sources = [s for s, _ in make_pairs(8, seed=7)]
+    single = translator.translate(sources, beam=3)
+    of_one = Translator(
+        Ensemble([translator.model]), (translator.src_tok, translator.tgt_tok), translator.cfg
+    )
+    of_two = Translator.load([run / "best.pt", run / "best.pt"])
+
+    for ensemble in (of_one, of_two):
+        result = ensemble.translate(sources, beam=3)
+        assert [h[0].text for h in result] == [h[0].text for h in single]
+        assert [h[0].score for h in result] == pytest.approx([h[0].score for h in single], abs=1e-5)
+
+
+def test_the_average_of_two_identical_checkpoints_equals_either(run, tmp_path):
+    checkpoint.average([run / "best.pt", run / "best.pt"], tmp_path / "avg.pt")
+
+    _, averaged, _, state = checkpoint.load(tmp_path / "avg.pt")
+    _, original, _, _ = checkpoint.load(run / "best.pt")
+    for name, tensor in original.state_dict().items():
+        assert torch.equal(averaged.state_dict()[name], tensor), name
+    assert state == {}
+
+
+def nmt(*args, stdin: bytes = b"") -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "nmt", "-q", *args], input=stdin, capture_output=True
+    )
+
+
+def test_cli_pipes_stdin_to_stdout_with_one_line_per_input_line(run):
+    text = "\n".join(LINES) + "\n"
+
+    result = nmt(
+        "translate", str(run), "--beam", "2", "--scores", "--alignments", stdin=text.encode()
+    )
+
+    assert result.returncode == 0, result.stderr
+    rows = result.stdout.decode().split("\n")[:-1]
+    assert len(rows) == len(LINES)
+    assert all(len(row.split("\t")) == 3 for row in rows)
+    first_alignment = rows[0].split("\t")[2].split()
+    assert first_alignment and all("-" in pair for pair in first_alignment)
+
+
+def test_cli_nbest_rows(run):
+    result = nmt("translate", str(run), "--nbest", "3", stdin=b"Der hund.\n\nEin ball.\n")
+
+    rows = [row.split(" ||| ") for row in result.stdout.decode().splitlines()]
+    assert [int(r[0]) for r in rows] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert all(len(r) == 3 for r in rows)
+
+
+def test_cli_invalid_utf8_names_the_line_or_is_replaced(run, tmp_path):
+    source = tmp_path / "bad.de"
+    source.write_bytes(b"Der hund.\nEin \xff ball.\n")
+
+    strict = nmt("translate", str(run), "-i", str(source))
+    replaced = nmt("translate", str(run), "-i", str(source), "--errors", "replace")
+
+    assert strict.returncode == 2
+    assert strict.stderr.decode().strip() == f"nmt: error: {source} line 2: not valid UTF-8"
+    assert replaced.returncode == 0
+    assert len(replaced.stdout.decode().splitlines()) == 2
+
+
+def test_cli_missing_model_is_a_one_line_error(tmp_path):
+    result = nmt("translate", str(tmp_path / "nothing"), stdin=b"x\n")
+
+    assert result.returncode == 2
+    assert result.stderr.decode().strip().startswith("nmt: error: checkpoint ")
+
+
+def test_unknown_outputs_take_the_source_piece_they_attend_to(translator):
+    line = "Der hund Zürich."
+    source = translator.src_tok.pieces(line)
+    where = next(i for i, piece in enumerate(source) if "Z" in piece)
+    ids = translator.tgt_tok.encode(["the dog"])[0]
+    hyp = Hypothesis("the dog", 0.0, 0.0, (*ids, UNK), (*[0] * len(ids), where))
+
+    replaced = translator._replace_unk(line, hyp)
+
+    assert replaced.text.startswith("the dog")
+    assert source[where].replace("\u2581", "") in replaced.text
