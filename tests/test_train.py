@@ -100,6 +100,7 @@ def test_a_lone_checkpoint_translates_without_its_run_directory(toy_corpus, tmp_
     assert lines[1] == lines[2] == ""
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_checkpoint_with_pickled_code_is_refused_without_running_it(tmp_path):
     class Boom:
         def __reduce__(self):
