@@ -194,7 +194,7 @@ class Seq2Seq(nn.Module):
         """One target token per row (N,) -> fp32 log-probabilities (N, V), the next
         state, and the step's attention weights over the source (N, S)."""
         out, state, attn = self._step(self.dropout(self.tgt_embed(token)), state, memory)
-        return F.log_softmax(self._logits(out).float(), dim=-1), state, attn
+        return F.log_softmax(self._logits(out), dim=-1, dtype=torch.float32), state, attn
 
     def _step(
         self, embedded: Tensor, state: DecoderState, memory: Memory

@@ -128,16 +128,18 @@ def beam_search(
     """The K = beam_size best hypotheses per sentence, best first.
 
     A score is the total log-probability divided by `length_penalty(length,
-    alpha)` (length counts EOS, not BOS), plus the coverage penalty.
+    alpha)` (length counts EOS, not BOS), plus the coverage penalty. Shapes
+    inside the loop are those of the A sentences still searching: a finished
+    sentence leaves the batch, so its rows stop costing decoder work.
     """
     B, K, steps = src.size(0), options.beam_size, int(max_len.max())
     device = src.device
-    batch_offset = torch.arange(B, device=device)[:, None] * K  # (B, 1)
     memory, state = model.encode(src, src_len)
     rows = torch.arange(B, device=device).repeat_interleave(K)
-    memory, state = memory.select(rows), state.select(rows)  # N = B * K rows
-    src_mask = (torch.arange(src.size(1), device=device) < src_len[:, None])[:, None]  # (B,1,S)
+    memory, state = memory.select(rows), state.select(rows)  # N = A * K rows
 
+    sentence = torch.arange(B, device=device)  # (A,) which sentence each row block is
+    src_mask = (torch.arange(src.size(1), device=device) < src_len[:, None])[:, None]  # (A,1,S)
     alive = src.new_full((B, K, steps + 1), pad)
     alive[:, :, 0] = bos
     alive_align = torch.full_like(alive, -1)
@@ -147,37 +149,40 @@ def beam_search(
     done, done_align = alive.clone(), alive_align.clone()
     done_score = torch.full((B, K), NEG_INF, device=device)
     done_logprob = done_score.clone()
-    best_possible_penalty = length_penalty(max_len.float(), options.alpha)  # (B,)
-    row_limits, first_limit = max_len.repeat_interleave(K), int(max_len.min())
+    results = Hypotheses(done.clone(), done_score.clone(), done_logprob.clone(), done_align.clone())
 
+    limits = _Limits.of(max_len, K, options.alpha)
+    top_half = torch.arange(2 * K, device=device) < K  # the ranks that may finish
     for t in range(steps):
+        A = sentence.numel()
         # a. score every continuation of every live beam
         logp, state, attn = model.decode_step(alive[:, :, t].flatten(), state, memory)
         V = logp.size(-1)
-        logp = _mask(logp, t, row_limits, first_limit, options.min_len, (bos, eos, pad))
-        logp = logp.view(B, K, V)
+        logp = _mask(logp, t, limits.rows, limits.first, options.min_len, (bos, eos, pad))
+        logp = logp.view(A, K, V)
         if options.no_repeat_ngram and t + 1 >= options.no_repeat_ngram:
             logp = _block_repeats(logp, alive[:, :, : t + 1], options.no_repeat_ngram, pad)
-        total = alive_score[:, :, None] + logp  # (B, K, V)
+        total = alive_score[:, :, None] + logp  # (A, K, V)
 
         # b. 2K candidates guarantee K that do not end in EOS
-        cand_score, flat = total.view(B, K * V).topk(2 * K, dim=1)  # (B, 2K)
+        cand_score, flat = total.view(A, -1).topk(2 * K, dim=1)  # (A, 2K)
         beam, token = flat // V, flat % V
-        cand = gather_beams(alive, beam)  # (B, 2K, L)
+        cand = gather_beams(alive, beam)  # (A, 2K, L)
         cand[:, :, t + 1] = token
         cand_align = gather_beams(alive_align, beam)
-        cand_coverage = gather_beams(coverage, beam)
+        cand_coverage = gather_beams(coverage, beam) if options.beta else coverage
         if attn is not None:
-            step_attn = gather_beams(attn.float().view(B, K, -1), beam)
-            cand_align[:, :, t + 1] = step_attn.argmax(-1)
-            cand_coverage = cand_coverage + step_attn
+            step_attn = attn.view(A, K, -1).argmax(-1)  # (A, K): each beam's aligned position
+            cand_align[:, :, t + 1] = step_attn.gather(1, beam)
+            if options.beta:
+                cand_coverage = cand_coverage + gather_beams(attn.float().view(A, K, -1), beam)
         ends = token == eos
 
         # c. an ended candidate is finished only if it ranks among the top K
-        ranks = torch.arange(2 * K, device=device)
         final = cand_score / length_penalty(t + 1.0, options.alpha)
-        final = final + coverage_penalty(cand_coverage, src_mask, options.beta)
-        finished = torch.where(ends & (ranks < K), final, NEG_INF)
+        if options.beta:
+            final = final + coverage_penalty(cand_coverage, src_mask, options.beta)
+        finished = torch.where(ends & top_half, final, NEG_INF)
         index = torch.cat([done_score, finished], 1).topk(K, dim=1).indices
         done_score = torch.cat([done_score, finished], 1).gather(1, index)
         done_logprob = torch.cat([done_logprob, cand_score], 1).gather(1, index)
@@ -187,14 +192,50 @@ def beam_search(
         # d. the rest keep searching, and their decoder states follow them
         alive_score, keep = cand_score.masked_fill(ends, NEG_INF).topk(K, dim=1)
         alive, alive_align = gather_beams(cand, keep), gather_beams(cand_align, keep)
-        coverage = gather_beams(cand_coverage, keep)
-        state = state.select((beam.gather(1, keep) + batch_offset).flatten())
+        coverage = gather_beams(cand_coverage, keep) if options.beta else coverage
+        state = state.select((beam.gather(1, keep) + limits.offset).flatten())
 
-        # e. log-probs only fall and the coverage penalty is <= 0, so no live beam can
-        # end above score / best penalty: stop once none can beat the K-th finished one
-        if (done_score[:, -1] >= alive_score[:, 0] / best_possible_penalty).all():
+        # e. a sentence is done once it has K finished hypotheses (as in fairseq), or
+        # once no live beam can beat its K-th finished one: log-probs only fall and
+        # the coverage penalty is <= 0, so a live beam ends at most at score / best penalty
+        over = (done_score[:, -1] > NEG_INF) | (
+            done_score[:, -1] >= alive_score[:, 0] / limits.best_penalty
+        )
+        if not over.any():  # a host sync per step, paid back by every row it removes
+            continue
+
+        # f. finished sentences hand in their hypotheses and leave the batch
+        for out, part in zip(results, (done, done_score, done_logprob, done_align), strict=True):
+            out[sentence[over]] = part[over]
+        if over.all():
             break
-    return Hypotheses(done, done_score, done_logprob, done_align)
+        left = (~over).nonzero().squeeze(1)  # (A',)
+        rows = (left[:, None] * K + torch.arange(K, device=device)).flatten()
+        memory, state = memory.select(rows), state.select(rows)
+        sentence, max_len, src_mask = sentence[left], max_len[left], src_mask[left]
+        alive, alive_align, alive_score, coverage = (
+            x[left] for x in (alive, alive_align, alive_score, coverage)
+        )
+        done, done_align, done_score, done_logprob = (
+            x[left] for x in (done, done_align, done_score, done_logprob)
+        )
+        limits = _Limits.of(max_len, K, options.alpha)
+    return results
+
+
+class _Limits(NamedTuple):
+    """Per-sentence constants of the A sentences still searching."""
+
+    rows: Tensor  # (A * K,) each row's output limit
+    first: int  # the smallest limit, as a Python int (no host sync per step)
+    best_penalty: Tensor  # (A,) the length penalty at the limit: the largest one
+    offset: Tensor  # (A, 1) the first row of each sentence
+
+    @classmethod
+    def of(cls, max_len: Tensor, K: int, alpha: float) -> _Limits:
+        offset = torch.arange(max_len.numel(), device=max_len.device)[:, None] * K
+        penalty = length_penalty(max_len.float(), alpha)
+        return cls(max_len.repeat_interleave(K), int(max_len.min()), penalty, offset)
 
 
 def _mask(
@@ -207,7 +248,8 @@ def _mask(
     limit skip the check without a host sync.
     """
     bos, eos, pad = specials
-    logp[:, [pad, bos]] = NEG_INF
+    logp[:, pad] = NEG_INF
+    logp[:, bos] = NEG_INF
     if t + 1 < min_len:
         logp[:, eos] = NEG_INF
     if t + 1 >= first_limit:

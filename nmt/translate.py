@@ -21,7 +21,7 @@ from nmt import checkpoint
 from nmt.config import Config
 from nmt.data import pad_batch, sorted_batches
 from nmt.ensemble import Ensemble
-from nmt.model import autocast
+from nmt.model import DTYPES, autocast
 from nmt.search import BeamOptions, Hypotheses, beam_search, output_limits, sample
 from nmt.tokenizer import BOS, EOS, PAD, UNK, Tokenizer
 
@@ -64,6 +64,10 @@ class Translator:
         `precision`: fp32, or bf16 / fp16 autocast while decoding."""
         self.model, self.cfg, self.device = model, cfg, torch.device(device)
         self.precision = precision
+        if precision != "fp32":
+            # Weights in the low precision once: under inference_mode autocast keeps no
+            # cast cache, and would recast every weight at every decoding step.
+            model.to(DTYPES[precision])
         self.src_tok, self.tgt_tok = tokenizers
 
     @classmethod

@@ -102,13 +102,15 @@ def main() -> None:
     parser.add_argument("--batch-sents", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--beams", type=int, nargs="+", default=[5, 1])
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument(
+        "--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"]
+    )
     parser.add_argument("--onmt-model", help="an OpenNMT-py checkpoint of the same size")
     parser.add_argument("--peers", default=os.environ.get("PEERS", str(Path.home() / "nmt-peers")))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     lines, refs = read_lines(Path(args.src)), read_lines(Path(args.ref))
-    translator = Translator.load(args.model, precision=args.precision)
+    translators = {p: Translator.load(args.model, precision=p) for p in args.precisions}
 
     print(
         f"{len(lines)} sentences, {args.threads} threads, batches of ~{args.batch_sents} "
@@ -116,7 +118,6 @@ def main() -> None:
     )
     print(f"{'system':<22} {'beam':>4} {'sent/s':>8} {'tok/s':>8} {'BLEU':>6} {'vs OpenNMT':>10}")
     for beam in args.beams:
-        ours = bench_ours(translator, lines, refs, beam, args.batch_sents)
         peer = None
         if args.onmt_model:
             peer = bench_onmt(Path(args.onmt_model), Path(args.peers), refs, beam, args.batch_sents)
@@ -124,11 +125,13 @@ def main() -> None:
                 f"{'OpenNMT-py 3.5.1':<22} {beam:>4} {peer['sent_per_s']:>8.1f} "
                 f"{peer['tok_per_s']:>8.0f} {peer['bleu']:>6.2f} {1.0:>10.2f}"
             )
-        ratio = f"{ours['sent_per_s'] / peer['sent_per_s']:>10.2f}" if peer else f"{'-':>10}"
-        print(
-            f"{'nmt (' + args.precision + ')':<22} {beam:>4} {ours['sent_per_s']:>8.1f} "
-            f"{ours['tok_per_s']:>8.0f} {ours['bleu']:>6.2f} {ratio}"
-        )
+        for precision, translator in translators.items():
+            ours = bench_ours(translator, lines, refs, beam, args.batch_sents)
+            ratio = f"{ours['sent_per_s'] / peer['sent_per_s']:>10.2f}" if peer else f"{'-':>10}"
+            print(
+                f"{'nmt (' + precision + ')':<22} {beam:>4} {ours['sent_per_s']:>8.1f} "
+                f"{ours['tok_per_s']:>8.0f} {ours['bleu']:>6.2f} {ratio}"
+            )
     sys.stdout.flush()
 
 
