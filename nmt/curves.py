@@ -31,6 +31,7 @@ def plot_learning_curves(metrics: Path, out: Path) -> None:
             steps, values = zip(*points, strict=True)
             ax.plot(steps, values, marker="o" if kind == "valid" else None, markersize=3)
         ax.set_title(title, fontsize=10)
+        ax.ticklabel_format(axis="y", style="plain", useOffset=False)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     fig.suptitle(f"Learning curves: {metrics.parent.name}")

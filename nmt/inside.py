@@ -136,7 +136,7 @@ def figures(ins: Inspection) -> dict[str, object]:
                 color=color,
                 label=f"{gate} gate (mean over units)",
             )
-        ax.set_ylim(0, 1)
+        ax.set_ylim(0, 1.2)  # headroom for the legend
         ax.set_ylabel("gate value")
         norm = ax.twinx()
         norm.plot(
@@ -151,7 +151,7 @@ def figures(ins: Inspection) -> dict[str, object]:
         ax.set_title(title)
         lines = ax.get_legend_handles_labels()
         extra = norm.get_legend_handles_labels()
-        ax.legend(lines[0] + extra[0], lines[1] + extra[1], fontsize=7, loc="lower left", ncol=4)
+        ax.legend(lines[0] + extra[0], lines[1] + extra[1], fontsize=7, loc="upper center", ncol=4)
     fig.suptitle("LSTM gates and memory cells at each step")
     fig.tight_layout()
     figs["gates"] = fig
