@@ -1,11 +1,94 @@
-"""Validation BLEU through SacreBLEU's own class, with its signature (reports: nmt.report)."""
+"""What training measures and records: validation BLEU (SacreBLEU, with its
+signature; full reports are nmt.report) and the run's metrics.jsonl log.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import time
+from pathlib import Path
+
 from sacrebleu.metrics import BLEU
+
+log = logging.getLogger(__name__)
 
 
 def bleu(hyps: list[str], refs: list[str]) -> tuple[float, str]:
     """Detokenized, cased corpus BLEU (13a) -> (score, sacrebleu signature)."""
     metric = BLEU()
     return metric.corpus_score(hyps, [refs]).score, str(metric.get_signature())
+
+
+class MetricsLog:
+    """metrics.jsonl events, plus a progress bar on a terminal or periodic log lines."""
+
+    def __init__(self, out_dir: Path, log_every: int, interactive: bool):
+        self.file = open(out_dir / "metrics.jsonl", "a", encoding="utf-8")
+        self.log_every, self.interactive = log_every, interactive
+        self.tokens, self.loss, self.count, self.clock = 0, 0.0, 0, time.perf_counter()
+        self.bar = None
+        self.board = _tensorboard(out_dir)
+
+    def _progress_bar(self, progress, total: int):
+        if self.bar is None and self.interactive:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=progress.step, unit="step", dynamic_ncols=True)
+        return self.bar
+
+    def step(self, progress, *, loss, grad_norm, tokens: int, lr: float, total: int) -> None:
+        """`progress`: the trainer's Progress (step, epoch, train_seconds, skipped_steps)."""
+        self.tokens += tokens
+        self.loss = self.loss + loss  # stays a tensor: .item() only at log time (a sync point)
+        self.count += 1
+        bar = self._progress_bar(progress, total)
+        if bar is not None:
+            bar.update(1)
+        if progress.step % self.log_every:
+            return
+        seconds = time.perf_counter() - self.clock
+        record = {
+            "step": progress.step,
+            "epoch": progress.epoch,
+            "loss": round(float(self.loss) / self.count, 4),
+            "lr": lr,
+            "grad_norm": round(float(grad_norm), 3),
+            "tok_per_s": round(self.tokens / seconds),
+            "elapsed": round(progress.train_seconds, 1),
+            "skipped": progress.skipped_steps,
+        }
+        self.tokens, self.loss, self.count, self.clock = 0, 0.0, 0, time.perf_counter()
+        self.event("train", **record)
+
+    def event(self, kind: str, **record) -> None:
+        self.file.write(json.dumps({"event": kind, **record}) + "\n")
+        self.file.flush()
+        line = " ".join(f"{k}={v}" for k, v in record.items())
+        if self.bar is None:
+            log.info("%s %s", kind, line)
+        elif kind == "train":
+            self.bar.set_postfix_str(
+                f"loss={record['loss']:.3f} lr={record['lr']:.2e} tok/s={record['tok_per_s']}"
+            )
+        else:
+            self.bar.write(f"{kind} {line}")
+        if self.board:
+            for key, value in record.items():
+                if key not in ("step", "epoch"):
+                    self.board.add_scalar(f"{kind}/{key}", value, record["step"])
+
+    def close(self) -> None:
+        self.file.close()
+        if self.bar is not None:
+            self.bar.close()
+        if self.board:
+            self.board.close()
+
+
+def _tensorboard(out_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional
+        return None
+    return SummaryWriter(str(out_dir / "tensorboard"))

@@ -9,7 +9,6 @@ same parameters as one unbroken run.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
@@ -26,7 +25,7 @@ import yaml
 from nmt import checkpoint
 from nmt.config import Config, TrainConfig
 from nmt.data import Batches, clean, collate, load_split, tokenize
-from nmt.metrics import bleu
+from nmt.metrics import MetricsLog, bleu
 from nmt.model import Seq2Seq, autocast
 from nmt.tokenizer import PAD, Tokenizer, train_spm
 from nmt.translate import Translator
@@ -339,78 +338,3 @@ def write_run_files(out_dir: Path, cfg: Config, tokenizers: tuple[Tokenizer, Tok
     (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     (out_dir / "src.model").write_bytes(tokenizers[0].model_bytes)
     (out_dir / "tgt.model").write_bytes(tokenizers[1].model_bytes)
-
-
-class MetricsLog:
-    """metrics.jsonl events, plus a progress bar on a terminal or periodic log lines."""
-
-    def __init__(self, out_dir: Path, log_every: int, interactive: bool):
-        self.file = open(out_dir / "metrics.jsonl", "a", encoding="utf-8")
-        self.log_every, self.interactive = log_every, interactive
-        self.tokens, self.loss, self.count, self.clock = 0, 0.0, 0, time.perf_counter()
-        self.bar = None
-        self.board = _tensorboard(out_dir)
-
-    def _progress_bar(self, progress: Progress, total: int):
-        if self.bar is None and self.interactive:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, initial=progress.step, unit="step", dynamic_ncols=True)
-        return self.bar
-
-    def step(
-        self, progress: Progress, *, loss, grad_norm, tokens: int, lr: float, total: int
-    ) -> None:
-        self.tokens += tokens
-        self.loss = self.loss + loss  # stays a tensor: .item() only at log time (a sync point)
-        self.count += 1
-        bar = self._progress_bar(progress, total)
-        if bar is not None:
-            bar.update(1)
-        if progress.step % self.log_every:
-            return
-        seconds = time.perf_counter() - self.clock
-        record = {
-            "step": progress.step,
-            "epoch": progress.epoch,
-            "loss": round(float(self.loss) / self.count, 4),
-            "lr": lr,
-            "grad_norm": round(float(grad_norm), 3),
-            "tok_per_s": round(self.tokens / seconds),
-            "elapsed": round(progress.train_seconds, 1),
-            "skipped": progress.skipped_steps,
-        }
-        self.tokens, self.loss, self.count, self.clock = 0, 0.0, 0, time.perf_counter()
-        self.event("train", **record)
-
-    def event(self, kind: str, **record) -> None:
-        self.file.write(json.dumps({"event": kind, **record}) + "\n")
-        self.file.flush()
-        line = " ".join(f"{k}={v}" for k, v in record.items())
-        if self.bar is None:
-            log.info("%s %s", kind, line)
-        elif kind == "train":
-            self.bar.set_postfix_str(
-                f"loss={record['loss']:.3f} lr={record['lr']:.2e} tok/s={record['tok_per_s']}"
-            )
-        else:
-            self.bar.write(f"{kind} {line}")
-        if self.board:
-            for key, value in record.items():
-                if key not in ("step", "epoch"):
-                    self.board.add_scalar(f"{kind}/{key}", value, record["step"])
-
-    def close(self) -> None:
-        self.file.close()
-        if self.bar is not None:
-            self.bar.close()
-        if self.board:
-            self.board.close()
-
-
-def _tensorboard(out_dir: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional
-        return None
-    return SummaryWriter(str(out_dir / "tensorboard"))
