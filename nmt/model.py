@@ -70,7 +70,13 @@ class Attention(nn.Module):
         return values if self.key_proj is None else self.key_proj(values)
 
     def forward(self, query: Tensor, memory: Memory) -> tuple[Tensor, Tensor]:
-        """query (N, T, H) -> context (N, T, M) and weights (N, T, S)."""
+        """query (N, T, H) -> context (N, T, M) and weights (N, T, S).
+
+        The memory may hold one row per group of consecutive query rows (the
+        beams of a sentence share its memory): a group is scored in one matmul.
+        """
+        n, t, _ = query.shape
+        query = query.reshape(memory.keys.size(0), -1, query.size(-1))  # (rows, N/rows*T, H)
         if self.kind == "bahdanau":
             hidden = torch.tanh(memory.keys[:, None] + self.query_proj(query)[:, :, None])
             scores = self.energy(hidden).squeeze(-1)
@@ -80,7 +86,7 @@ class Attention(nn.Module):
         scores = scores.float().masked_fill(~memory.mask[:, None, :], float("-inf"))
         weights = scores.softmax(dim=-1)
         context = weights.to(memory.values.dtype) @ memory.values
-        return context, weights
+        return context.reshape(n, t, -1), weights.reshape(n, t, -1)
 
 
 class Seq2Seq(nn.Module):

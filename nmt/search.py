@@ -5,9 +5,10 @@ Shapes: B sentences, K beams, N = B * K decoder rows, L = longest output + 1
 
 The model contract: `encode(src, src_len) -> (memory, state)` and
 `decode_step(token (N,), state, memory) -> (logp (N, V) fp32, state, attn)`,
-where logp is a fresh tensor search may edit in place, memory and state only
-need `.select(rows)`, and attn is the step's attention over the source, (N, S),
-or None. Search never looks inside the
+where logp is a fresh tensor search may edit in place and attn is the step's
+attention over the source, (N, S), or None. Memory and state only need
+`.select(rows)`. The state has one row per hypothesis; the memory keeps one
+row per sentence, shared by the sentence's K consecutive state rows. Search never looks inside the
 model's tuples and never imports the model. Each sentence has its own output
 length limit (`max_len`, (B,)); at that limit every hypothesis ends with EOS.
 """
@@ -135,8 +136,7 @@ def beam_search(
     B, K, steps = src.size(0), options.beam_size, int(max_len.max())
     device = src.device
     memory, state = model.encode(src, src_len)
-    rows = torch.arange(B, device=device).repeat_interleave(K)
-    memory, state = memory.select(rows), state.select(rows)  # N = A * K rows
+    state = state.select(torch.arange(B, device=device).repeat_interleave(K))  # N = A * K rows
 
     sentence = torch.arange(B, device=device)  # (A,) which sentence each row block is
     src_mask = (torch.arange(src.size(1), device=device) < src_len[:, None])[:, None]  # (A,1,S)
@@ -211,7 +211,7 @@ def beam_search(
             break
         left = (~over).nonzero().squeeze(1)  # (A',)
         rows = (left[:, None] * K + torch.arange(K, device=device)).flatten()
-        memory, state = memory.select(rows), state.select(rows)
+        memory, state = memory.select(left), state.select(rows)
         sentence, max_len, src_mask = sentence[left], max_len[left], src_mask[left]
         alive, alive_align, alive_score, coverage = (
             x[left] for x in (alive, alive_align, alive_score, coverage)
