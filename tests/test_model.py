@@ -139,3 +139,17 @@ def test_tiny_model_learns_to_reverse_sequences(options):
 
     exact = sum(out[i, : len(t)].tolist() == t for i, t in enumerate(test_tgt)) / len(test_tgt)
     assert exact >= 0.95
+
+
+@pytest.mark.parametrize("attention", ["general", "bahdanau"])
+def test_attention_covers_only_real_source_positions_and_sums_to_one(attention):
+    model = small_model(attention=attention)
+    src, _ = random_batch(n=6, seed=4)
+    batch = collate(src, [[BOS, EOS]] * len(src))
+
+    memory, state = model.encode(batch["src"], batch["src_len"])
+    _, _, attn = model.decode_step(torch.full((len(src),), BOS), state, memory)
+
+    torch.testing.assert_close(attn.sum(-1), torch.ones(len(src)))
+    padded = torch.arange(batch["src"].size(1))[None] >= batch["src_len"][:, None]
+    assert (attn[padded] == 0).all()

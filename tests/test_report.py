@@ -136,3 +136,60 @@ def test_html_report_embeds_its_plots(files, tmp_path):
         len(re.findall(r'<img alt="[^"]+" src="data:image/png;base64,[A-Za-z0-9+/=]+">', text)) == 2
     )
     assert "p = " in text and "nrefs:1" in text
+
+
+def test_model_option_translates_then_scores_and_keeps_the_hypotheses(trained_run, tmp_path):
+    src, ref = tmp_path / "src.de", tmp_path / "ref.en"
+    pairs = make_pairs(20, seed=12)
+    src.write_text("".join(s + "\n" for s, _ in pairs))
+    ref.write_text("".join(t + "\n" for _, t in pairs))
+    report = tmp_path / "report.json"
+
+    result = run(
+        "nmt",
+        "evaluate",
+        "--model",
+        str(trained_run),
+        "--src",
+        str(src),
+        "--ref",
+        str(ref),
+        "--metrics",
+        "bleu",
+        "--format",
+        "json",
+        "-o",
+        str(report),
+    )
+
+    assert result.returncode == 0, result.stderr
+    hyps = (tmp_path / "report.hyp").read_text().splitlines()
+    assert len(hyps) == 20
+    assert json.loads(report.read_text())["systems"][0]["name"] == "report.hyp"
+
+
+def test_two_references_chrf_plus_and_approximate_randomization():
+    good, bad = degrade(REFS, 0.1, 1), degrade(REFS, 0.5, 2)
+    second_ref = degrade(REFS, 0.05, 3)
+
+    report = evaluate(
+        [("a", good), ("b", bad)],
+        [REFS, second_ref],
+        metrics=("bleu", "chrf"),
+        chrf_plus=True,
+        test="ar",
+        samples=200,
+    )
+
+    assert set(report.systems[0].scores) == {"BLEU", "chrF2++"}
+    assert "nrefs:2" in report.signatures["BLEU"] and "ar:200" in report.signatures["BLEU"]
+    assert report.systems[1].p_values["BLEU"] < 0.05
+
+
+def test_learning_curves_are_drawn_from_metrics_jsonl(trained_run, tmp_path):
+    out = tmp_path / "curves.png"
+
+    result = run("nmt", "plot", str(trained_run), "-o", str(out))
+
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes().startswith(b"\x89PNG")
