@@ -153,3 +153,26 @@ def test_attention_covers_only_real_source_positions_and_sums_to_one(attention):
     torch.testing.assert_close(attn.sum(-1), torch.ones(len(src)))
     padded = torch.arange(batch["src"].size(1))[None] >= batch["src_len"][:, None]
     assert (attn[padded] == 0).all()
+
+
+def test_an_overflowing_fp16_step_is_skipped_and_counted_not_applied():
+    model = small_model().train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**60)  # fp16 gradients overflow at once
+    src, tgt = random_batch()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    stats = train_step(
+        model,
+        [collate(src, tgt)],
+        optimizer,
+        scaler,
+        cfg=TrainConfig(),
+        precision="fp16",
+        device=torch.device("cpu"),
+    )
+
+    assert stats["skipped"] == 1
+    assert scaler.get_scale() < 2.0**60
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, before[name]), name
