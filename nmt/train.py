@@ -142,13 +142,10 @@ def train(
             optimizer.load_state_dict(saved["optimizer"])
             scaler.load_state_dict(saved["scaler"])
 
-    batches = Batches(
-        [len(x) for x in train_data["src_ids"][:]],
-        [len(x) for x in train_data["tgt_ids"][:]],
-        cfg.data.max_tokens,
-        tc.seed,
-    )
     src_ids, tgt_ids = train_data["src_ids"][:], train_data["tgt_ids"][:]
+    batches = Batches(
+        [len(x) for x in src_ids], [len(x) for x in tgt_ids], cfg.data.max_tokens, tc.seed
+    )
     translator = Translator(model, tokenizers, cfg, device=dev)
     logger = MetricsLog(out_dir, tc.log_every, sys.stderr.isatty())
     log.info(
@@ -171,9 +168,10 @@ def train(
             },
         }
         checkpoint.save(last, cfg=cfg, model=model, tokenizers=tokenizers, state=state)
-        if is_best:
+        if is_best:  # for translating, not resuming: a third of last.pt without Adam's moments
+            best_state = {"progress": progress.__dict__}
             checkpoint.save(
-                out_dir / "best.pt", cfg=cfg, model=model, tokenizers=tokenizers, state=state
+                out_dir / "best.pt", cfg=cfg, model=model, tokenizers=tokenizers, state=best_state
             )
 
     def validate() -> bool:
