@@ -8,9 +8,10 @@ The model contract: `encode(src, src_len) -> (memory, state)` and
 where logp is a fresh tensor search may edit in place and attn is the step's
 attention over the source, (N, S), or None. Memory and state only need
 `.select(rows)`. The state has one row per hypothesis; the memory keeps one
-row per sentence, shared by the sentence's K consecutive state rows. Search never looks inside the
-model's tuples and never imports the model. Each sentence has its own output
-length limit (`max_len`, (B,)); at that limit every hypothesis ends with EOS.
+row per sentence, shared by the sentence's K consecutive state rows. Search
+never looks inside the model's tuples and never imports the model. Each
+sentence has its own output length limit (`max_len`, (B,)); at that limit
+every hypothesis ends with EOS.
 """
 
 from __future__ import annotations
@@ -49,8 +50,6 @@ def length_penalty(length: Tensor | float, alpha: float) -> Tensor | float:
 
 def coverage_penalty(coverage: Tensor, src_mask: Tensor, beta: float) -> Tensor:
     """GNMT's beta * sum_j log(min(attention received by source j, 1)); coverage (..., S)."""
-    if beta == 0.0:
-        return coverage.new_zeros(coverage.shape[:-1])
     covered = coverage.clamp(min=1e-6, max=1.0).log().masked_fill(~src_mask, 0.0)
     return beta * covered.sum(-1)
 
@@ -183,8 +182,8 @@ def beam_search(
         if options.beta:
             final = final + coverage_penalty(cand_coverage, src_mask, options.beta)
         finished = torch.where(ends & top_half, final, NEG_INF)
-        index = torch.cat([done_score, finished], 1).topk(K, dim=1).indices
-        done_score = torch.cat([done_score, finished], 1).gather(1, index)
+        pool_score = torch.cat([done_score, finished], 1)  # (A, 3K)
+        done_score, index = pool_score.topk(K, dim=1)
         done_logprob = torch.cat([done_logprob, cand_score], 1).gather(1, index)
         done = gather_beams(torch.cat([done, cand], 1), index)
         done_align = gather_beams(torch.cat([done_align, cand_align], 1), index)
