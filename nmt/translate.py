@@ -122,6 +122,7 @@ class Translator:
         sampling: Sampling | None = None,
     ) -> tuple[list[list[Hypothesis]], int]:
         """-> the n-best lists, and how many lines were truncated."""
+        nbest = 1 if sampling else nbest  # one draw per line, empty lines included
         options = self._options(beam, nbest, alpha)
         max_tokens = max_tokens or self.cfg.decode.max_tokens
         src_ids, truncated = self._encode(lines)
@@ -215,25 +216,28 @@ class Translator:
                 top_k=top_k,
                 **specials,
             )
-            nbest = 1
         else:
             found = beam_search(
                 self.model, src, src_len, max_len=max_len, options=options, **specials
             )
-        return [self._hypotheses(found, row, nbest) for row in range(len(src_ids))]
+        return self._hypotheses(found, nbest)
 
-    def _hypotheses(self, found: Hypotheses, row: int, nbest: int) -> list[Hypothesis]:
-        hyps = []
-        for k in range(nbest):
-            tokens = found.tokens[row, k, 1:].tolist()
-            length = tokens.index(EOS) if EOS in tokens else len(tokens)
-            ids = tokens[:length]
-            score, logprob = found.scores[row, k].item(), found.logprob[row, k].item()
-            align = tuple(found.align[row, k, 1 : length + 1].tolist())
-            hyps.append(
-                Hypothesis(self.tgt_tok.decode([ids])[0], score, logprob, tuple(ids), align)
-            )
-        return hyps
+    def _hypotheses(self, found: Hypotheses, nbest: int) -> list[list[Hypothesis]]:
+        """The first `nbest` of each sentence, read off the device once per batch."""
+        tokens, scores, logprobs, aligns = (
+            x[:, :nbest].tolist() for x in (found.tokens, found.scores, found.logprob, found.align)
+        )
+        found_rows = []  # (sentence, piece ids, score, logprob, alignment)
+        for b, k in itertools.product(range(len(tokens)), range(nbest)):
+            body = tokens[b][k][1:]  # without BOS
+            length = body.index(EOS) if EOS in body else len(body)
+            align = tuple(aligns[b][k][1 : length + 1])
+            found_rows.append((b, body[:length], scores[b][k], logprobs[b][k], align))
+        texts = self.tgt_tok.decode([ids for _, ids, *_ in found_rows])
+        out: list[list[Hypothesis]] = [[] for _ in tokens]
+        for (b, ids, score, logprob, align), text in zip(found_rows, texts, strict=True):
+            out[b].append(Hypothesis(text, score, logprob, tuple(ids), align))
+        return out
 
     def _replace_unk(self, line: str, hyp: Hypothesis) -> Hypothesis:
         """Each <unk> output piece becomes the source piece it attended to most."""
