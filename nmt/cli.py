@@ -115,25 +115,26 @@ def cmd_average(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    from nmt.data import DataError
     from nmt.report import evaluate, render
 
     refs = [_read_nonempty(path) for path in args.ref]
     src = _read_nonempty(args.src) if args.src else None
     if args.model:
         if src is None:
-            raise _data_error("--model needs --src, the text to translate")
+            raise DataError("--model needs --src, the text to translate")
         hyp_path = Path(args.output).with_suffix(".hyp") if args.output else Path(args.src + ".hyp")
         _translate_file(args.model, src, hyp_path, args.device)
         args.hyp = [*args.hyp, str(hyp_path)]
     if not args.hyp:
-        raise _data_error("give --hyp files, or --model with --src")
+        raise DataError("give --hyp files, or --model with --src")
     systems = [(Path(path).name, _read_nonempty(path)) for path in args.hyp]
     for path, (_, hyps) in zip(args.hyp, systems, strict=True):
         for ref_path, ref in zip(args.ref, refs, strict=True):
             if len(hyps) != len(ref):
-                raise _data_error(f"{path} has {len(hyps)} lines but {ref_path} has {len(ref)}")
+                raise DataError(f"{path} has {len(hyps)} lines but {ref_path} has {len(ref)}")
     if src is not None and len(src) != len(refs[0]):
-        raise _data_error(f"{args.src} has {len(src)} lines but {args.ref[0]} has {len(refs[0])}")
+        raise DataError(f"{args.src} has {len(src)} lines but {args.ref[0]} has {len(refs[0])}")
     report = evaluate(
         systems,
         refs,
@@ -143,30 +144,22 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         test=args.paired,
         samples=args.samples,
     )
-    text = render(report, args.format)
-    if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
-    if not args.output or args.format == "text":
-        sys.stdout.write(text if args.format != "html" else "")
-    if args.output and args.format != "text":
+    if args.output:  # the report goes to the file, a text summary to the terminal
+        Path(args.output).write_text(render(report, args.format), encoding="utf-8")
         sys.stdout.write(render(report, "text"))
+    else:
+        sys.stdout.write(render(report, args.format))
 
 
 def _read_nonempty(path: str) -> list[str]:
-    from nmt.data import read_lines
+    from nmt.data import DataError, read_lines
 
     if not Path(path).is_file():
-        raise _data_error(f"{path} does not exist")
+        raise DataError(f"{path} does not exist")
     lines = read_lines(Path(path))
     if not lines:
-        raise _data_error(f"{path} is empty")
+        raise DataError(f"{path} is empty")
     return lines
-
-
-def _data_error(message: str) -> Exception:
-    from nmt.data import DataError
-
-    return DataError(message)
 
 
 def _translate_file(model: str, lines: list[str], out: Path, device: str) -> None:

@@ -98,10 +98,10 @@ def evaluate(
         test = ""
 
     bleu = BLEU(effective_order=True)
+    per_ref = list(zip(*refs, strict=True))  # the references of each sentence
     for result, (_, hyps) in zip(results, systems, strict=True):
         corpus = BLEU().corpus_score(hyps, refs)
         result.sys_len, result.ref_len = corpus.sys_len, corpus.ref_len
-        per_ref = list(zip(*refs, strict=True))
         result.sentence_bleu = [
             bleu.sentence_score(h, list(r)).score for h, r in zip(hyps, per_ref, strict=True)
         ]
@@ -158,7 +158,7 @@ def render_json(report: Report) -> str:
     """The first system's BLEU, chrF and BLEU signature at the top, then everything."""
     first = report.systems[0].scores
     summary = {
-        "bleu": next((v for k, v in first.items() if k == "BLEU"), None),
+        "bleu": first.get("BLEU"),
         "chrf": next((v for k, v in first.items() if k.startswith("chrF")), None),
         "ter": first.get("TER"),
         "signature": report.signatures.get("BLEU"),
