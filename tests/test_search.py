@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from nmt.ensemble import Ensemble
-from nmt.search import BeamOptions, beam_search, greedy, length_penalty, sample
+from nmt.search import BeamOptions, beam_search, greedy, length_penalty, sample, top_k
 
 PAD, BOS, EOS = 0, 1, 2
 SPECIALS = {"bos": BOS, "eos": EOS, "pad": PAD}
@@ -202,3 +202,16 @@ def test_an_ensemble_averages_log_probabilities():
     best_score, best_seq = exhaustive_best((a + b) / 2, 4, 0.0)
     assert found.scores[0, 0].item() == pytest.approx(best_score, abs=1e-5)
     assert found.tokens[0, 0, 1 : len(best_seq) + 1].tolist() == best_seq
+
+
+@pytest.mark.parametrize("columns,k", [(40_000, 10), (8_001, 10), (250, 80), (7, 3), (64, 64)])
+def test_top_k_finds_the_same_values_as_topk(columns, k):
+    g = torch.Generator().manual_seed(columns)
+    scores = torch.randn(6, columns, generator=g).log_softmax(-1)
+    scores[0, : columns // 2] = float("-inf")  # a row like a beam search's first step
+    scores[1] = scores[1].round(decimals=1)  # many ties
+    values, cols = top_k(scores, k)
+    assert torch.equal(values, scores.topk(k, dim=1).values)
+    assert torch.equal(scores.gather(1, cols), values)
+    assert int(cols.max()) < columns
+    assert all(len(set(row)) == k for row in cols.tolist())  # no column taken twice
