@@ -231,10 +231,11 @@ def sorted_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
     return batches + [batch] if batch else batches
 
 
-def pad_batch(sequences: list[list[int]]) -> tuple[Tensor, Tensor]:
-    """Right-pads id lists -> ids (N, longest) and lengths (N,)."""
+def pad_batch(sequences: list[list[int]], multiple: int = 1) -> tuple[Tensor, Tensor]:
+    """Right-pads id lists -> ids (N, longest rounded up to `multiple`) and lengths (N,)."""
     lengths = torch.tensor([len(s) for s in sequences])
-    ids = torch.full((len(sequences), int(lengths.max())), PAD, dtype=torch.long)
+    width = -(-int(lengths.max()) // multiple) * multiple
+    ids = torch.full((len(sequences), width), PAD, dtype=torch.long)
     for row, seq in enumerate(sequences):
         ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
     return ids, lengths
