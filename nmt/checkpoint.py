@@ -7,6 +7,7 @@ are written atomically (temp file, fsync, rename) and read with
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 from pathlib import Path
@@ -45,13 +46,27 @@ def save(
 
 
 def _write(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Writes a temp file, reads it back, then renames it over `path`: a crash or a
+    full disk at any moment leaves the previous checkpoint whole."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(payload, f)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)  # never leave a half-written checkpoint under the real name
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        # the load check: its archive and records parse (tensors are mapped, not read)
+        if torch.load(tmp, mmap=True, weights_only=True).get("format") != FORMAT:
+            raise OSError(f"{tmp} did not read back as a checkpoint")
+        tmp.replace(path)
+    except (OSError, RuntimeError) as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        kept = f"{path.name} still holds the previous checkpoint" if path.exists() else ""
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise CheckpointError(
+            f"cannot write checkpoint {path}: {reason}; " + (kept or "no checkpoint was written")
+        ) from None
 
 
 def load(path: Path, device: str | torch.device = "cpu") -> tuple[Config, Seq2Seq, tuple, dict]:
@@ -98,8 +113,9 @@ def _read(path: Path, device: str | torch.device = "cpu") -> dict[str, Any]:
     except pickle.UnpicklingError as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise CheckpointError(f"{path} is not a safe nmt checkpoint: {first}") from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise CheckpointError(f"{path} is truncated or not a checkpoint: {err}") from None
+    except Exception as err:  # a broken file fails in many ways inside torch
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(f"{path} is truncated or not a checkpoint: {reason}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an nmt checkpoint")
     return ckpt

@@ -43,10 +43,16 @@ class DataConfig:
     character_coverage: float = 1.0
     max_tokens: int = 2000  # padded tokens of the longer side per training batch
     num_proc: int = 1  # worker processes for `datasets.map`
+    # Stream the training split instead of loading it: for corpora larger than memory.
+    streaming: bool = False
+    shuffle_buffer: int = 100_000  # streaming: pairs in the shuffle buffer
+    sort_pool: int = 10_000  # streaming: pairs sorted by length together into batches
+    spm_sample: int = 500_000  # streaming: SentencePiece learns from the first this many pairs
 
     def __post_init__(self):
         _choice("data.spm_model", self.spm_model, ("unigram", "bpe"))
         _positive("data", self, "max_len", "max_ratio", "vocab_size", "max_tokens", "num_proc")
+        _positive("data", self, "shuffle_buffer", "sort_pool", "spm_sample")
         if self.src_lang == self.tgt_lang:
             raise ConfigError(f"data.src_lang and data.tgt_lang are both {self.src_lang!r}")
 
@@ -108,6 +114,9 @@ class TrainConfig:
     log_every: int = 50
     valid_every: int = 500
     patience: int = 0  # stop after this many validations without a better BLEU; 0: never
+    # Stop after this many steps in a row with a non-finite loss or gradient (each is
+    # skipped). fp16 skips a few while its loss scale settles: keep this well above that.
+    max_nonfinite: int = 20
     valid_batch_tokens: int = 6000  # source tokens per validation decoding batch
 
     def __post_init__(self):
@@ -115,7 +124,7 @@ class TrainConfig:
         _choice("train.schedule", self.schedule, ("constant", "inverse_sqrt", "plateau"))
         _choice("train.precision", self.precision, ("auto", "fp32", "fp16", "bf16"))
         _positive("train", self, "max_steps", "lr", "clip_norm", "accum_steps", "log_every")
-        _positive("train", self, "valid_every", "valid_batch_tokens")
+        _positive("train", self, "valid_every", "valid_batch_tokens", "max_nonfinite")
         if self.schedule == "inverse_sqrt" and self.warmup_steps <= 0:
             raise ConfigError("train.schedule=inverse_sqrt needs train.warmup_steps > 0")
         if not 0.0 <= self.label_smoothing < 1.0:

@@ -10,6 +10,7 @@ are a pure function of (seed, epoch), so a run can resume mid-epoch.
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import logging
 import random
@@ -35,26 +36,61 @@ class DataError(ValueError):
 def load_split(cfg: DataConfig, split: str) -> datasets.Dataset:
     """The pairs of one split as a Dataset with `src` and `tgt` columns."""
     if cfg.hub:
-        return _load_hub(cfg, split)
+        ds = datasets.load_dataset(cfg.hub, cfg.hub_config or None, split=split)
+        return ds.map(
+            _hub_columns(cfg, split, ds.column_names),
+            batched=True,
+            remove_columns=ds.column_names,
+            num_proc=_procs(cfg, ds),
+        )
+    pairs = list(stream_pairs(cfg, split))
+    return datasets.Dataset.from_dict(
+        {"src": [s for s, _ in pairs], "tgt": [t for _, t in pairs]},
+        features=datasets.Features(
+            {"src": datasets.Value("string"), "tgt": datasets.Value("string")}
+        ),
+    )
+
+
+def stream_pairs(cfg: DataConfig, split: str) -> Iterator[tuple[str, str]]:
+    """The (src, tgt) pairs of one split, one at a time: memory stays flat for any size.
+
+    The Hub is read as a streaming `datasets.IterableDataset`; local files line by line.
+    """
+    if cfg.hub:
+        ds = datasets.load_dataset(cfg.hub, cfg.hub_config or None, split=split, streaming=True)
+        columns = ds.column_names or list(next(iter(ds)))  # unknown until read for some sources
+        pick = _hub_columns(cfg, split, columns)
+        for rows in ds.iter(batch_size=1000):
+            picked = pick(rows)
+            yield from zip(picked["src"], picked["tgt"], strict=True)
+        return
     path = Path(split)
     if path.suffix in {".tsv", ".jsonl"} or path.name.endswith((".tsv.gz", ".jsonl.gz")):
-        reader = _read_tsv if ".tsv" in path.suffixes else _read_jsonl
-        src, tgt = reader(path, cfg)
-    else:
-        src_path = _existing(Path(f"{split}.{cfg.src_lang}"))
-        tgt_path = _existing(Path(f"{split}.{cfg.tgt_lang}"))
-        src, tgt = read_lines(src_path), read_lines(tgt_path)
-        if len(src) != len(tgt):
+        reader = _tsv_pairs if ".tsv" in path.suffixes else _jsonl_pairs
+        yield from reader(_existing(path), cfg)
+        return
+    src_path = _existing(Path(f"{split}.{cfg.src_lang}"))
+    tgt_path = _existing(Path(f"{split}.{cfg.tgt_lang}"))
+    src_lines, tgt_lines = iter_lines(src_path), iter_lines(tgt_path)
+    count = 0
+    for src, tgt in itertools.zip_longest(src_lines, tgt_lines):
+        if src is None or tgt is None:  # one file ended: count the rest of the other
+            longer = tgt_lines if src is None else src_lines
+            counts = (count, count + 1 + sum(1 for _ in longer))
+            if src is not None:
+                counts = counts[::-1]
             raise DataError(
-                f"{src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}: "
+                f"{src_path} has {counts[0]} lines but {tgt_path} has {counts[1]}: "
                 "parallel files must be line-aligned"
             )
-    return datasets.Dataset.from_dict({"src": src, "tgt": tgt})
+        count += 1
+        yield src, tgt
 
 
-def _load_hub(cfg: DataConfig, split: str) -> datasets.Dataset:
-    ds = datasets.load_dataset(cfg.hub, cfg.hub_config or None, split=split)
-    if "translation" in ds.column_names:  # the common {"translation": {"de": ..., "en": ...}}
+def _hub_columns(cfg: DataConfig, split: str, columns: list[str]):
+    """A batched row mapper from a Hub dataset's layout to `src` and `tgt` columns."""
+    if "translation" in columns:  # {"translation": {"de": ..., "en": ...}}
         src_lang, tgt_lang = cfg.src_lang, cfg.tgt_lang
 
         def pick(rows):
@@ -63,18 +99,16 @@ def _load_hub(cfg: DataConfig, split: str) -> datasets.Dataset:
                 "tgt": [pair[tgt_lang] for pair in rows["translation"]],
             }
 
-    else:
-        src_col, tgt_col = cfg.src_column or cfg.src_lang, cfg.tgt_column or cfg.tgt_lang
-        for col in (src_col, tgt_col):
-            if col not in ds.column_names:
-                raise DataError(
-                    f"{cfg.hub} split {split!r} has no column {col!r}: {ds.column_names}"
-                )
+        return pick
+    src_col, tgt_col = cfg.src_column or cfg.src_lang, cfg.tgt_column or cfg.tgt_lang
+    for col in (src_col, tgt_col):
+        if col not in columns:
+            raise DataError(f"{cfg.hub} split {split!r} has no column {col!r}: {columns}")
 
-        def pick(rows):
-            return {"src": rows[src_col], "tgt": rows[tgt_col]}
+    def pick(rows):
+        return {"src": rows[src_col], "tgt": rows[tgt_col]}
 
-    return ds.map(pick, batched=True, remove_columns=ds.column_names, num_proc=_procs(cfg, ds))
+    return pick
 
 
 def _existing(path: Path) -> Path:
@@ -109,38 +143,33 @@ def iter_lines(path: Path, errors: str = "strict") -> Iterator[str]:
         raise DataError(f"cannot read {path}: {err}") from None
 
 
-def _read_tsv(path: Path, cfg: DataConfig) -> tuple[list[str], list[str]]:
-    src, tgt = [], []
-    for number, line in enumerate(read_lines(_existing(path)), 1):
+def _tsv_pairs(path: Path, cfg: DataConfig) -> Iterator[tuple[str, str]]:
+    for number, line in enumerate(iter_lines(path), 1):
         fields = line.split("\t")
         if len(fields) != 2:
             raise DataError(
                 f"{path} line {number}: expected 2 tab-separated fields, got {len(fields)}"
             )
-        src.append(fields[0])
-        tgt.append(fields[1])
-    return src, tgt
+        yield fields[0], fields[1]
 
 
-def _read_jsonl(path: Path, cfg: DataConfig) -> tuple[list[str], list[str]]:
+def _jsonl_pairs(path: Path, cfg: DataConfig) -> Iterator[tuple[str, str]]:
     src_key, tgt_key = cfg.src_column or cfg.src_lang, cfg.tgt_column or cfg.tgt_lang
-    src, tgt = [], []
-    for number, line in enumerate(read_lines(_existing(path)), 1):
+    for number, line in enumerate(iter_lines(path), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
             row = row.get("translation", row)
-            src.append(row[src_key])
-            tgt.append(row[tgt_key])
+            src, tgt = row[src_key], row[tgt_key]
         except (json.JSONDecodeError, AttributeError, KeyError, TypeError):
             raise DataError(
                 f"{path} line {number}: expected a JSON object with {src_key!r} and {tgt_key!r} "
                 "(or a 'translation' object holding them)"
             ) from None
-        if not isinstance(src[-1], str) or not isinstance(tgt[-1], str):
+        if not isinstance(src, str) or not isinstance(tgt, str):
             raise DataError(f"{path} line {number}: {src_key!r} and {tgt_key!r} must be strings")
-    return src, tgt
+        yield src, tgt
 
 
 def _procs(cfg: DataConfig, ds: datasets.Dataset) -> int | None:
@@ -167,21 +196,26 @@ def clean(ds: datasets.Dataset, cfg: DataConfig) -> tuple[datasets.Dataset, dict
 
     Returns the kept pairs and the count dropped for each reason.
     """
-    src_lengths = [len(ids) - 1 for ids in ds["src_ids"][:]]  # without EOS
-    tgt_lengths = [len(ids) - 2 for ids in ds["tgt_ids"][:]]  # without BOS, EOS
-    counts = {"empty": 0, "too_long": 0, "bad_ratio": 0}
+    counts = {"empty": 0, "too_long": 0, "bad_ratio": 0, "kept": 0}
     keep = []
-    for i, (s, t) in enumerate(zip(src_lengths, tgt_lengths, strict=True)):
-        if s == 0 or t == 0:
-            counts["empty"] += 1
-        elif s > cfg.max_len or t > cfg.max_len:
-            counts["too_long"] += 1
-        elif max(s, t) / min(s, t) > cfg.max_ratio:
-            counts["bad_ratio"] += 1
-        else:
+    for i, (src, tgt) in enumerate(zip(ds["src_ids"][:], ds["tgt_ids"][:], strict=True)):
+        reason = _rejected(src, tgt, cfg)
+        counts[reason] += 1
+        if reason == "kept":
             keep.append(i)
-    counts["kept"] = len(keep)
     return (ds if len(keep) == len(ds) else ds.select(keep)), counts
+
+
+def _rejected(src_ids: list[int], tgt_ids: list[int], cfg: DataConfig) -> str:
+    """Why a tokenized training pair is dropped, or "kept"."""
+    s, t = len(src_ids) - 1, len(tgt_ids) - 2  # without EOS; without BOS and EOS
+    if s == 0 or t == 0:
+        return "empty"
+    if s > cfg.max_len or t > cfg.max_len:
+        return "too_long"
+    if max(s, t) / min(s, t) > cfg.max_ratio:
+        return "bad_ratio"
+    return "kept"
 
 
 @dataclass(frozen=True)
@@ -200,22 +234,118 @@ class Batches:
         differently each epoch; a batch holds similar lengths and its padded
         size (rows * longest side) stays within `max_tokens`.
         """
-        rng = random.Random(self.seed * 100_003 + epoch)
+        rng = random.Random(epoch_seed(self.seed, epoch))
         order = list(range(len(self.src_lengths)))
         rng.shuffle(order)
-        order.sort(key=lambda i: (self.tgt_lengths[i], self.src_lengths[i]))
-        batches, batch, longest = [], [], 0
-        for i in order:
-            size = max(self.src_lengths[i], self.tgt_lengths[i])
-            if batch and max(longest, size) * (len(batch) + 1) > self.max_tokens:
-                batches.append(batch)
-                batch, longest = [], 0
-            batch.append(i)
-            longest = max(longest, size)
-        if batch:
+        return budget_batches(order, self.src_lengths, self.tgt_lengths, self.max_tokens, rng)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 100_003 + epoch
+
+
+def budget_batches(
+    order: list[int], src_lengths, tgt_lengths, max_tokens: int, rng: random.Random
+) -> list[list[int]]:
+    """Indices in `order`, stably sorted by length and cut into batches whose padded
+    size (rows * longest side) stays within `max_tokens`; the batches shuffled."""
+    order = sorted(order, key=lambda i: (tgt_lengths[i], src_lengths[i]))
+    batches, batch, longest = [], [], 0
+    for i in order:
+        size = max(src_lengths[i], tgt_lengths[i])
+        if batch and max(longest, size) * (len(batch) + 1) > max_tokens:
             batches.append(batch)
-        rng.shuffle(batches)
-        return batches
+            batch, longest = [], 0
+        batch.append(i)
+        longest = max(longest, size)
+    if batch:
+        batches.append(batch)
+    rng.shuffle(batches)
+    return batches
+
+
+IdBatch = tuple[list[list[int]], list[list[int]]]  # source ids and target ids of a batch
+
+
+class InMemoryCorpus:
+    """Tokenized training pairs held in memory; `Batches` decides each epoch's order."""
+
+    def __init__(self, ds: datasets.Dataset, cfg: DataConfig, seed: int):
+        self.src_ids, self.tgt_ids = ds["src_ids"][:], ds["tgt_ids"][:]
+        self.index = Batches(
+            [len(x) for x in self.src_ids], [len(x) for x in self.tgt_ids], cfg.max_tokens, seed
+        )
+
+    def batches(self, epoch: int, start: int = 0) -> Iterator[IdBatch]:
+        """Epoch `epoch`'s batches from the `start`-th on."""
+        for batch in self.index.epoch(epoch)[start:]:
+            yield [self.src_ids[i] for i in batch], [self.tgt_ids[i] for i in batch]
+
+
+class StreamingCorpus:
+    """Training pairs read as a stream, tokenized and cleaned on the fly (`data.streaming`).
+
+    Memory is bounded by two buffers whatever the corpus size: a shuffle buffer
+    of `data.shuffle_buffer` pairs, and a pool of `data.sort_pool` pairs sorted
+    by length and cut into token-budget batches. An epoch is a pure function of
+    (seed, epoch), so resuming at batch k replays the stream and skips k batches.
+    """
+
+    def __init__(self, pairs, tokenizers: tuple[Tokenizer, Tokenizer], cfg: DataConfig, seed: int):
+        """`pairs`: a callable returning a fresh iterator of (src, tgt) text pairs."""
+        self.pairs, self.tokenizers, self.cfg, self.seed = pairs, tokenizers, cfg, seed
+        self.counts = dict.fromkeys(("empty", "too_long", "bad_ratio", "kept"), 0)
+
+    def batches(self, epoch: int, start: int = 0) -> Iterator[IdBatch]:
+        rng = random.Random(epoch_seed(self.seed, epoch))
+        self.counts = dict.fromkeys(self.counts, 0)
+        pool: list[tuple[list[int], list[int]]] = []
+        produced = 0
+        for pair in self._tokenized(shuffled(self.pairs(), self.cfg.shuffle_buffer, rng)):
+            pool.append(pair)
+            if len(pool) == self.cfg.sort_pool:
+                for batch in self._cut(pool, rng):
+                    produced += 1
+                    if produced > start:
+                        yield batch
+                pool = []
+        for batch in self._cut(pool, rng):
+            produced += 1
+            if produced > start:
+                yield batch
+
+    def _tokenized(self, pairs: Iterator[tuple[str, str]], chunk: int = 1000):
+        src_tok, tgt_tok = self.tokenizers
+        while rows := list(itertools.islice(pairs, chunk)):
+            src_ids = src_tok.encode([s for s, _ in rows])
+            tgt_ids = tgt_tok.encode([t for _, t in rows])
+            for src, tgt in zip(src_ids, tgt_ids, strict=True):
+                src, tgt = src + [EOS], [BOS] + tgt + [EOS]
+                reason = _rejected(src, tgt, self.cfg)
+                self.counts[reason] += 1
+                if reason == "kept":
+                    yield src, tgt
+
+    def _cut(self, pool, rng: random.Random) -> list[IdBatch]:
+        src_lengths, tgt_lengths = [len(s) for s, _ in pool], [len(t) for _, t in pool]
+        order = list(range(len(pool)))
+        cut = budget_batches(order, src_lengths, tgt_lengths, self.cfg.max_tokens, rng)
+        return [([pool[i][0] for i in b], [pool[i][1] for i in b]) for b in cut]
+
+
+def shuffled(items: Iterator, buffer_size: int, rng: random.Random) -> Iterator:
+    """Items in a random order drawn from a buffer of `buffer_size`: a bounded-memory
+    approximation of a full shuffle (exact when the buffer holds everything)."""
+    buffer = []
+    for item in items:
+        if len(buffer) < buffer_size:
+            buffer.append(item)
+            continue
+        slot = rng.randrange(buffer_size)
+        yield buffer[slot]
+        buffer[slot] = item
+    rng.shuffle(buffer)
+    yield from buffer
 
 
 def sorted_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:

@@ -23,8 +23,16 @@ def bleu(hyps: list[str], refs: list[str]) -> tuple[float, str]:
 class MetricsLog:
     """metrics.jsonl events, plus a progress bar on a terminal or periodic log lines."""
 
-    def __init__(self, out_dir: Path, log_every: int, interactive: bool):
-        self.file = open(out_dir / "metrics.jsonl", "a", encoding="utf-8")
+    def __init__(
+        self, out_dir: Path, log_every: int, interactive: bool, *, resumed_at: int | None = None
+    ):
+        """`resumed_at`: the step of the checkpoint a resumed run starts from. Events
+        after it (logged before a crash, and about to be logged again) are dropped,
+        and so is a last line cut short by the crash."""
+        path = out_dir / "metrics.jsonl"
+        if resumed_at is not None and path.exists():
+            _truncate(path, resumed_at)
+        self.file = open(path, "a", encoding="utf-8")
         self.log_every, self.interactive = log_every, interactive
         self.tokens, self.loss, self.count, self.clock = 0, 0.0, 0, time.perf_counter()
         self.bar = None
@@ -84,6 +92,20 @@ class MetricsLog:
             self.bar.close()
         if self.board:
             self.board.close()
+
+
+def _truncate(path: Path, step: int) -> None:
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if event.get("step", 0) <= step:
+            kept.append(line + "\n")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(kept), encoding="utf-8")
+    tmp.replace(path)
 
 
 def _tensorboard(out_dir: Path):

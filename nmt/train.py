@@ -3,17 +3,25 @@
 A run directory holds `config.yaml`, `src.model`/`tgt.model` (SentencePiece),
 `last.pt`, `best.pt` and `metrics.jsonl`. Everything a resumed run needs
 (optimizer, schedule, scaler, RNG, the position in the epoch, early stopping)
-is in `last.pt`, so stopping after N steps and resuming for N more gives the
-same parameters as one unbroken run.
+is in `last.pt`, so stopping after N steps (or being killed after the
+checkpoint of step N) and resuming gives the same parameters as one unbroken run.
+
+Under torchrun each step's group of batches is dealt out across the ranks
+(`nmt.distributed`): the same global batch as one process with
+`accum_steps * world_size` accumulated batches, and the same result.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import itertools
 import logging
 import math
 import random
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,10 +29,21 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 import yaml
+from torch.nn.parallel import DistributedDataParallel
 
-from nmt import checkpoint
+from nmt import checkpoint, distributed
 from nmt.config import Config, TrainConfig
-from nmt.data import Batches, clean, collate, load_split, tokenize
+from nmt.data import (
+    Batches,
+    InMemoryCorpus,
+    StreamingCorpus,
+    clean,
+    collate,
+    load_split,
+    stream_pairs,
+    tokenize,
+)
+from nmt.distributed import World
 from nmt.metrics import MetricsLog, bleu
 from nmt.model import Seq2Seq, autocast
 from nmt.tokenizer import PAD, Tokenizer, train_spm
@@ -50,14 +69,9 @@ class Progress:
     lr_scale: float = 1.0  # plateau decay factor
     schedule_start: int = 0  # the step the schedule (warm-up) counts from; moved by a reset
     plateau_bad: int = 0
-    skipped_steps: int = 0  # fp16 overflow: the scaler skipped the update
+    skipped_steps: int = 0  # updates skipped for a non-finite loss or gradient
+    nonfinite_in_row: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -89,94 +103,271 @@ def train(
 ) -> Progress:
     """Trains until max_steps, max_epochs, max_time or early stopping; returns the progress.
 
-    With `resume`, `cfg` is ignored: the run's own config is used, with `overrides` on top.
+    With `resume`, `cfg` is ignored: the run's own config is used, with `overrides`
+    on top. Under torchrun every rank calls this; rank 0 writes the run directory.
     """
-    out_dir = Path(out_dir)
-    last = out_dir / "last.pt"
-    if resume:
-        if not last.exists():
-            raise RunError(f"cannot resume: {last} does not exist")
-        cfg, model, tokenizers, saved = checkpoint.load(last)
-        if overrides:
-            cfg = cfg.replace(overrides)
-            write_run_files(out_dir, cfg, tokenizers)
-            log.info("overrides applied on resume: %s", " ".join(overrides))
-    elif last.exists():
-        raise RunError(f"{out_dir} already holds a run: pass --resume, or choose another --out")
+    world, dev = distributed.init(device)
+    if not world.is_main:
+        logging.getLogger("nmt").setLevel(logging.WARNING)
+    try:
+        return _start(cfg, Path(out_dir), world, dev, resume, overrides, reset_optimizer).run()
+    finally:
+        distributed.close(world)
 
+
+def _start(cfg, out_dir, world, dev, resume, overrides, reset_optimizer) -> Trainer:
+    """Opens or creates the run directory (rank 0) and builds the trainer (every rank)."""
+    last = out_dir / "last.pt"
+    mode, cfg = on_main(world, lambda: _open_run(cfg, out_dir, resume, overrides))
     tc = cfg.train
     if tc.threads:
         torch.set_num_threads(tc.threads)
-    torch.manual_seed(tc.seed)
+    torch.manual_seed(tc.seed)  # the same initial model on every rank
     random.seed(tc.seed)
-    dev = resolve_device(device)
-    precision = resolve_precision(tc.precision, dev)
 
-    train_data = load_split(cfg.data, cfg.data.train)
-    valid_data = load_split(cfg.data, cfg.data.valid)
-    if not resume:
-        tokenizers = build_tokenizers(cfg, train_data)
-        write_run_files(out_dir, cfg, tokenizers)
+    train_data = None if cfg.data.streaming else load_split(cfg.data, cfg.data.train)
+    if mode == "new":
+        on_main(world, lambda: write_run_files(out_dir, cfg, build_tokenizers(cfg, train_data)))
+    if mode == "resume":
+        cfg, model, tokenizers, saved = checkpoint.load(last)
+        cfg = cfg.replace(overrides) if overrides else cfg
+    else:
+        tokenizers = (
+            Tokenizer.from_file(out_dir / "src.model"),
+            Tokenizer.from_file(out_dir / "tgt.model"),
+        )
         model = Seq2Seq(cfg.model, len(tokenizers[0]), len(tokenizers[1]), pad=PAD)
         saved = {}
-    train_data, counts = clean(tokenize(train_data, *tokenizers, cfg.data), cfg.data)
-    valid_data = tokenize(valid_data, *tokenizers, cfg.data)
-    log.info("training pairs: %s", " ".join(f"{k}={v}" for k, v in counts.items()))
-    if counts["kept"] == 0:
-        raise RunError(f"no training pairs left after cleaning {cfg.data.train}: {counts}")
+    if world.rank:  # dropout differs across ranks, as their data does
+        torch.manual_seed(tc.seed + world.rank)
 
-    model.to(dev).train()
-    optimizer = build_optimizer(tc, model)
-    scaler = torch.amp.GradScaler(dev.type, enabled=precision == "fp16")
-    progress = Progress()
-    if saved:
-        progress = Progress(**saved["progress"])
-        torch.set_rng_state(saved["rng"]["torch"])
-        if dev.type == "cuda" and saved["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(saved["rng"]["cuda"])
+    if cfg.data.streaming:
+        corpus = StreamingCorpus(
+            lambda: stream_pairs(cfg.data, cfg.data.train), tokenizers, cfg.data, tc.seed
+        )
+    else:
+        train_data, counts = clean(tokenize(train_data, *tokenizers, cfg.data), cfg.data)
+        log.info("training pairs: %s", " ".join(f"{k}={v}" for k, v in counts.items()))
+        if counts["kept"] == 0:
+            raise RunError(f"no training pairs left after cleaning {cfg.data.train}: {counts}")
+        corpus = InMemoryCorpus(train_data, cfg.data, tc.seed)
+    valid_data = tokenize(load_split(cfg.data, cfg.data.valid), *tokenizers, cfg.data)
+    return Trainer(
+        cfg, out_dir, world, dev, model, tokenizers, corpus, valid_data, saved, reset_optimizer
+    )
+
+
+def _open_run(cfg, out_dir: Path, resume: bool, overrides) -> tuple[str, Config]:
+    """-> ("new" | "resume", config): what to do with the run directory."""
+    last = out_dir / "last.pt"
+    if resume:
+        if last.exists():
+            cfg, _, tokenizers, _ = checkpoint.load(last)
+            if overrides:
+                cfg = cfg.replace(overrides)
+                write_run_files(out_dir, cfg, tokenizers)
+                log.info("overrides applied on resume: %s", " ".join(overrides))
+            return "resume", cfg
+        if not (out_dir / "config.yaml").is_file():
+            raise RunError(f"cannot resume: {last} does not exist")
+        # stopped before its first checkpoint: start again from its own config
+        log.warning("%s holds no checkpoint yet: starting the run from step 0", out_dir)
+        return "new", Config.from_yaml(out_dir / "config.yaml", overrides)
+    if last.exists():
+        raise RunError(f"{out_dir} already holds a run: pass --resume, or choose another --out")
+    _check_writable(out_dir)  # before minutes of SentencePiece training, not after
+    return "new", cfg
+
+
+def _check_writable(out_dir: Path) -> None:
+    probe = out_dir / ".write-test"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise RunError(f"cannot write to run directory {out_dir}: {err.strerror or err}") from None
+
+
+def on_main(world: World, work: Callable[[], Any]) -> Any:
+    """`work()` on rank 0, its result on every rank; an error there is raised on all
+    ranks (with its message), so no rank waits forever for a rank that failed."""
+    result, failure = None, None
+    if world.is_main:
+        try:
+            result = work()
+        except (ValueError, OSError) as err:
+            if not world.distributed:
+                raise
+            failure = err
+    result, message = distributed.broadcast((result, failure and str(failure)), world)
+    if message is not None:
+        raise failure if failure is not None else RunError(message)
+    return result
+
+
+class Trainer:
+    """The state of a run between steps: model, optimizer, progress, data, log."""
+
+    def __init__(
+        self, cfg, out_dir, world, device, model, tokenizers, corpus, valid_data, saved, reset
+    ):
+        tc = cfg.train
+        self.cfg, self.out_dir, self.world, self.device = cfg, out_dir, world, device
+        self.precision = resolve_precision(tc.precision, device)
+        self.corpus, self.valid_data, self.tokenizers = corpus, valid_data, tokenizers
+        self.model = model.to(device).train()
+        self.ddp = model  # what the training step calls: the model or its DDP wrapper
+        if world.distributed:
+            ids = [device] if device.type == "cuda" else None
+            self.ddp = DistributedDataParallel(model, device_ids=ids)
+        self.optimizer = build_optimizer(tc, model)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "fp16")
+        self.progress = Progress()
+        self.saved_step = None  # the step of the last checkpoint written
+        if saved:
+            self._restore(saved, reset)
+        self.translator = Translator(model, tokenizers, cfg, device=device)
+        self.logger = None
+        if world.is_main:
+            resumed_at = self.progress.step if saved else None
+            self.logger = MetricsLog(
+                out_dir, tc.log_every, sys.stderr.isatty(), resumed_at=resumed_at
+            )
+        log.info(
+            "device=%s precision=%s world=%d parameters=%d steps=%d->%d",
+            device,
+            self.precision,
+            world.size,
+            sum(p.numel() for p in model.parameters()),
+            self.progress.step,
+            tc.max_steps,
+        )
+
+    def _restore(self, saved: dict, reset_optimizer: bool) -> None:
+        self.progress = Progress(**saved["progress"])
+        self.saved_step = self.progress.step
+        rng = saved["rng"]
+        ranks = rng.get("ranks") or [rng["torch"]]
+        if len(ranks) == self.world.size:
+            torch.set_rng_state(ranks[self.world.rank])
+        else:  # another world size: dropout masks cannot continue exactly
+            log.warning("resuming %d ranks from a %d-rank run", self.world.size, len(ranks))
+            torch.manual_seed(self.cfg.train.seed + self.world.rank + self.progress.step)
+        if self.device.type == "cuda" and rng.get("cuda") is not None and not self.world.rank:
+            torch.cuda.set_rng_state(rng["cuda"])
         if reset_optimizer:
-            progress.lr_scale, progress.plateau_bad = 1.0, 0
-            progress.schedule_start = progress.step
+            self.progress.lr_scale, self.progress.plateau_bad = 1.0, 0
+            self.progress.schedule_start = self.progress.step
             log.info("optimizer and schedule reset")
         else:
-            optimizer.load_state_dict(saved["optimizer"])
-            scaler.load_state_dict(saved["scaler"])
+            self.optimizer.load_state_dict(saved["optimizer"])
+            self.scaler.load_state_dict(saved["scaler"])
 
-    src_ids, tgt_ids = train_data["src_ids"][:], train_data["tgt_ids"][:]
-    batches = Batches(
-        [len(x) for x in src_ids], [len(x) for x in tgt_ids], cfg.data.max_tokens, tc.seed
-    )
-    translator = Translator(model, tokenizers, cfg, device=dev)
-    logger = MetricsLog(out_dir, tc.log_every, sys.stderr.isatty())
-    log.info(
-        "device=%s precision=%s parameters=%d steps=%d->%d",
-        dev,
-        precision,
-        sum(p.numel() for p in model.parameters()),
-        progress.step,
-        tc.max_steps,
-    )
+    def run(self) -> Progress:
+        tc, progress = self.cfg.train, self.progress
+        start = time.perf_counter() - progress.train_seconds
+        stop = self._stop_now()
+        validated = progress.step  # the step of the last validation: never twice for one step
+        group_size = tc.accum_steps * self.world.size
+        try:
+            while not stop:
+                batches = self.corpus.batches(progress.epoch, progress.batch_in_epoch)
+                for group in _chunks(batches, group_size):
+                    lr = learning_rate(
+                        tc, progress.step + 1 - progress.schedule_start, progress.lr_scale
+                    )
+                    for g in self.optimizer.param_groups:
+                        g["lr"] = lr
+                    stats = self._step(group)
+                    progress.step += 1
+                    progress.batch_in_epoch += len(group)
+                    progress.train_seconds = time.perf_counter() - start
+                    self._count_nonfinite(stats.pop("skipped"))
+                    if self.logger:
+                        self.logger.step(progress, lr=lr, total=tc.max_steps, **stats)
+                    stop = self._stop_now()
+                    if progress.step % tc.valid_every == 0 or stop:
+                        stop = self._validate() or stop
+                        validated = progress.step
+                    if stop:
+                        break
+                else:  # the epoch is over
+                    if progress.batch_in_epoch == 0:
+                        raise RunError(
+                            f"no training pairs left after cleaning {self.cfg.data.train}"
+                        )
+                    progress.epoch, progress.batch_in_epoch = progress.epoch + 1, 0
+                    if tc.max_epochs and progress.epoch >= tc.max_epochs:
+                        stop = True
+                        if validated != progress.step:
+                            self._validate()
+        finally:
+            if self.logger:
+                self.logger.close()
+        return progress
 
-    def save_checkpoints(is_best: bool) -> None:
-        state = {
-            "progress": progress.__dict__,
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict(),
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state() if dev.type == "cuda" else None,
-            },
-        }
-        checkpoint.save(last, cfg=cfg, model=model, tokenizers=tokenizers, state=state)
-        if is_best:  # for translating, not resuming: a third of last.pt without Adam's moments
-            best_state = {"progress": progress.__dict__}
-            checkpoint.save(
-                out_dir / "best.pt", cfg=cfg, model=model, tokenizers=tokenizers, state=best_state
+    def _step(self, group: list) -> dict[str, Any]:
+        """One optimizer step over a group of batches, dealt out across the ranks."""
+        tokens = sum(len(t) - 1 for _, tgt in group for t in tgt)  # every rank's target tokens
+        mine = group[self.world.rank :: self.world.size]
+        parts = [collate(src, tgt) for src, tgt in mine or group[:1]]
+        return train_step(
+            self.ddp,
+            parts,
+            self.optimizer,
+            self.scaler,
+            cfg=self.cfg.train,
+            precision=self.precision,
+            device=self.device,
+            tokens=tokens,
+            world=self.world,
+            idle=not mine,
+        )
+
+    def _stop_now(self) -> bool:
+        """max_steps, or rank 0's clock past max_time: every rank stops at the same step."""
+        tc, progress = self.cfg.train, self.progress
+        if progress.step >= tc.max_steps:
+            return True
+        if not tc.max_time:
+            return False
+        return distributed.broadcast(progress.train_seconds >= tc.max_time, self.world)
+
+    def _count_nonfinite(self, skipped: int) -> None:
+        progress, limit = self.progress, self.cfg.train.max_nonfinite
+        if not skipped:
+            progress.nonfinite_in_row = 0
+            return
+        progress.skipped_steps += 1
+        progress.nonfinite_in_row += 1
+        log.warning(
+            "step %d: non-finite loss or gradient, update skipped (%d in a row)",
+            progress.step,
+            progress.nonfinite_in_row,
+        )
+        if progress.nonfinite_in_row >= limit:
+            last = self.out_dir / "last.pt"
+            kept = f"{last} (step {self.saved_step})" if self.saved_step is not None else "none yet"
+            raise RunError(
+                f"stopped at step {progress.step}: {limit} steps in a row had a non-finite loss "
+                f"or gradient (train.max_nonfinite={limit}); the last good checkpoint is {kept}"
             )
 
-    def validate() -> bool:
-        """Scores the val split, updates early stopping and plateau decay; True to stop."""
-        result = evaluate(model, translator, valid_data, cfg, dev)
+    def _validate(self) -> bool:
+        """Rank 0 scores the val split and updates early stopping and plateau decay; every
+        rank then takes its progress and saves. True to stop."""
+        improved = on_main(self.world, self._score_validation)
+        fields = distributed.broadcast(dataclasses.asdict(self.progress), self.world)
+        seconds = self.progress.train_seconds  # each rank keeps its own clock
+        self.progress.__dict__.update(fields, train_seconds=seconds)
+        self._save(improved)
+        tc = self.cfg.train
+        return bool(tc.patience and self.progress.bad_validations >= tc.patience)
+
+    def _score_validation(self) -> bool:
+        tc, progress = self.cfg.train, self.progress
+        result = evaluate(self.model, self.translator, self.valid_data, self.cfg, self.device)
         result.update(step=progress.step, epoch=progress.epoch)
         progress.history.append(result)
         improved = result["bleu"] > progress.best_bleu
@@ -193,50 +384,41 @@ def train(
                 progress.lr_scale *= tc.decay_factor
                 progress.plateau_bad = 0
         lr = learning_rate(tc, progress.step - progress.schedule_start, progress.lr_scale)
-        logger.event("valid", **result, lr=lr)
-        save_checkpoints(improved)
-        return bool(tc.patience and progress.bad_validations >= tc.patience)
+        self.logger.event("valid", **result, lr=lr)
+        return improved
 
-    start = time.perf_counter() - progress.train_seconds
-    stop = progress.step >= tc.max_steps or bool(
-        tc.max_time and progress.train_seconds >= tc.max_time
-    )
-    validated = progress.step  # the step of the last validation: never twice for one step
-    while not stop:
-        epoch_batches = batches.epoch(progress.epoch)
-        while progress.batch_in_epoch < len(epoch_batches) and not stop:
-            group = epoch_batches[
-                progress.batch_in_epoch : progress.batch_in_epoch + tc.accum_steps
-            ]
-            lr = learning_rate(tc, progress.step + 1 - progress.schedule_start, progress.lr_scale)
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-            parts = [collate([src_ids[i] for i in b], [tgt_ids[i] for i in b]) for b in group]
-            stats = train_step(
-                model, parts, optimizer, scaler, cfg=tc, precision=precision, device=dev
-            )
-            progress.skipped_steps += stats.pop("skipped")
-            progress.step += 1
-            progress.batch_in_epoch += len(group)
-            progress.train_seconds = time.perf_counter() - start
-            logger.step(progress, lr=lr, total=tc.max_steps, **stats)
-            out_of_time = bool(tc.max_time and progress.train_seconds >= tc.max_time)
-            stop = progress.step >= tc.max_steps or out_of_time
-            if progress.step % tc.valid_every == 0 or stop:
-                stop = validate() or stop
-                validated = progress.step
-        if progress.batch_in_epoch >= len(epoch_batches):
-            progress.epoch, progress.batch_in_epoch = progress.epoch + 1, 0
-            if tc.max_epochs and progress.epoch >= tc.max_epochs:
-                stop = True
-                if validated != progress.step:
-                    validate()
-    logger.close()
-    return progress
+    def _save(self, is_best: bool) -> None:
+        """last.pt (and best.pt) from rank 0, with every rank's RNG state."""
+        rng_states = distributed.gather(torch.get_rng_state(), self.world)
+        on_main(self.world, lambda: self._write_checkpoints(is_best, rng_states))
+        self.saved_step = self.progress.step
+
+    def _write_checkpoints(self, is_best: bool, rng_states: list) -> None:
+        state = {
+            "progress": dataclasses.asdict(self.progress),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": {
+                "torch": rng_states[0],
+                "ranks": rng_states if self.world.distributed else None,
+                "cuda": torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
+            },
+        }
+        common = dict(cfg=self.cfg, model=self.model, tokenizers=self.tokenizers)
+        checkpoint.save(self.out_dir / "last.pt", **common, state=state)
+        if is_best:  # for translating, not resuming: a third of last.pt without Adam's moments
+            best_state = {"progress": state["progress"]}
+            checkpoint.save(self.out_dir / "best.pt", **common, state=best_state)
+
+
+def _chunks(items: Iterator, size: int) -> Iterator[list]:
+    items = iter(items)
+    while chunk := list(itertools.islice(items, size)):
+        yield chunk
 
 
 def train_step(
-    model: Seq2Seq,
+    model,
     parts: list[dict[str, torch.Tensor]],
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
@@ -244,35 +426,47 @@ def train_step(
     cfg: TrainConfig,
     precision: str,
     device: torch.device,
-) -> dict[str, float]:
-    """One optimizer step over `parts` (accumulated batches); loss per target token."""
-    tokens = sum(int((p["tgt_out"] != PAD).sum()) for p in parts)
-    total = 0.0
-    for part in parts:
+    tokens: int | None = None,
+    world: World = distributed.ALONE,
+    idle: bool = False,
+) -> dict[str, Any]:
+    """One optimizer step over `parts` (accumulated batches); loss per target token.
+
+    `model`: a Seq2Seq or its DDP wrapper. `tokens`: the target tokens of every
+    rank's parts (default: these parts'). `idle`: this rank has no batch in the
+    step; it runs `parts` with weight 0 only to join the gradient all-reduce.
+    A non-finite loss or gradient skips the update (`skipped` = 1).
+    """
+    tokens = tokens or sum(int((p["tgt_out"] != PAD).sum()) for p in parts)
+    weight = 0.0 if idle else world.size / tokens  # DDP averages gradients over the ranks
+    total = torch.zeros((), device=device)
+    for i, part in enumerate(parts):
         part = {k: v.to(device, non_blocking=True) for k, v in part.items()}
-        with autocast(device, precision):
-            logits = model(part["src"], part["src_len"], part["tgt_in"])  # (N, T, V)
-        # the loss in fp32, outside autocast: it sums over the whole batch
-        loss = (
-            F.cross_entropy(
+        accumulating = i < len(parts) - 1 and isinstance(model, DistributedDataParallel)
+        with model.no_sync() if accumulating else contextlib.nullcontext():
+            with autocast(device, precision):
+                logits = model(part["src"], part["src_len"], part["tgt_in"])  # (N, T, V)
+            # the loss in fp32, outside autocast: it sums over the whole batch
+            loss = weight * F.cross_entropy(
                 logits.float().flatten(0, 1),
                 part["tgt_out"].flatten(),
                 ignore_index=PAD,
                 label_smoothing=cfg.label_smoothing,
                 reduction="sum",
             )
-            / tokens
-        )
-        scaler.scale(loss).backward()  # the scaler is a no-op unless precision == "fp16"
+            scaler.scale(loss).backward()  # the scaler is a no-op unless precision == "fp16"
         total += loss.detach()
     scaler.unscale_(optimizer)  # so clipping sees the true gradient norm
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
-    scale = scaler.get_scale() if scaler.is_enabled() else 1.0
-    scaler.step(optimizer)  # skipped if fp16 gradients overflowed
-    scaler.update()
+    # A host sync per step: whether to apply the update must be known now. The fp16
+    # scaler would skip a non-finite step by itself; fp32 and bf16 need this test.
+    finite = bool(torch.isfinite(grad_norm))
+    if finite:
+        scaler.step(optimizer)
+    scaler.update()  # fp16: a lower loss scale after an overflow
     optimizer.zero_grad(set_to_none=True)
-    skipped = scaler.is_enabled() and scaler.get_scale() < scale
-    return {"loss": total, "grad_norm": grad_norm, "tokens": tokens, "skipped": int(skipped)}
+    loss = distributed.all_reduce_sum(total, world) / world.size
+    return {"loss": loss, "grad_norm": grad_norm, "tokens": tokens, "skipped": int(not finite)}
 
 
 @torch.no_grad()
@@ -309,18 +503,24 @@ def evaluate(model: Seq2Seq, translator: Translator, valid, cfg: Config, device)
     }
 
 
-def build_tokenizers(cfg: Config, train_data) -> tuple[Tokenizer, Tokenizer]:
-    """SentencePiece on the training split: one joint model, or one per language."""
+def build_tokenizers(cfg: Config, train_data=None) -> tuple[Tokenizer, Tokenizer]:
+    """SentencePiece on the training split: one joint model, or one per language.
+
+    Without `train_data` (streaming), it learns from the split's first `data.spm_sample` pairs.
+    """
     dc = cfg.data
+    if train_data is None:
+        pairs = list(itertools.islice(stream_pairs(dc, dc.train), dc.spm_sample))
+        src, tgt = [s for s, _ in pairs], [t for _, t in pairs]
+    else:
+        src, tgt = train_data["src"][:], train_data["tgt"][:]
     options = dict(
         vocab_size=dc.vocab_size, model_type=dc.spm_model, character_coverage=dc.character_coverage
     )
     if dc.joint_vocab:
-        joint = Tokenizer(train_spm(train_data["src"][:] + train_data["tgt"][:], **options))
+        joint = Tokenizer(train_spm(src + tgt, **options))
         return joint, joint
-    return Tokenizer(train_spm(train_data["src"][:], **options)), Tokenizer(
-        train_spm(train_data["tgt"][:], **options)
-    )
+    return Tokenizer(train_spm(src, **options)), Tokenizer(train_spm(tgt, **options))
 
 
 def build_optimizer(cfg: TrainConfig, model: Seq2Seq) -> torch.optim.Optimizer:
@@ -332,7 +532,10 @@ def build_optimizer(cfg: TrainConfig, model: Seq2Seq) -> torch.optim.Optimizer:
 
 
 def write_run_files(out_dir: Path, cfg: Config, tokenizers: tuple[Tokenizer, Tokenizer]) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    (out_dir / "src.model").write_bytes(tokenizers[0].model_bytes)
-    (out_dir / "tgt.model").write_bytes(tokenizers[1].model_bytes)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        (out_dir / "src.model").write_bytes(tokenizers[0].model_bytes)
+        (out_dir / "tgt.model").write_bytes(tokenizers[1].model_bytes)
+    except OSError as err:
+        raise RunError(f"cannot write to run directory {out_dir}: {err.strerror or err}") from None

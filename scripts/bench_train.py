@@ -24,14 +24,14 @@ from nmt.config import Config
 from nmt.data import Batches, clean, collate, load_split, tokenize
 from nmt.model import Seq2Seq
 from nmt.tokenizer import PAD
-from nmt.train import build_optimizer, build_tokenizers, resolve_device, train_step
+from nmt.train import build_optimizer, build_tokenizers, train_step
 
 
 def measure(cfg: Config, precision: str, steps: int, warmup: int) -> dict:
     torch.manual_seed(cfg.train.seed)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    device = resolve_device()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     data = load_split(cfg.data, cfg.data.train)
     tokenizers = build_tokenizers(cfg, data)
     data, _ = clean(tokenize(data, *tokenizers, cfg.data), cfg.data)

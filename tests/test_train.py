@@ -1,13 +1,11 @@
 from __future__ import annotations
 
 import json
-import pickle
 from pathlib import Path
 
 import pytest
 import torch
 
-from nmt import checkpoint
 from nmt.cli import main
 from nmt.train import RunError, train
 from tests.conftest import tiny_config
@@ -98,30 +96,6 @@ def test_a_lone_checkpoint_translates_without_its_run_directory(toy_corpus, tmp_
     lines = (tmp_path / "out.en").read_text().split("\n")
     assert len(lines) == 5 + 1  # five lines and the final newline
     assert lines[1] == lines[2] == ""
-
-
-@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
-def test_checkpoint_with_pickled_code_is_refused_without_running_it(tmp_path):
-    class Boom:
-        def __reduce__(self):
-            return (open, (str(tmp_path / "pwned"), "w"))
-
-    evil = tmp_path / "evil.pt"
-    evil.write_bytes(pickle.dumps({"format": "nmt-checkpoint-1", "x": Boom()}))
-
-    with pytest.raises(checkpoint.CheckpointError, match="is not a safe nmt checkpoint"):
-        checkpoint.load(evil)
-    assert not (tmp_path / "pwned").exists()
-
-
-def test_truncated_checkpoint_gives_a_clear_error(toy_corpus, tmp_path):
-    run = tmp_path / "run"
-    train(tiny_config(toy_corpus, "train.max_steps=2"), run)
-    cut = tmp_path / "cut.pt"
-    cut.write_bytes((run / "last.pt").read_bytes()[:5000])
-
-    with pytest.raises(checkpoint.CheckpointError, match="truncated or not a checkpoint"):
-        checkpoint.load(cut)
 
 
 def test_overrides_on_resume_apply_and_are_logged(toy_corpus, tmp_path, caplog):

@@ -1,0 +1,89 @@
+"""Training on several processes with `torchrun`: the process group and the few
+collectives the trainer needs. A process started without torchrun is a world of
+one, and every function here is then a no-op.
+
+    torchrun --nproc_per_node 4 -m nmt train CONFIG        # one machine, 4 processes
+    torchrun --nnodes 2 --node_rank 0 --master_addr HOST --nproc_per_node 8 -m nmt train CONFIG
+
+NCCL between GPUs, gloo between CPU processes. Rank 0 decides (run directory,
+tokenizers, validation, when to stop) and the others follow its broadcasts.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+# Rank 0 validates while the others wait in a collective: allow for a long validation.
+TIMEOUT = timedelta(hours=2)
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+
+ALONE = World()  # a process started without torchrun
+
+
+def init(device: str = "auto") -> tuple[World, torch.device]:
+    """The world torchrun describes in the environment, and this process's device."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if size == 1:
+        return ALONE, dev
+    if dev.type == "cuda":
+        dev = torch.device("cuda", local_rank)  # one GPU per process
+        torch.cuda.set_device(dev)
+    if not dist.is_initialized():
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        dist.init_process_group(backend, timeout=TIMEOUT)
+    return World(dist.get_rank(), size, local_rank), dev
+
+
+def close(world: World) -> None:
+    if world.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def broadcast(value: Any, world: World) -> Any:
+    """Rank 0's `value` (any picklable object), on every rank."""
+    if not world.distributed:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather(value: Any, world: World) -> list[Any]:
+    """Every rank's `value`, in rank order, on every rank."""
+    if not world.distributed:
+        return [value]
+    values = [None] * world.size
+    dist.all_gather_object(values, value)
+    return values
+
+
+def all_reduce_sum(tensor: torch.Tensor, world: World) -> torch.Tensor:
+    """The sum over ranks, in place; on GPUs it stays on the device (no host sync)."""
+    if world.distributed:
+        dist.all_reduce(tensor)
+    return tensor

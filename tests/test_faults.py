@@ -1,0 +1,262 @@
+"""Faults a long run meets: kill -9, NaN, a full disk, an unwritable directory,
+hostile or broken checkpoint files. Each test asserts the exact outcome."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import pickle
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from nmt import checkpoint
+from nmt.cli import main
+from nmt.model import Seq2Seq
+from nmt.train import RunError, train
+from tests.conftest import tiny_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parameters(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["model"]
+
+
+def assert_same_parameters(a: Path, b: Path) -> None:
+    first, second = parameters(a), parameters(b)
+    assert first.keys() == second.keys()
+    for name in first:
+        assert torch.equal(first[name], second[name]), name
+
+
+def train_args(corpus: Path, run: Path, *overrides: str) -> list[str]:
+    return [
+        "-q",
+        "train",
+        str(ROOT / "configs" / "tiny.yaml"),
+        f"data.train={corpus / 'train'}",
+        f"data.valid={corpus / 'val'}",
+        "data.vocab_size=80",
+        "train.threads=1",
+        *overrides,
+        "--out",
+        str(run),
+    ]
+
+
+def run_cli(args: list[str], prelude: str = "") -> subprocess.Popen:
+    """`nmt ARGS` in a fresh interpreter, after running `prelude` in it."""
+    code = f"{prelude}\nfrom nmt.cli import main\nmain({args!r})"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE)
+
+
+KILL_RUN = ("train.max_steps=40", "train.valid_every=3", "train.log_every=1")
+
+
+def test_runs_killed_at_random_moments_resume_to_the_unbroken_result(toy_corpus, tmp_path):
+    unbroken, killed = tmp_path / "unbroken", tmp_path / "killed"
+    train(tiny_config(toy_corpus, *KILL_RUN, "train.threads=1"), unbroken)
+
+    rng, kills = random.Random(7), 0
+    while True:
+        resume = ["--resume"] if (killed / "config.yaml").exists() else []
+        process = run_cli(train_args(toy_corpus, killed, *KILL_RUN) + resume)
+        if kills < 3:
+            # a random moment once training has started (the metrics log exists)
+            deadline = time.monotonic() + 60
+            while not (killed / "metrics.jsonl").exists() and process.poll() is None:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 1.5))
+            if process.poll() is None:
+                process.send_signal(signal.SIGKILL)
+                kills += 1
+        _, stderr = process.communicate(timeout=120)
+        if process.returncode == 0:
+            break
+        assert process.returncode == -signal.SIGKILL, stderr.decode()
+
+    assert kills == 3
+    assert_same_parameters(unbroken / "last.pt", killed / "last.pt")
+    events = [json.loads(line) for line in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in events if e["event"] == "train"] == list(range(1, 41))
+
+
+def test_a_kill_while_writing_a_checkpoint_leaves_the_last_one_whole(toy_corpus, tmp_path):
+    run = tmp_path / "run"
+    # the second save of last.pt writes half a file, then the process is killed
+    prelude = """
+import os, signal, torch
+original, calls = torch.save, []
+def save(obj, f):
+    original(obj, f)
+    if "last.pt" in f.name:
+        calls.append(f.name)
+        if len(calls) == 2:
+            f.flush(); f.truncate(f.tell() // 2); os.fsync(f.fileno())
+            os.kill(os.getpid(), signal.SIGKILL)
+torch.save = save
+"""
+    process = run_cli(train_args(toy_corpus, run, *KILL_RUN), prelude)
+    process.communicate(timeout=120)
+    assert process.returncode == -signal.SIGKILL
+
+    _, _, _, state = checkpoint.load(run / "last.pt")
+    assert state["progress"]["step"] == 3  # the first checkpoint, whole
+    assert (run / ".last.pt.tmp").exists()  # the half-written one, never renamed
+    train(None, run, resume=True)
+    train(tiny_config(toy_corpus, *KILL_RUN, "train.threads=1"), tmp_path / "unbroken")
+    assert_same_parameters(tmp_path / "unbroken" / "last.pt", run / "last.pt")
+
+
+def test_a_run_killed_before_its_first_checkpoint_resumes_from_step_0(toy_corpus, tmp_path):
+    run = tmp_path / "run"
+    cfg = tiny_config(toy_corpus, "train.max_steps=4")
+    train(cfg, run)
+    (run / "last.pt").unlink()
+    (run / "best.pt").unlink()
+
+    progress = train(None, run, resume=True)
+
+    assert progress.step == 4
+    train(cfg, tmp_path / "unbroken")
+    assert_same_parameters(tmp_path / "unbroken" / "last.pt", run / "last.pt")
+
+
+def poison_training_steps(monkeypatch, bad_steps: set[int]) -> None:
+    """Training forward passes number `bad_steps` (1-based) return NaN logits."""
+    forward, calls = Seq2Seq.forward, [0]
+
+    def poisoned(self, *args):
+        logits = forward(self, *args)
+        if self.training:
+            calls[0] += 1
+            if calls[0] in bad_steps:
+                return logits * float("nan")
+        return logits
+
+    monkeypatch.setattr(Seq2Seq, "forward", poisoned)
+
+
+def test_non_finite_steps_are_skipped_counted_and_leave_the_parameters_finite(
+    toy_corpus, tmp_path, monkeypatch
+):
+    poison_training_steps(monkeypatch, {3, 4, 7})
+    run = tmp_path / "run"
+
+    progress = train(tiny_config(toy_corpus, "train.max_steps=10", "train.log_every=10"), run)
+
+    assert progress.step == 10
+    assert progress.skipped_steps == 3
+    assert all(torch.isfinite(p).all() for p in parameters(run / "last.pt").values())
+    events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert events[0]["skipped"] == 3
+
+
+def test_too_many_non_finite_steps_in_a_row_stop_the_run_and_keep_the_last_checkpoint(
+    toy_corpus, tmp_path, monkeypatch
+):
+    poison_training_steps(monkeypatch, set(range(5, 100)))
+    run = tmp_path / "run"
+    cfg = tiny_config(toy_corpus, "train.valid_every=2", "train.max_nonfinite=3")
+
+    with pytest.raises(RunError) as err:
+        train(cfg, run)
+
+    assert str(err.value) == (
+        "stopped at step 7: 3 steps in a row had a non-finite loss or gradient "
+        f"(train.max_nonfinite=3); the last good checkpoint is {run / 'last.pt'} (step 6)"
+    )
+    _, model, _, state = checkpoint.load(run / "last.pt")  # steps 5 and 6 changed nothing
+    assert state["progress"]["step"] == 6
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_a_full_disk_is_a_clear_error_and_the_previous_checkpoint_stays(
+    toy_corpus, tmp_path, monkeypatch, capsys
+):
+    run = tmp_path / "run"
+    original, saves = torch.save, []
+
+    def save(obj, f):
+        if "last.pt" in f.name:
+            saves.append(f.name)
+            if len(saves) == 2:
+                f.write(b"\0" * 1000)
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        original(obj, f)
+
+    monkeypatch.setattr(torch, "save", save)
+    with pytest.raises(SystemExit) as exit_:
+        main(train_args(toy_corpus, run, "train.valid_every=2", "train.max_steps=6"))
+
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        f"nmt: error: cannot write checkpoint {run / 'last.pt'}: No space left on device; "
+        "last.pt still holds the previous checkpoint\n"
+    )
+    _, _, _, state = checkpoint.load(run / "last.pt")
+    assert state["progress"]["step"] == 2
+    assert not (run / ".last.pt.tmp").exists()
+
+
+def test_an_unwritable_run_directory_is_a_clear_error_before_any_work(
+    toy_corpus, tmp_path, monkeypatch, capsys
+):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit) as exit_:
+        main(train_args(toy_corpus, blocker / "run"))
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        f"nmt: error: cannot write to run directory {blocker / 'run'}: Not a directory\n"
+    )
+
+    def refuse(self, data):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+    monkeypatch.setattr(Path, "write_bytes", refuse)  # root ignores file modes: simulate them
+    with pytest.raises(RunError, match=re.escape(f"{tmp_path / 'r'}: Permission denied")):
+        train(tiny_config(toy_corpus), tmp_path / "r")
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_a_checkpoint_with_pickled_code_is_refused_without_running_it(tmp_path):
+    class Boom:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "pwned"), "w"))
+
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps({"format": "nmt-checkpoint-1", "x": Boom()}))
+
+    with pytest.raises(checkpoint.CheckpointError) as err:
+        checkpoint.load(evil)
+    assert str(err.value).startswith(f"{evil} is not a safe nmt checkpoint: ")
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_truncated_and_foreign_files_give_clear_errors(trained_run, tmp_path):
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes((trained_run / "last.pt").read_bytes()[:5000])
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {"w": torch.ones(2)}}, foreign)
+    text = tmp_path / "notes.pt"
+    text.write_text("hello\n")
+
+    with pytest.raises(checkpoint.CheckpointError, match=f"^{re.escape(str(cut))} is truncated"):
+        checkpoint.load(cut)
+    with pytest.raises(checkpoint.CheckpointError) as err:
+        checkpoint.load(foreign)
+    assert str(err.value) == f"{foreign} is not an nmt checkpoint"
+    with pytest.raises(checkpoint.CheckpointError, match=f"^{re.escape(str(text))} is "):
+        checkpoint.load(text)
