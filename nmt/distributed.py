@@ -59,8 +59,12 @@ def init(device: str = "auto") -> tuple[World, torch.device]:
     return World(dist.get_rank(), size, local_rank), dev
 
 
-def close(world: World) -> None:
+def close(world: World, *, wait: bool = True) -> None:
+    """Leaves the process group; `wait` (a normal end) first waits for every rank, so
+    that nobody tears down connections a slower rank still uses (gloo aborts then)."""
     if world.distributed and dist.is_initialized():
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 

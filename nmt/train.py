@@ -110,9 +110,12 @@ def train(
     if not world.is_main:
         logging.getLogger("nmt").setLevel(logging.WARNING)
     try:
-        return _start(cfg, Path(out_dir), world, dev, resume, overrides, reset_optimizer).run()
-    finally:
-        distributed.close(world)
+        progress = _start(cfg, Path(out_dir), world, dev, resume, overrides, reset_optimizer).run()
+    except BaseException:
+        distributed.close(world, wait=False)  # other ranks may never reach a barrier
+        raise
+    distributed.close(world)
+    return progress
 
 
 def _start(cfg, out_dir, world, dev, resume, overrides, reset_optimizer) -> Trainer:

@@ -2,11 +2,23 @@ from __future__ import annotations
 
 import gzip
 import json
+import random
 
 import pytest
 
 from nmt.config import DataConfig
-from nmt.data import Batches, DataError, clean, load_split, read_lines, sorted_batches, tokenize
+from nmt.data import (
+    Batches,
+    DataError,
+    StreamingCorpus,
+    clean,
+    load_split,
+    read_lines,
+    shuffled,
+    sorted_batches,
+    stream_pairs,
+    tokenize,
+)
 from nmt.tokenizer import BOS, EOS, Tokenizer, train_spm
 
 PAIRS = [
@@ -111,3 +123,50 @@ def test_inference_batches_cover_every_sentence_once():
 
     assert sorted(i for b in batches for i in b) == list(range(7))
     assert all(len(b) * max(lengths[i] for i in b) <= 12 or len(b) == 1 for b in batches)
+
+
+def streaming_corpus(corpus_dir, **options) -> tuple[StreamingCorpus, list[tuple]]:
+    """A StreamingCorpus over the toy training split, and its kept tokenized pairs."""
+    cfg = DataConfig(train=str(corpus_dir / "train"), max_tokens=120, **options)
+    pairs = list(stream_pairs(cfg, cfg.train))
+    tok = Tokenizer(train_spm([s for p in pairs for s in p], vocab_size=80))
+    corpus = StreamingCorpus(lambda: stream_pairs(cfg, cfg.train), (tok, tok), cfg, seed=5)
+    src, tgt = tok.encode([s for s, _ in pairs]), tok.encode([t for _, t in pairs])
+    kept = [(tuple(s + [EOS]), tuple([BOS] + t + [EOS])) for s, t in zip(src, tgt, strict=True)]
+    return corpus, kept
+
+
+def flatten(batches) -> list[tuple]:
+    return [(tuple(s), tuple(t)) for src, tgt in batches for s, t in zip(src, tgt, strict=True)]
+
+
+def test_a_streamed_epoch_holds_every_pair_once_within_budget_and_resumes_mid_epoch(toy_corpus):
+    corpus, kept = streaming_corpus(toy_corpus, shuffle_buffer=50, sort_pool=64)
+
+    epoch0 = list(corpus.batches(0))
+
+    assert sorted(flatten(epoch0)) == sorted(kept)  # the toy pairs all pass cleaning
+    assert corpus.counts["kept"] == len(kept)
+    assert all(
+        len(s) * max(max(len(x), len(y)) for x, y in zip(s, t, strict=True)) <= 120
+        for s, t in epoch0
+    )
+    assert list(corpus.batches(0)) == epoch0  # a pure function of (seed, epoch)
+    assert list(corpus.batches(0, start=7)) == epoch0[7:]  # where a resumed run goes on
+    assert flatten(corpus.batches(1)) != flatten(epoch0)
+    # a shuffle, not the file order: pairs move further than the buffer would allow if not
+    assert flatten(epoch0)[:50] != kept[:50]
+
+
+def test_the_shuffle_buffer_holds_at_most_its_size():
+    taken = []
+
+    def source():
+        for i in range(1000):
+            taken.append(i)
+            yield i
+
+    out = shuffled(source(), 10, random.Random(0))
+    first = next(out)
+    assert len(taken) == 11  # 10 buffered + the one that pushed `first` out
+    assert sorted([first, *out]) == list(range(1000))

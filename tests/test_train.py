@@ -140,3 +140,16 @@ def test_max_epochs_stops_at_an_epoch_boundary_and_validates_once(toy_corpus, tm
 
     assert (progress.epoch, progress.batch_in_epoch) == (1, 0)
     assert [h["step"] for h in progress.history] == [progress.step]
+
+
+def test_a_streaming_run_resumes_at_the_batch_where_it_stopped(toy_corpus, tmp_path):
+    stream = ("data.streaming=true", "data.shuffle_buffer=64", "data.sort_pool=100")
+    common = (*stream, "train.valid_every=4", "data.max_tokens=800")
+    train(tiny_config(toy_corpus, *common, "train.max_steps=14"), tmp_path / "unbroken")
+    train(tiny_config(toy_corpus, *common, "train.max_steps=5"), tmp_path / "resumed")
+    progress = train(None, tmp_path / "resumed", resume=True, overrides=["train.max_steps=14"])
+
+    assert progress.epoch >= 1  # crossed an epoch boundary of the stream
+    unbroken, resumed = parameters(tmp_path / "unbroken"), parameters(tmp_path / "resumed")
+    for name in unbroken:
+        assert torch.equal(unbroken[name], resumed[name]), name
