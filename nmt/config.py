@@ -43,6 +43,9 @@ class DataConfig:
     character_coverage: float = 1.0
     max_tokens: int = 2000  # padded tokens of the longer side per training batch
     num_proc: int = 1  # worker processes for `datasets.map`
+    # Tokenized training splits are kept here as Arrow and reused by later runs and
+    # other ranks with the same data and tokenizers; "" turns the cache off.
+    cache_dir: str = "~/.cache/nmt"
     # Stream the training split instead of loading it: for corpora larger than memory.
     streaming: bool = False
     shuffle_buffer: int = 100_000  # streaming: pairs in the shuffle buffer

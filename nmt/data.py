@@ -10,10 +10,13 @@ are a pure function of (seed, epoch), so a run can resume mid-epoch.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import itertools
 import json
 import logging
+import os
 import random
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,6 +219,62 @@ def _rejected(src_ids: list[int], tgt_ids: list[int], cfg: DataConfig) -> str:
     if max(s, t) / min(s, t) > cfg.max_ratio:
         return "bad_ratio"
     return "kept"
+
+
+def training_split(
+    cfg: DataConfig,
+    tokenizers: tuple[Tokenizer, Tokenizer],
+    raw: datasets.Dataset | None = None,
+) -> tuple[datasets.Dataset, dict[str, int]]:
+    """The cleaned, tokenized training split (`src_ids`, `tgt_ids`) and the cleaning counts.
+
+    Kept as Arrow under `data.cache_dir`, keyed by the source files, the cleaning
+    settings and the tokenizers: a later run or another rank with the same data
+    and SentencePiece models memory-maps it instead of tokenizing again. `raw`:
+    the split's text if already loaded.
+    """
+    cache = _cache_path(cfg, tokenizers)
+    if cache is not None and (cache / "counts.json").is_file():
+        log.info("tokenized training split from %s", cache)
+        counts = json.loads((cache / "counts.json").read_text())
+        return datasets.load_from_disk(str(cache)), counts
+    raw = load_split(cfg, cfg.train) if raw is None else raw
+    ds, counts = clean(tokenize(raw, *tokenizers, cfg), cfg)
+    ds = ds.select_columns(["src_ids", "tgt_ids"])
+    if cache is not None:
+        tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
+        try:
+            ds.save_to_disk(str(tmp))
+            (tmp / "counts.json").write_text(json.dumps(counts))
+            tmp.rename(cache)  # whole or absent, even if two runs build it at once
+            ds = datasets.load_from_disk(str(cache))
+        except OSError as err:
+            log.warning("cannot cache the tokenized training split in %s: %s", cache, err)
+            shutil.rmtree(tmp, ignore_errors=True)
+    return ds, counts
+
+
+def _cache_path(cfg: DataConfig, tokenizers: tuple[Tokenizer, Tokenizer]) -> Path | None:
+    if not cfg.cache_dir:
+        return None
+    key = hashlib.sha256()
+    settings = (cfg.hub, cfg.hub_config, cfg.train, cfg.src_lang, cfg.tgt_lang, cfg.src_column)
+    settings += (cfg.tgt_column, cfg.max_len, cfg.max_ratio)
+    key.update(repr(settings).encode())
+    for tok in tokenizers:
+        key.update(hashlib.sha256(tok.model_bytes).digest())
+    if not cfg.hub:  # local files: their identity (a changed file is a new key)
+        for path in _split_files(cfg, cfg.train):
+            stat = path.stat()
+            key.update(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return Path(cfg.cache_dir).expanduser() / f"tokenized-{key.hexdigest()[:24]}"
+
+
+def _split_files(cfg: DataConfig, split: str) -> list[Path]:
+    path = Path(split)
+    if path.suffix in {".tsv", ".jsonl"} or path.name.endswith((".tsv.gz", ".jsonl.gz")):
+        return [_existing(path)]
+    return [_existing(Path(f"{split}.{lang}")) for lang in (cfg.src_lang, cfg.tgt_lang)]
 
 
 @dataclass(frozen=True)

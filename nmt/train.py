@@ -37,11 +37,11 @@ from nmt.data import (
     Batches,
     InMemoryCorpus,
     StreamingCorpus,
-    clean,
     collate,
     load_split,
     stream_pairs,
     tokenize,
+    training_split,
 )
 from nmt.distributed import World
 from nmt.metrics import MetricsLog, bleu
@@ -128,8 +128,10 @@ def _start(cfg, out_dir, world, dev, resume, overrides, reset_optimizer) -> Trai
     torch.manual_seed(tc.seed)  # the same initial model on every rank
     random.seed(tc.seed)
 
-    train_data = None if cfg.data.streaming else load_split(cfg.data, cfg.data.train)
+    train_data = None  # the training text: loaded only if tokenizers or the cache need it
     if mode == "new":
+        if not cfg.data.streaming and world.is_main:
+            train_data = load_split(cfg.data, cfg.data.train)
         on_main(world, lambda: write_run_files(out_dir, cfg, build_tokenizers(cfg, train_data)))
     if mode == "resume":
         cfg, model, tokenizers, saved = checkpoint.load(last)
@@ -149,7 +151,9 @@ def _start(cfg, out_dir, world, dev, resume, overrides, reset_optimizer) -> Trai
             lambda: stream_pairs(cfg.data, cfg.data.train), tokenizers, cfg.data, tc.seed
         )
     else:
-        train_data, counts = clean(tokenize(train_data, *tokenizers, cfg.data), cfg.data)
+        if cfg.data.cache_dir:  # rank 0 tokenizes into the cache, the others map it
+            on_main(world, lambda: training_split(cfg.data, tokenizers, train_data) and None)
+        train_data, counts = training_split(cfg.data, tokenizers, train_data)
         log.info("training pairs: %s", " ".join(f"{k}={v}" for k, v in counts.items()))
         if counts["kept"] == 0:
             raise RunError(f"no training pairs left after cleaning {cfg.data.train}: {counts}")

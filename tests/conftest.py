@@ -67,6 +67,7 @@ def tiny_config(corpus: Path, *overrides: str) -> nmt.config.Config:
             f"data.valid={corpus / 'val'}",
             f"data.test={corpus / 'val'}",
             "data.vocab_size=80",
+            f"data.cache_dir={corpus.parent / 'cache'}",
             *overrides,
         ],
     )

@@ -34,6 +34,7 @@ def torchrun(corpus: Path, run: Path, *args: str) -> subprocess.CompletedProcess
         f"data.train={corpus / 'train'}",
         f"data.valid={corpus / 'val'}",
         "data.vocab_size=80",
+        f"data.cache_dir={corpus.parent / 'cache'}",
         *COMMON,
         "--out",
         str(run),

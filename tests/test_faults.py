@@ -46,6 +46,7 @@ def train_args(corpus: Path, run: Path, *overrides: str) -> list[str]:
         f"data.train={corpus / 'train'}",
         f"data.valid={corpus / 'val'}",
         "data.vocab_size=80",
+        f"data.cache_dir={corpus.parent / 'cache'}",
         "train.threads=1",
         *overrides,
         "--out",

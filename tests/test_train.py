@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,7 @@ def test_a_lone_checkpoint_translates_without_its_run_directory(toy_corpus, tmp_
             f"data.train={toy_corpus / 'train'}",
             f"data.valid={toy_corpus / 'val'}",
             "data.vocab_size=80",
+            f"data.cache_dir={tmp_path / 'cache'}",
             "train.max_steps=3",
             "--out",
             str(run),
@@ -153,3 +155,20 @@ def test_a_streaming_run_resumes_at_the_batch_where_it_stopped(toy_corpus, tmp_p
     unbroken, resumed = parameters(tmp_path / "unbroken"), parameters(tmp_path / "resumed")
     for name in unbroken:
         assert torch.equal(unbroken[name], resumed[name]), name
+
+
+def test_a_second_run_on_the_same_data_maps_the_tokenized_cache(toy_corpus, tmp_path, caplog):
+    corpus = tmp_path / "corpus"
+    shutil.copytree(toy_corpus, corpus, ignore=shutil.ignore_patterns("cache"))
+    cfg = tiny_config(corpus, "train.max_steps=3", f"data.cache_dir={tmp_path / 'cache'}")
+    train(cfg, tmp_path / "first")
+    with caplog.at_level("INFO", logger="nmt.data"):
+        train(cfg, tmp_path / "second")  # SentencePiece is deterministic: the same tokenizers
+
+    assert "tokenized training split from" in caplog.text
+    assert len(list((tmp_path / "cache").iterdir())) == 1
+    first, second = parameters(tmp_path / "first"), parameters(tmp_path / "second")
+    assert all(torch.equal(first[name], second[name]) for name in first)
+    (corpus / "train.de").touch()  # a changed file is another key: no stale cache
+    train(cfg, tmp_path / "third")
+    assert len(list((tmp_path / "cache").iterdir())) == 2
