@@ -151,8 +151,12 @@ def _start(cfg, out_dir, world, dev, resume, overrides, reset_optimizer) -> Trai
             lambda: stream_pairs(cfg.data, cfg.data.train), tokenizers, cfg.data, tc.seed
         )
     else:
-        if cfg.data.cache_dir:  # rank 0 tokenizes into the cache, the others map it
-            on_main(world, lambda: training_split(cfg.data, tokenizers, train_data) and None)
+        if cfg.data.cache_dir and world.distributed:
+
+            def fill_cache() -> None:  # rank 0 tokenizes into the cache; the others map it
+                training_split(cfg.data, tokenizers, train_data)
+
+            on_main(world, fill_cache)
         train_data, counts = training_split(cfg.data, tokenizers, train_data)
         log.info("training pairs: %s", " ".join(f"{k}={v}" for k, v in counts.items()))
         if counts["kept"] == 0:

@@ -64,6 +64,7 @@ def measure(cfg: Config, precision: str, steps: int, warmup: int) -> dict:
         "steps": len(batches) - warmup,
         "tok_per_s": round(tokens / seconds),
         "tokens_per_step": round(tokens / (len(batches) - warmup)),
+        "tgt_tokens_per_sentence": round(sum(len(t) - 1 for t in tgt_ids) / len(tgt_ids), 2),
         "mflop_per_token": round(flops_per_token / 1e6, 1),
         "gflop_per_s": round(flops_per_token * tokens / seconds / 1e9, 1),
         "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),

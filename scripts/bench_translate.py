@@ -101,19 +101,23 @@ def main() -> None:
     parser.add_argument("--ref", default=str(MULTI30K / "test_2016_flickr.en.gz"))
     parser.add_argument("--batch-sents", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--beams", type=int, nargs="+", default=[5, 1])
     parser.add_argument(
-        "--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"]
+        "--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "fp16"]
     )
     parser.add_argument("--onmt-model", help="an OpenNMT-py checkpoint of the same size")
     parser.add_argument("--peers", default=os.environ.get("PEERS", str(Path.home() / "nmt-peers")))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     lines, refs = read_lines(Path(args.src)), read_lines(Path(args.ref))
-    translators = {p: Translator.load(args.model, precision=p) for p in args.precisions}
+    translators = {
+        p: Translator.load(args.model, device=args.device, precision=p) for p in args.precisions
+    }
 
     print(
-        f"{len(lines)} sentences, {args.threads} threads, batches of ~{args.batch_sents} "
+        f"{len(lines)} sentences on {args.device}, {args.threads} threads, "
+        f"batches of ~{args.batch_sents} "
         f"sentences, model load excluded"
     )
     print(f"{'system':<22} {'beam':>4} {'sent/s':>8} {'tok/s':>8} {'BLEU':>6} {'vs OpenNMT':>10}")

@@ -1,0 +1,152 @@
+"""Training speed against OpenNMT-py 3.5.1 and JoeyNMT 2.3.0, one model size, one run.
+
+    python scripts/bench_vs_peers.py [--onmt-seconds 300] [--joey-seconds 300] [--steps 200]
+
+The model of ../shared/peers (emb 256, bi-LSTM 1x256 per direction, decoder
+1x512, Luong general attention, input feeding, dropout 0.3, untied embeddings,
+no label smoothing, Adam 1e-3, clip 5, fp32, 2 threads, ~2000 target tokens per
+batch) on Multi30k de-en, trained one after the other on this machine:
+
+- the peers through the harness's own scripts (`run_opennmt.sh train`,
+  `run_joeynmt.sh train`, each in its scratch venv under $PEERS, never a
+  dependency of nmt) for a wall-clock budget; target tokens/s over a window of
+  steps and peak RSS read by the harness's `summarize.py` and `/usr/bin/time -v`.
+- nmt through `scripts/bench_train.py --worker fp32`, with input feeding and
+  without it (`model.input_feed=false`: the decoder LSTM runs over the whole
+  target in one call). Its SentencePiece model is its own, trained with the
+  peers' recipe (unigram, 8k, joint, full character coverage) on the same text;
+  the table gives target tokens (pieces + EOS) per sentence for OpenNMT and nmt,
+  so the per-token rates compare like with like.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+HARNESS = ROOT.parent / "shared" / "peers"
+CONFIG = ROOT / "configs" / "multi30k_de_en.yaml"
+# the peers' configuration, in nmt's terms
+PEER_MODEL = [
+    "model.tie_embeddings=false",
+    "model.bridge=copy",
+    "model.dropout=0.3",
+    "train.label_smoothing=0.0",
+    "train.precision=fp32",
+    "train.threads=2",
+    "data.max_tokens=2200",  # OpenNMT's batch_size: padded tokens of the longer side
+]
+
+
+def harness_summary():
+    spec = importlib.util.spec_from_file_location("summarize", HARNESS / "summarize.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_peer(peer: str, seconds: int, peers: Path) -> Path:
+    run = peers / peer / "bench"
+    env = {**os.environ, "PEERS": str(peers), "BUDGET": str(seconds), "RUN": str(run)}
+    script = HARNESS / f"run_{peer}.sh"
+    subprocess.run(["bash", str(script), "train"], env=env, check=True, capture_output=True)
+    return run
+
+
+def opennmt(seconds: int, peers: Path, summarize) -> dict:
+    run = run_peer("opennmt", seconds, peers)
+    steps = summarize.onmt_train(str(run), 50, 100)["final_step"] // 50 * 50
+    stats = summarize.onmt_train(str(run), 100, min(steps, 400))
+    rss = summarize.time_v(str(run / "train.time"))["max_rss_kb"]
+    return {
+        "system": "OpenNMT-py 3.5.1",
+        "tok_per_s": stats["train_tgt_tok_per_s"],
+        "window": f"steps {stats['window_steps'][0]}-{stats['window_steps'][1]}",
+        "tok_per_step": stats["mean_tgt_tokens_per_batch"],
+        "pieces_per_sent": stats["mean_tgt_tokens_per_batch"] / stats["mean_sents_per_batch"],
+        "peak_rss_gib": rss / 2**20,
+    }
+
+
+def joeynmt(seconds: int, peers: Path, summarize) -> dict:
+    run = run_peer("joeynmt", seconds, peers)
+    lines = (run / "train.log").read_text(encoding="utf-8").splitlines()
+    last = max(int(m["step"]) for line in lines if (m := summarize.JOEY_STEP.match(line)))
+    stats = summarize.joey_train(str(run), 50, last)
+    rss = summarize.time_v(str(run.parent / f"{run.name}.train.time"))["max_rss_kb"]
+    return {
+        "system": "JoeyNMT 2.3.0",
+        "tok_per_s": stats["train_tgt_tok_per_s"],
+        "window": f"steps 50-{last}",
+        "tok_per_step": stats["mean_tgt_tokens_per_batch"] or 0,
+        "pieces_per_sent": None,
+        "peak_rss_gib": rss / 2**20,
+    }
+
+
+def ours(name: str, overrides: list[str], steps: int) -> dict:
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "bench_train.py"),
+            str(CONFIG),
+            *PEER_MODEL,
+            *overrides,
+            "--steps",
+            str(steps),
+            "--warmup",
+            "20",
+            "--worker",
+            "fp32",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    return {
+        "system": name,
+        "tok_per_s": result["tok_per_s"],
+        "window": f"steps 20-{20 + steps}",
+        "tok_per_step": result["tokens_per_step"],
+        "pieces_per_sent": result["tgt_tokens_per_sentence"],
+        "peak_rss_gib": result["peak_rss_gib"],
+        "mflop_per_token": result["mflop_per_token"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--onmt-seconds", type=int, default=300)
+    parser.add_argument("--joey-seconds", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=200, help="nmt's timed steps")
+    parser.add_argument("--peers", default=os.environ.get("PEERS", str(Path.home() / "nmt-peers")))
+    parser.add_argument("--skip-joey", action="store_true")
+    args = parser.parse_args()
+    peers, summarize = Path(args.peers), harness_summary()
+
+    rows = [opennmt(args.onmt_seconds, peers, summarize)]
+    if not args.skip_joey:
+        rows.append(joeynmt(args.joey_seconds, peers, summarize))
+    fastest_peer = max(r["tok_per_s"] for r in rows)
+    rows.append(ours("nmt, input feeding", [], args.steps))
+    rows.append(ours("nmt, no input feeding", ["model.input_feed=false"], args.steps))
+
+    print("Same model, data recipe and machine; fp32, 2 threads; target tokens/s")
+    header = ["system", "tok/s", "vs faster peer", "window", "tgt tok/step", "tgt tok/sent"]
+    print(" | ".join(header + ["peak RSS GiB"]))
+    for r in rows:
+        pieces = f"{r['pieces_per_sent']:.1f}" if r["pieces_per_sent"] else "-"
+        cells = [r["system"], f"{r['tok_per_s']:,.0f}", f"{r['tok_per_s'] / fastest_peer:.2f}"]
+        cells += [r["window"], f"{r['tok_per_step']:,.0f}", pieces, f"{r['peak_rss_gib']:.2f}"]
+        print(" | ".join(cells))
+
+
+if __name__ == "__main__":
+    main()
