@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 NEG_INF = float("-inf")
-SHRINK_STEP = 8  # beam search drops finished sentences from the batch in steps of this many
+SHRINK_STEP = 16  # beam search drops finished sentences from the batch in steps of this many
 
 
 @dataclass(frozen=True)

@@ -201,7 +201,7 @@ class Translator:
         self, src_ids: list[list[int]], options: BeamOptions, nbest: int, sampling: Sampling | None
     ) -> list[list[Hypothesis]]:
         # few distinct source widths: each new shape builds new bf16 kernels on CPU
-        src, src_len = (t.to(self.device) for t in pad_batch(src_ids, multiple=8))
+        src, src_len = (t.to(self.device) for t in pad_batch(src_ids, multiple=16))
         decode = self.cfg.decode
         max_len = output_limits(src_len, decode.max_len_a, decode.max_len_b)
         specials = {"bos": BOS, "eos": EOS, "pad": PAD}

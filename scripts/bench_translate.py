@@ -4,6 +4,9 @@ optionally against OpenNMT-py on the same sentences in the same run.
     python scripts/bench_translate.py runs/demo [--src S.de.gz --ref R.en.gz]
         [--batch-sents 64] [--onmt-model MODEL.pt --peers DIR]
 
+With --rounds R the systems take turns R times and the table gives medians
+(the ratio column: the median of the per-round ratios).
+
 Ours: `Translator.translate` on the whole file after the model is loaded and
 warmed up, batches of about --batch-sents sentences (a token budget of that
 many average-length sentences). OpenNMT-py: `onmt_translate` from the peer
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -100,6 +104,7 @@ def main() -> None:
     parser.add_argument("--src", default=str(MULTI30K / "test_2016_flickr.de.gz"))
     parser.add_argument("--ref", default=str(MULTI30K / "test_2016_flickr.en.gz"))
     parser.add_argument("--batch-sents", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=1, help="alternating rounds; medians")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--beams", type=int, nargs="+", default=[5, 1])
@@ -122,20 +127,32 @@ def main() -> None:
     )
     print(f"{'system':<22} {'beam':>4} {'sent/s':>8} {'tok/s':>8} {'BLEU':>6} {'vs OpenNMT':>10}")
     for beam in args.beams:
-        peer = None
-        if args.onmt_model:
-            peer = bench_onmt(Path(args.onmt_model), Path(args.peers), refs, beam, args.batch_sents)
+        # rounds alternate the systems, so a slow spell of the shared machine hits all of them
+        runs: dict[str, list[dict]] = {}
+        for _ in range(args.rounds):
+            if args.onmt_model:
+                peer = bench_onmt(
+                    Path(args.onmt_model), Path(args.peers), refs, beam, args.batch_sents
+                )
+                runs.setdefault("OpenNMT-py 3.5.1", []).append(peer)
+            for precision, translator in translators.items():
+                ours = bench_ours(translator, lines, refs, beam, args.batch_sents)
+                runs.setdefault(f"nmt ({precision})", []).append(ours)
+        peer_runs = runs.get("OpenNMT-py 3.5.1")
+        for system, results in runs.items():
+            rate = statistics.median(r["sent_per_s"] for r in results)
+            tokens = statistics.median(r["tok_per_s"] for r in results)
+            ratio = "-"
+            if peer_runs:  # the median of the per-round ratios
+                pairs = zip(results, peer_runs, strict=True)
+                per_round = [ours["sent_per_s"] / peer["sent_per_s"] for ours, peer in pairs]
+                ratio = f"{statistics.median(per_round):.2f}"
             print(
-                f"{'OpenNMT-py 3.5.1':<22} {beam:>4} {peer['sent_per_s']:>8.1f} "
-                f"{peer['tok_per_s']:>8.0f} {peer['bleu']:>6.2f} {1.0:>10.2f}"
+                f"{system:<22} {beam:>4} {rate:>8.1f} {tokens:>8.0f} "
+                f"{results[0]['bleu']:>6.2f} {ratio:>10}"
             )
-        for precision, translator in translators.items():
-            ours = bench_ours(translator, lines, refs, beam, args.batch_sents)
-            ratio = f"{ours['sent_per_s'] / peer['sent_per_s']:>10.2f}" if peer else f"{'-':>10}"
-            print(
-                f"{'nmt (' + precision + ')':<22} {beam:>4} {ours['sent_per_s']:>8.1f} "
-                f"{ours['tok_per_s']:>8.0f} {ours['bleu']:>6.2f} {ratio}"
-            )
+            if args.rounds > 1:
+                print(f"{'':<22} rounds: " + ", ".join(f"{r['sent_per_s']:.1f}" for r in results))
     sys.stdout.flush()
 
 
