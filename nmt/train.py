@@ -110,7 +110,16 @@ def train(
     if not world.is_main:
         logging.getLogger("nmt").setLevel(logging.WARNING)
     try:
-        progress = _start(cfg, Path(out_dir), world, dev, resume, overrides, reset_optimizer).run()
+        trainer = _start(
+            cfg,
+            Path(out_dir),
+            world,
+            dev,
+            resume=resume,
+            overrides=overrides,
+            reset=reset_optimizer,
+        )
+        progress = trainer.run()
     except BaseException:
         distributed.close(world, wait=False)  # other ranks may never reach a barrier
         raise
@@ -118,7 +127,7 @@ def train(
     return progress
 
 
-def _start(cfg, out_dir, world, dev, resume, overrides, reset_optimizer) -> Trainer:
+def _start(cfg, out_dir, world, dev, *, resume, overrides, reset) -> Trainer:
     """Opens or creates the run directory (rank 0) and builds the trainer (every rank)."""
     last = out_dir / "last.pt"
     mode, cfg = on_main(world, lambda: _open_run(cfg, out_dir, resume, overrides))
@@ -164,7 +173,16 @@ def _start(cfg, out_dir, world, dev, resume, overrides, reset_optimizer) -> Trai
         corpus = InMemoryCorpus(train_data, cfg.data, tc.seed)
     valid_data = tokenize(load_split(cfg.data, cfg.data.valid), *tokenizers, cfg.data)
     return Trainer(
-        cfg, out_dir, world, dev, model, tokenizers, corpus, valid_data, saved, reset_optimizer
+        cfg=cfg,
+        out_dir=out_dir,
+        world=world,
+        device=dev,
+        model=model,
+        tokenizers=tokenizers,
+        corpus=corpus,
+        valid_data=valid_data,
+        saved=saved,
+        reset_optimizer=reset,
     )
 
 
@@ -221,8 +239,20 @@ class Trainer:
     """The state of a run between steps: model, optimizer, progress, data, log."""
 
     def __init__(
-        self, cfg, out_dir, world, device, model, tokenizers, corpus, valid_data, saved, reset
+        self,
+        *,
+        cfg: Config,
+        out_dir: Path,
+        world: World,
+        device: torch.device,
+        model: Seq2Seq,
+        tokenizers: tuple[Tokenizer, Tokenizer],
+        corpus: InMemoryCorpus | StreamingCorpus,
+        valid_data,
+        saved: dict,
+        reset_optimizer: bool,
     ):
+        """`saved`: a checkpoint's training state to resume from ({} for a new run)."""
         tc = cfg.train
         self.cfg, self.out_dir, self.world, self.device = cfg, out_dir, world, device
         self.precision = resolve_precision(tc.precision, device)
@@ -237,7 +267,7 @@ class Trainer:
         self.progress = Progress()
         self.saved_step = None  # the step of the last checkpoint written
         if saved:
-            self._restore(saved, reset)
+            self._restore(saved, reset_optimizer)
         self.translator = Translator(model, tokenizers, cfg, device=device)
         self.logger = None
         if world.is_main:
