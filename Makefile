@@ -49,4 +49,4 @@ smoke: setup
 	$(NMT) train configs/tiny.yaml --out runs/smoke train.max_steps=20
 
 clean:
-	rm -rf runs/smoke .pytest_cache .ruff_cache
+	rm -rf runs/smoke .pytest_cache .ruff_cache .hypothesis

@@ -64,30 +64,33 @@ def run_cli(args: list[str], prelude: str = "") -> subprocess.Popen:
 KILL_RUN = ("train.max_steps=40", "train.valid_every=3", "train.log_every=1")
 
 
+def logged_steps(run: Path) -> int:
+    path = run / "metrics.jsonl"
+    return path.read_text().count('"event": "train"') if path.exists() else 0
+
+
 def test_runs_killed_at_random_moments_resume_to_the_unbroken_result(toy_corpus, tmp_path):
     unbroken, killed = tmp_path / "unbroken", tmp_path / "killed"
     train(tiny_config(toy_corpus, *KILL_RUN, "train.threads=1"), unbroken)
 
-    rng, kills = random.Random(7), 0
-    while True:
+    # three kills at random moments: after a random step (of 40), a random few ms later,
+    # so some land in a step, some in a validation or a checkpoint write
+    rng = random.Random(7)
+    for kill_after in [*sorted(rng.sample(range(2, 35), 3)), None]:
         resume = ["--resume"] if (killed / "config.yaml").exists() else []
         process = run_cli(train_args(toy_corpus, killed, *KILL_RUN) + resume)
-        if kills < 3:
-            # a random moment once training has started (the metrics log exists)
-            deadline = time.monotonic() + 60
-            while not (killed / "metrics.jsonl").exists() and process.poll() is None:
+        if kill_after is not None:
+            deadline = time.monotonic() + 120
+            while logged_steps(killed) < kill_after and process.poll() is None:
                 assert time.monotonic() < deadline
-                time.sleep(0.02)
-            time.sleep(rng.uniform(0.0, 1.5))
-            if process.poll() is None:
-                process.send_signal(signal.SIGKILL)
-                kills += 1
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0.0, 0.05))
+            assert process.poll() is None, "the run ended before it could be killed"
+            process.send_signal(signal.SIGKILL)
         _, stderr = process.communicate(timeout=120)
-        if process.returncode == 0:
-            break
-        assert process.returncode == -signal.SIGKILL, stderr.decode()
+        expected = 0 if kill_after is None else -signal.SIGKILL
+        assert process.returncode == expected, stderr.decode()
 
-    assert kills == 3
     assert_same_parameters(unbroken / "last.pt", killed / "last.pt")
     events = [json.loads(line) for line in (killed / "metrics.jsonl").read_text().splitlines()]
     assert [e["step"] for e in events if e["event"] == "train"] == list(range(1, 41))
