@@ -153,7 +153,7 @@ def beam_search(
     done_logprob = done_score.clone()
     results = Hypotheses(done.clone(), done_score.clone(), done_logprob.clone(), done_align.clone())
 
-    limits = _Limits.of(max_len, K, options.alpha)
+    limits = _Limits.of(max_len, K)
     top_half = torch.arange(2 * K, device=device) < K  # the ranks that may finish
     for t in range(steps):
         A = sentence.numel()
@@ -199,12 +199,8 @@ def beam_search(
         state = state.select((beam.gather(1, keep) + limits.offset).flatten())
 
         # e. a sentence is done once it has K finished hypotheses (as in fairseq), or
-        # once no live beam can beat its K-th finished one: log-probs only fall and
-        # the coverage penalty is <= 0, so a live beam ends at most at score / best penalty
-        over = searching & (
-            (done_score[:, -1] > NEG_INF)
-            | (done_score[:, -1] >= alive_score[:, 0] / limits.best_penalty)
-        )
+        # once no beam is left alive (fewer than K outputs were possible)
+        over = searching & ((done_score[:, -1] > NEG_INF) | (alive_score[:, 0] == NEG_INF))
         if not over.any():  # a host sync per step, paid back by every row it removes
             continue
 
@@ -232,7 +228,7 @@ def beam_search(
         done, done_align, done_score, done_logprob = (
             x[left] for x in (done, done_align, done_score, done_logprob)
         )
-        limits = _Limits.of(max_len, K, options.alpha)
+        limits = _Limits.of(max_len, K)
     return results
 
 
@@ -241,14 +237,12 @@ class _Limits(NamedTuple):
 
     rows: Tensor  # (A * K,) each row's output limit
     first: int  # the smallest limit, as a Python int (no host sync per step)
-    best_penalty: Tensor  # (A,) the length penalty at the limit: the largest one
     offset: Tensor  # (A, 1) the first row of each sentence
 
     @classmethod
-    def of(cls, max_len: Tensor, K: int, alpha: float) -> _Limits:
+    def of(cls, max_len: Tensor, K: int) -> _Limits:
         offset = torch.arange(max_len.numel(), device=max_len.device)[:, None] * K
-        penalty = length_penalty(max_len.float(), alpha)
-        return cls(max_len.repeat_interleave(K), int(max_len.min()), penalty, offset)
+        return cls(max_len.repeat_interleave(K), int(max_len.min()), offset)
 
 
 def _mask(
