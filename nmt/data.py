@@ -68,13 +68,12 @@ def stream_pairs(cfg: DataConfig, split: str) -> Iterator[tuple[str, str]]:
             picked = pick(rows)
             yield from zip(picked["src"], picked["tgt"], strict=True)
         return
-    path = Path(split)
-    if path.suffix in {".tsv", ".jsonl"} or path.name.endswith((".tsv.gz", ".jsonl.gz")):
-        reader = _tsv_pairs if ".tsv" in path.suffixes else _jsonl_pairs
-        yield from reader(_existing(path), cfg)
+    files = _split_files(cfg, split)
+    if len(files) == 1:
+        reader = _tsv_pairs if ".tsv" in files[0].suffixes else _jsonl_pairs
+        yield from reader(files[0], cfg)
         return
-    src_path = _existing(Path(f"{split}.{cfg.src_lang}"))
-    tgt_path = _existing(Path(f"{split}.{cfg.tgt_lang}"))
+    src_path, tgt_path = files
     src_lines, tgt_lines = iter_lines(src_path), iter_lines(tgt_path)
     count = 0
     for src, tgt in itertools.zip_longest(src_lines, tgt_lines):
@@ -247,7 +246,6 @@ def training_split(
             ds.save_to_disk(str(tmp))
             (tmp / "counts.json").write_text(json.dumps(counts))
             tmp.rename(cache)  # whole or absent, even if two runs build it at once
-            ds = datasets.load_from_disk(str(cache))
         except OSError as err:
             log.warning("cannot cache the tokenized training split in %s: %s", cache, err)
             shutil.rmtree(tmp, ignore_errors=True)
@@ -271,6 +269,7 @@ def _cache_path(cfg: DataConfig, tokenizers: tuple[Tokenizer, Tokenizer]) -> Pat
 
 
 def _split_files(cfg: DataConfig, split: str) -> list[Path]:
+    """A local split's files: one .tsv / .jsonl (maybe .gz), or PREFIX.src + PREFIX.tgt."""
     path = Path(split)
     if path.suffix in {".tsv", ".jsonl"} or path.name.endswith((".tsv.gz", ".jsonl.gz")):
         return [_existing(path)]
@@ -356,22 +355,15 @@ class StreamingCorpus:
         self.counts = dict.fromkeys(("empty", "too_long", "bad_ratio", "kept"), 0)
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[IdBatch]:
+        """Epoch `epoch`'s batches from the `start`-th on (the ones before are replayed)."""
+        return itertools.islice(self._epoch(epoch), start, None)
+
+    def _epoch(self, epoch: int) -> Iterator[IdBatch]:
         rng = random.Random(epoch_seed(self.seed, epoch))
         self.counts = dict.fromkeys(self.counts, 0)
-        pool: list[tuple[list[int], list[int]]] = []
-        produced = 0
-        for pair in self._tokenized(shuffled(self.pairs(), self.cfg.shuffle_buffer, rng)):
-            pool.append(pair)
-            if len(pool) == self.cfg.sort_pool:
-                for batch in self._cut(pool, rng):
-                    produced += 1
-                    if produced > start:
-                        yield batch
-                pool = []
-        for batch in self._cut(pool, rng):
-            produced += 1
-            if produced > start:
-                yield batch
+        pairs = self._tokenized(shuffled(self.pairs(), self.cfg.shuffle_buffer, rng))
+        while pool := list(itertools.islice(pairs, self.cfg.sort_pool)):
+            yield from self._cut(pool, rng)
 
     def _tokenized(self, pairs: Iterator[tuple[str, str]], chunk: int = 1000):
         src_tok, tgt_tok = self.tokenizers
