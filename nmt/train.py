@@ -129,23 +129,23 @@ def train(
 
 def _start(cfg, out_dir, world, dev, *, resume, overrides, reset) -> Trainer:
     """Opens or creates the run directory (rank 0) and builds the trainer (every rank)."""
-    last = out_dir / "last.pt"
     mode, cfg = on_main(world, lambda: _open_run(cfg, out_dir, resume, overrides))
+    train_data = None  # the training text: loaded only if tokenizers or the cache need it
+    if mode == "resume":  # the RNG state comes from the checkpoint
+        cfg, model, tokenizers, saved = checkpoint.load(out_dir / "last.pt")
+        if overrides:
+            cfg = cfg.replace(overrides)
+            on_main(world, lambda: write_run_files(out_dir, cfg, tokenizers))
+            log.info("overrides applied on resume: %s", " ".join(overrides))
     tc = cfg.train
     if tc.threads:
         torch.set_num_threads(tc.threads)
     torch.manual_seed(tc.seed)  # the same initial model on every rank
     random.seed(tc.seed)
-
-    train_data = None  # the training text: loaded only if tokenizers or the cache need it
     if mode == "new":
         if not cfg.data.streaming and world.is_main:
             train_data = load_split(cfg.data, cfg.data.train)
         on_main(world, lambda: write_run_files(out_dir, cfg, build_tokenizers(cfg, train_data)))
-    if mode == "resume":
-        cfg, model, tokenizers, saved = checkpoint.load(last)
-        cfg = cfg.replace(overrides) if overrides else cfg
-    else:
         tokenizers = (
             Tokenizer.from_file(out_dir / "src.model"),
             Tokenizer.from_file(out_dir / "tgt.model"),
@@ -187,16 +187,11 @@ def _start(cfg, out_dir, world, dev, *, resume, overrides, reset) -> Trainer:
 
 
 def _open_run(cfg, out_dir: Path, resume: bool, overrides) -> tuple[str, Config]:
-    """-> ("new" | "resume", config): what to do with the run directory."""
+    """-> ("new", config) or ("resume", None): what to do with the run directory."""
     last = out_dir / "last.pt"
     if resume:
         if last.exists():
-            cfg, _, tokenizers, _ = checkpoint.load(last)
-            if overrides:
-                cfg = cfg.replace(overrides)
-                write_run_files(out_dir, cfg, tokenizers)
-                log.info("overrides applied on resume: %s", " ".join(overrides))
-            return "resume", cfg
+            return "resume", None  # the config is last.pt's, read by every rank
         if not (out_dir / "config.yaml").is_file():
             raise RunError(f"cannot resume: {last} does not exist")
         # stopped before its first checkpoint: start again from its own config
