@@ -57,20 +57,28 @@ def toy_corpus(tmp_path_factory) -> Path:
     return root
 
 
+TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
+
+
+def tiny_overrides(corpus: Path) -> list[str]:
+    """What points configs/tiny.yaml at the toy corpus (and a cache beside it)."""
+    return [
+        f"data.train={corpus / 'train'}",
+        f"data.valid={corpus / 'val'}",
+        f"data.test={corpus / 'val'}",
+        "data.vocab_size=80",
+        f"data.cache_dir={corpus.parent / 'cache'}",
+    ]
+
+
 def tiny_config(corpus: Path, *overrides: str) -> nmt.config.Config:
     """configs/tiny.yaml pointed at the toy corpus."""
-    root = Path(__file__).resolve().parents[1]
-    return nmt.config.Config.from_yaml(
-        root / "configs" / "tiny.yaml",
-        [
-            f"data.train={corpus / 'train'}",
-            f"data.valid={corpus / 'val'}",
-            f"data.test={corpus / 'val'}",
-            "data.vocab_size=80",
-            f"data.cache_dir={corpus.parent / 'cache'}",
-            *overrides,
-        ],
-    )
+    return nmt.config.Config.from_yaml(TINY, [*tiny_overrides(corpus), *overrides])
+
+
+def tiny_train_args(corpus: Path, *overrides: str) -> list[str]:
+    """`nmt train` arguments for configs/tiny.yaml on the toy corpus (add --out)."""
+    return ["train", str(TINY), *tiny_overrides(corpus), *overrides]
 
 
 @pytest.fixture(scope="session")

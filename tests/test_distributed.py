@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from nmt.train import train
-from tests.conftest import tiny_config
+from tests.conftest import tiny_config, tiny_train_args
 
 ROOT = Path(__file__).resolve().parents[1]
 # no dropout: the ranks draw different masks than one process would
@@ -29,13 +29,7 @@ def torchrun(corpus: Path, run: Path, *args: str) -> subprocess.CompletedProcess
         "-m",
         "nmt",
         "-q",
-        "train",
-        str(ROOT / "configs" / "tiny.yaml"),
-        f"data.train={corpus / 'train'}",
-        f"data.valid={corpus / 'val'}",
-        "data.vocab_size=80",
-        f"data.cache_dir={corpus.parent / 'cache'}",
-        *COMMON,
+        *tiny_train_args(corpus, *COMMON),
         "--out",
         str(run),
         *args,

@@ -22,7 +22,7 @@ from nmt import checkpoint
 from nmt.cli import main
 from nmt.model import Seq2Seq
 from nmt.train import RunError, train
-from tests.conftest import tiny_config
+from tests.conftest import tiny_config, tiny_train_args
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,19 +39,7 @@ def assert_same_parameters(a: Path, b: Path) -> None:
 
 
 def train_args(corpus: Path, run: Path, *overrides: str) -> list[str]:
-    return [
-        "-q",
-        "train",
-        str(ROOT / "configs" / "tiny.yaml"),
-        f"data.train={corpus / 'train'}",
-        f"data.valid={corpus / 'val'}",
-        "data.vocab_size=80",
-        f"data.cache_dir={corpus.parent / 'cache'}",
-        "train.threads=1",
-        *overrides,
-        "--out",
-        str(run),
-    ]
+    return ["-q", *tiny_train_args(corpus, "train.threads=1", *overrides), "--out", str(run)]
 
 
 def run_cli(args: list[str], prelude: str = "") -> subprocess.Popen:

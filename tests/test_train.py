@@ -2,16 +2,13 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
 
 from nmt.cli import main
 from nmt.train import RunError, train
-from tests.conftest import tiny_config
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import tiny_config, tiny_train_args
 
 
 def parameters(run) -> dict[str, torch.Tensor]:
@@ -62,20 +59,7 @@ def test_run_directory_holds_config_tokenizers_checkpoints_and_metrics(toy_corpu
 
 def test_a_lone_checkpoint_translates_without_its_run_directory(toy_corpus, tmp_path):
     run = tmp_path / "run"
-    main(
-        [
-            "-q",
-            "train",
-            str(ROOT / "configs" / "tiny.yaml"),
-            f"data.train={toy_corpus / 'train'}",
-            f"data.valid={toy_corpus / 'val'}",
-            "data.vocab_size=80",
-            f"data.cache_dir={tmp_path / 'cache'}",
-            "train.max_steps=3",
-            "--out",
-            str(run),
-        ]
-    )
+    main(["-q", *tiny_train_args(toy_corpus, "train.max_steps=3"), "--out", str(run)])
     lone = tmp_path / "elsewhere.pt"
     lone.write_bytes((run / "last.pt").read_bytes())
     source = tmp_path / "in.de"
