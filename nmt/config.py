@@ -119,8 +119,10 @@ class TrainConfig:
     patience: int = 0  # stop after this many validations without a better BLEU; 0: never
     # Stop after this many steps in a row with a non-finite loss or gradient (each is
     # skipped). fp16 skips a few while its loss scale settles: keep this well above that.
+    # Counted on the device and read every log_every steps, so the stop can come later.
     max_nonfinite: int = 20
     valid_batch_tokens: int = 6000  # source tokens per validation decoding batch
+    compile: bool = False  # torch.compile the decoder step (docs/benchmarks.md: where it pays)
 
     def __post_init__(self):
         _choice("train.optimizer", self.optimizer, ("adam", "adamw"))

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 import yaml
 from torch.nn.parallel import DistributedDataParallel
 
@@ -76,6 +77,8 @@ class Progress:
 
 def resolve_precision(precision: str, device: torch.device) -> str:
     """auto: bf16 on a GPU that has it, else fp16 on CUDA, fp32 on CPU."""
+    if precision == "fp16" and device.type == "cpu":  # oneDNN has no fp16 LSTM
+        raise RunError("train.precision=fp16 needs a GPU; on a CPU use bf16 or fp32")
     if precision != "auto":
         return precision
     if device.type == "cuda":
@@ -253,6 +256,8 @@ class Trainer:
         self.precision = resolve_precision(tc.precision, device)
         self.corpus, self.valid_data, self.tokenizers = corpus, valid_data, tokenizers
         self.model = model.to(device).train()
+        if tc.compile:
+            model.compile_step()
         self.ddp = model  # what the training step calls: the model or its DDP wrapper
         if world.distributed:
             ids = [device] if device.type == "cuda" else None
@@ -263,6 +268,9 @@ class Trainer:
         self.saved_step = None  # the step of the last checkpoint written
         if saved:
             self._restore(saved, reset_optimizer)
+        # skipped steps, counted on the device between checks (_check_nonfinite)
+        self.nonfinite_in_row = torch.tensor(float(self.progress.nonfinite_in_row), device=device)
+        self.nonfinite_since_check = torch.zeros((), device=device)
         self.translator = Translator(model, tokenizers, cfg, device=device)
         self.logger = None
         if world.is_main:
@@ -320,9 +328,11 @@ class Trainer:
                     progress.batch_in_epoch += len(group)
                     progress.train_seconds = time.perf_counter() - start
                     self._count_nonfinite(stats.pop("skipped"))
+                    stop = self._stop_now()
+                    if progress.step % tc.log_every == 0 or stop:
+                        self._check_nonfinite()
                     if self.logger:
                         self.logger.step(progress, lr=lr, total=tc.max_steps, **stats)
-                    stop = self._stop_now()
                     if progress.step % tc.valid_every == 0 or stop:
                         stop = self._validate() or stop
                         validated = progress.step
@@ -370,29 +380,39 @@ class Trainer:
             return False
         return distributed.broadcast(progress.train_seconds >= tc.max_time, self.world)
 
-    def _count_nonfinite(self, skipped: int) -> None:
+    def _count_nonfinite(self, skipped: Tensor) -> None:
+        """Counts skipped steps on the device: no host sync inside a step."""
+        self.nonfinite_in_row = (self.nonfinite_in_row + 1) * skipped  # 0 after a good step
+        self.nonfinite_since_check += skipped
+
+    def _check_nonfinite(self) -> None:
+        """Reads the counts (a host sync: at log steps, validations and the end) and stops
+        the run after `train.max_nonfinite` skipped steps in a row."""
         progress, limit = self.progress, self.cfg.train.max_nonfinite
-        if not skipped:
-            progress.nonfinite_in_row = 0
-            return
-        progress.skipped_steps += 1
-        progress.nonfinite_in_row += 1
-        log.warning(
-            "step %d: non-finite loss or gradient, update skipped (%d in a row)",
-            progress.step,
-            progress.nonfinite_in_row,
-        )
-        if progress.nonfinite_in_row >= limit:
+        skipped, in_row = int(self.nonfinite_since_check), int(self.nonfinite_in_row)
+        self.nonfinite_since_check.zero_()
+        progress.skipped_steps += skipped
+        progress.nonfinite_in_row = in_row
+        if skipped:
+            log.warning(
+                "step %d: %d updates skipped since the last check for a non-finite loss or "
+                "gradient (%d in a row)",
+                progress.step,
+                skipped,
+                in_row,
+            )
+        if in_row >= limit:
             last = self.out_dir / "last.pt"
             kept = f"{last} (step {self.saved_step})" if self.saved_step is not None else "none yet"
             raise RunError(
-                f"stopped at step {progress.step}: {limit} steps in a row had a non-finite loss "
+                f"stopped at step {progress.step}: {in_row} steps in a row had a non-finite loss "
                 f"or gradient (train.max_nonfinite={limit}); the last good checkpoint is {kept}"
             )
 
     def _validate(self) -> bool:
         """Rank 0 scores the val split and updates early stopping and plateau decay; every
         rank then takes its progress and saves. True to stop."""
+        self._check_nonfinite()  # before the counts are saved
         improved = on_main(self.world, self._score_validation)
         fields = distributed.broadcast(dataclasses.asdict(self.progress), self.world)
         seconds = self.progress.train_seconds  # each rank keeps its own clock
@@ -471,13 +491,15 @@ def train_step(
     `model`: a Seq2Seq or its DDP wrapper. `tokens`: the target tokens of every
     rank's parts (default: these parts'). `idle`: this rank has no batch in the
     step; it runs `parts` with weight 0 only to join the gradient all-reduce.
-    A non-finite loss or gradient skips the update (`skipped` = 1).
+    A non-finite loss or gradient skips the update: `skipped` is then 1, a device
+    tensor like `loss` and `grad_norm`, so the step never waits for the device.
+    The optimizer must be fused (`build_optimizer`).
     """
     tokens = tokens or sum(int((p["tgt_out"] != PAD).sum()) for p in parts)
     weight = 0.0 if idle else world.size / tokens  # DDP averages gradients over the ranks
     total = torch.zeros((), device=device)
     for i, part in enumerate(parts):
-        part = {k: v.to(device, non_blocking=True) for k, v in part.items()}
+        part = _to_device(part, device)
         accumulating = i < len(parts) - 1 and isinstance(model, DistributedDataParallel)
         with model.no_sync() if accumulating else contextlib.nullcontext():
             with autocast(device, precision):
@@ -494,15 +516,33 @@ def train_step(
         total += loss.detach()
     scaler.unscale_(optimizer)  # so clipping sees the true gradient norm
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
-    # A host sync per step: whether to apply the update must be known now. The fp16
-    # scaler would skip a non-finite step by itself; fp32 and bf16 need this test.
-    finite = bool(torch.isfinite(grad_norm))
-    if finite:
-        scaler.step(optimizer)
-    scaler.update()  # fp16: a lower loss scale after an overflow
+    # No host sync: the fused optimizer reads `found_inf` on the device and leaves
+    # parameters, moments and step counts as they were when it is 1 (the protocol
+    # GradScaler uses with fused optimizers). fp16's scaler then lowers its scale.
+    skipped = (~torch.isfinite(grad_norm)).float()
+    optimizer.grad_scale, optimizer.found_inf = None, skipped
+    try:
+        optimizer.step()
+    finally:
+        del optimizer.grad_scale, optimizer.found_inf
+    scaler.update()
     optimizer.zero_grad(set_to_none=True)
     loss = distributed.all_reduce_sum(total, world) / world.size
-    return {"loss": loss, "grad_norm": grad_norm, "tokens": tokens, "skipped": int(not finite)}
+    return {"loss": loss, "grad_norm": grad_norm, "tokens": tokens, "skipped": skipped}
+
+
+def _to_device(part: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
+    """Copies a collated batch to the device without waiting for the device.
+
+    A copy from pageable memory waits for the GPU's queue to drain; from pinned
+    memory it does not. Source lengths stay on the CPU, where packing needs them.
+    """
+    if device.type != "cuda":
+        return part
+    return {
+        k: v if k == "src_len" else v.pin_memory().to(device, non_blocking=True)
+        for k, v in part.items()
+    }
 
 
 @torch.no_grad()

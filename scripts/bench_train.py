@@ -39,6 +39,8 @@ def measure(cfg: Config, precision: str, steps: int, warmup: int) -> dict:
     batches = Batches([len(x) for x in src_ids], [len(x) for x in tgt_ids], cfg.data.max_tokens, 0)
     batches = batches.epoch(0)[: warmup + steps]
     model = Seq2Seq(cfg.model, len(tokenizers[0]), len(tokenizers[1]), pad=PAD).to(device).train()
+    if cfg.train.compile:
+        model.compile_step()
     optimizer = build_optimizer(cfg.train, model)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     flops_per_token = count_flops(
@@ -102,7 +104,7 @@ def main() -> None:
         print(json.dumps(measure(cfg, args.worker, args.steps, args.warmup)))
         return
 
-    results = []
+    results, failed = [], False
     for precision in args.precisions:
         out = subprocess.run(
             [
@@ -119,9 +121,15 @@ def main() -> None:
             ],
             capture_output=True,
             text=True,
-            check=True,
-        ).stdout
-        results.append(json.loads(out.strip().splitlines()[-1]))
+        )
+        if out.returncode:
+            tail = out.stderr.strip().splitlines()[-1:] or ["no output"]
+            print(f"{precision}: failed (exit {out.returncode}): {tail[0]}", file=sys.stderr)
+            failed = True
+            continue
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    if not results:
+        sys.exit(1)
     base = results[0]["tok_per_s"]
     print(f"config: {args.config} {' '.join(args.overrides)}")
     columns = [
@@ -148,6 +156,7 @@ def main() -> None:
         ]
         print(" | ".join(str(x) for x in row))
     print(f"device={results[0]['device']} threads={results[0]['threads']} steps={args.steps}")
+    sys.exit(1 if failed else 0)
 
 
 if __name__ == "__main__":

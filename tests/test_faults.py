@@ -160,7 +160,9 @@ def test_too_many_non_finite_steps_in_a_row_stop_the_run_and_keep_the_last_check
 ):
     poison_training_steps(monkeypatch, set(range(5, 100)))
     run = tmp_path / "run"
-    cfg = tiny_config(toy_corpus, "train.valid_every=2", "train.max_nonfinite=3")
+    cfg = tiny_config(
+        toy_corpus, "train.valid_every=2", "train.max_nonfinite=3", "train.log_every=1"
+    )
 
     with pytest.raises(RunError) as err:
         train(cfg, run)

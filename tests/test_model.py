@@ -9,7 +9,7 @@ from nmt.data import collate
 from nmt.model import Seq2Seq
 from nmt.search import greedy
 from nmt.tokenizer import BOS, EOS, PAD
-from nmt.train import train_step
+from nmt.train import build_optimizer, train_step
 
 VARIANTS = [
     dict(attention="general", input_feed=True),
@@ -109,7 +109,7 @@ def test_tiny_model_learns_to_reverse_sequences(options):
     cfg = ModelConfig(emb_dim=32, enc_hidden=48, dec_hidden=96, dropout=0.0, **options)
     model = Seq2Seq(cfg, 14, 14, pad=PAD)
     train_cfg = TrainConfig(label_smoothing=0.0, clip_norm=1.0)
-    optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
+    optimizer = build_optimizer(TrainConfig(lr=5e-3), model)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     src, tgt = reversal_data(3000, seed=0)
 
@@ -157,7 +157,7 @@ def test_attention_covers_only_real_source_positions_and_sums_to_one(attention):
 
 def test_an_overflowing_fp16_step_is_skipped_and_counted_not_applied():
     model = small_model().train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    optimizer = build_optimizer(TrainConfig(lr=1e-2), model)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**60)  # fp16 gradients overflow at once
     src, tgt = random_batch()
     before = {k: v.clone() for k, v in model.state_dict().items()}

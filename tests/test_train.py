@@ -156,3 +156,13 @@ def test_a_second_run_on_the_same_data_maps_the_tokenized_cache(toy_corpus, tmp_
     (corpus / "train.de").touch()  # a changed file is another key: no stale cache
     train(cfg, tmp_path / "third")
     assert len(list((tmp_path / "cache").iterdir())) == 2
+
+
+def test_fp16_on_a_cpu_is_a_clear_error(toy_corpus, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([*tiny_train_args(toy_corpus, "train.precision=fp16"), "--out", str(tmp_path / "r")])
+
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        "nmt: error: train.precision=fp16 needs a GPU; on a CPU use bf16 or fp32\n"
+    )
