@@ -28,8 +28,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
 import yaml
+from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
 from nmt import checkpoint, distributed
