@@ -12,6 +12,7 @@ label smoothing), the batches those of epoch 0 in training order.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import resource
 import subprocess
@@ -44,7 +45,7 @@ def measure(cfg: Config, precision: str, steps: int, warmup: int) -> dict:
     optimizer = build_optimizer(cfg.train, model)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     flops_per_token = count_flops(
-        model, collate([src_ids[j] for j in batches[0]], [tgt_ids[j] for j in batches[0]]), device
+        model, collate([src_ids[j] for j in batches[0]], [tgt_ids[j] for j in batches[0]])
     )
     tokens = 0
     for i, batch in enumerate(batches):
@@ -76,11 +77,15 @@ def measure(cfg: Config, precision: str, steps: int, warmup: int) -> dict:
     }
 
 
-def count_flops(model: Seq2Seq, batch: dict, device: torch.device) -> float:
-    """Matmul FLOPs of one forward + backward pass per target token, counted by torch."""
+def count_flops(model: Seq2Seq, batch: dict) -> float:
+    """Matmul FLOPs of one forward + backward pass per target token, counted by torch.
+
+    Counted on a CPU copy of the model: torch's counter does not see cuDNN's LSTM,
+    which would leave out the encoder on a GPU.
+    """
     from torch.utils.flop_counter import FlopCounterMode
 
-    batch = {k: v.to(device) for k, v in batch.items()}
+    model = copy.deepcopy(model).cpu()
     with FlopCounterMode(display=False) as counter:
         logits = model(batch["src"], batch["src_len"], batch["tgt_in"])
         torch.nn.functional.cross_entropy(
