@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nmt.config import ModelConfig
+from nmt.recurrence import input_feeding_loop
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -188,7 +189,20 @@ class Seq2Seq(nn.Module):
         """Teacher forcing: tgt_in (N, T) starts with BOS -> logits (N, T, V)."""
         memory, state = self.encode(src, src_len)
         embedded = self.dropout(self.tgt_embed(tgt_in))  # (N, T, E)
-        if self.feeds_back:
+        if self.cfg.input_feed and self.cfg.attention != "bahdanau":
+            # the same steps as `_step`, with the shared gradients summed after the loop
+            out = input_feeding_loop(
+                embedded,
+                state.h,
+                state.c,
+                memory.keys,
+                memory.values,
+                memory.mask,
+                self.decoder,
+                self.combine.weight,
+                self.dropout,
+            )
+        elif self.feeds_back:
             outputs = []
             # unbind, not embedded[:, t]: its backward is one stack, not T full-size zero fills
             for emb_t in embedded.unbind(1):

@@ -1,0 +1,218 @@
+"""The input-feeding decoder loop for training, with its shared gradients deferred.
+
+Teacher forcing with input feeding must run the decoder one target position at a
+time. Under plain autograd every step then computes, and adds into the running
+sum, a full-size gradient for each tensor all steps share: the LSTM and combine
+weights, and the attention keys and values (N, S, H) of the whole batch. Those adds
+and fills cost more than the steps' own matrix products on a CPU, and on a GPU each
+step's backward is some fifty small kernels.
+
+Here each step's backward computes only what the previous step needs (the state's
+gradients) and records the per-step factors (inputs, gate gradients, attention
+weights and their gradients) in preallocated (T, ...) buffers. A `_Shared` node,
+through which the shared tensors enter the loop, runs after every step's backward
+(autograd orders it after all its consumers) and turns the records into the
+shared gradients with one large matrix product each: dW = sum_t dgates_t^T [x_t, h_t]
+over all T * N rows at once, dkeys = sum_t dscores_t^T q_t as one batched product.
+
+Same function as `Seq2Seq._step` applied T times (tests/test_recurrence.py compares
+values and every gradient); Luong attention (dot, general) with input feeding only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+
+class _Records:
+    """Per-step factors of the shared gradients: (T, N, ...) buffers filled by the steps."""
+
+    def __init__(self, steps: int, layers: int):
+        self.steps = steps
+        self.xh: list[Tensor | None] = [None] * layers  # LSTM input || previous h
+        self.dgates: list[Tensor | None] = [None] * layers
+        self.combine_in: Tensor | None = None  # context || top h
+        self.dpre: Tensor | None = None  # gradient before the combine tanh
+        self.query = self.attn = self.dscores = self.dctx = None
+        # Only plain tensors here, never the loop's own: a step's ctx holds these
+        # records, and a graph tensor held back would make a cycle that outlives the step.
+
+    def buffer(self, current: Tensor | None, like: Tensor) -> Tensor:
+        """`current`, or a new (T, *like.shape) buffer the first time."""
+        return like.new_empty((self.steps, *like.shape)) if current is None else current
+
+
+class _Shared(torch.autograd.Function):
+    """Identity on the loop's shared tensors: (weight, bias) per layer, the combine
+    weight, keys, values. Backward: their gradients from the records."""
+
+    @staticmethod
+    def forward(ctx, records: _Records, *shared: Tensor):
+        ctx.records = records
+        ctx.set_materialize_grads(False)
+        return tuple(t.view_as(t) for t in shared)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, *grads):
+        r: _Records = ctx.records
+        computed = []
+        for xh, dgates in zip(r.xh, r.dgates, strict=True):
+            dgates = dgates.flatten(0, 1)  # (T * N, 4H)
+            computed += [dgates.t() @ xh.flatten(0, 1), dgates.sum(0)]
+        computed.append(r.dpre.flatten(0, 1).t() @ r.combine_in.flatten(0, 1))
+        # (N, S, T) @ (N, T, H): every step's score gradient against its query at once
+        dscores = r.dscores.permute(1, 2, 0).to(r.query.dtype)
+        computed.append(torch.bmm(dscores, r.query.transpose(0, 1)))
+        attn = r.attn.permute(1, 2, 0).to(r.dctx.dtype)
+        computed.append(torch.bmm(attn, r.dctx.transpose(0, 1)))
+        return (None, *(c if g is None else c + g for g, c in zip(grads, computed, strict=True)))
+
+
+class _LSTMStep(torch.autograd.Function):
+    """One LSTM layer at step t: (inputs..., h, c) -> (h', c'), weight (4H, I + H)."""
+
+    @staticmethod
+    def forward(ctx, records, layer, t, weight, bias, h, c, *inputs):
+        xh = torch.cat([*inputs, h], 1)
+        records.xh[layer] = buf = records.buffer(records.xh[layer], xh)
+        buf[t] = xh
+        gates = torch.addmm(bias, xh, weight.t())
+        i, f, g, o = gates.chunk(4, 1)
+        i, f, g, o = i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
+        c_new = torch.addcmul(f * c, i, g)
+        tanh_c = c_new.tanh()
+        ctx.save_for_backward(weight, c, i, f, g, o, tanh_c)
+        ctx.records, ctx.layer, ctx.t = records, layer, t
+        ctx.widths = [x.size(1) for x in inputs] + [h.size(1)]
+        return o * tanh_c, c_new
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dh, dc):
+        weight, c, i, f, g, o, tanh_c = ctx.saved_tensors
+        r: _Records = ctx.records
+        dh = torch.zeros_like(o) if dh is None else dh
+        dc = torch.zeros_like(c) if dc is None else dc
+        dc = dc + dh * o * (1 - tanh_c * tanh_c)
+        if r.dgates[ctx.layer] is None:
+            r.dgates[ctx.layer] = weight.new_empty(r.steps, o.size(0), weight.size(0))
+        dgates = r.dgates[ctx.layer][ctx.t]
+        di, df, dg, do = dgates.chunk(4, 1)
+        torch.mul(dc * g, i * (1 - i), out=di)
+        torch.mul(dc * c, f * (1 - f), out=df)
+        torch.mul(dc * i, 1 - g * g, out=dg)
+        torch.mul(dh * tanh_c, o * (1 - o), out=do)
+        dxh = dgates @ weight  # (N, I + H)
+        *dinputs, dh_prev = dxh.split(ctx.widths, 1)
+        return (None, None, None, None, None, dh_prev, dc * f, *dinputs)
+
+
+class _AttendStep(torch.autograd.Function):
+    """Luong attention at step t: query (N, H) -> context (N, M), weights (N, S)."""
+
+    @staticmethod
+    def forward(ctx, records, t, query, keys, values, mask):
+        scores = torch.bmm(query[:, None], keys.transpose(1, 2))[:, 0]
+        # fp32 before masking: -inf and softmax are unsafe in half precision
+        attn = scores.float().masked_fill(~mask, float("-inf")).softmax(-1)
+        context = torch.bmm(attn.to(values.dtype)[:, None], values)[:, 0]
+        records.query = records.buffer(records.query, query)
+        records.attn = records.buffer(records.attn, attn)
+        records.query[t], records.attn[t] = query, attn
+        ctx.save_for_backward(keys, values)
+        ctx.records, ctx.t = records, t
+        ctx.mark_non_differentiable(attn)
+        return context, attn
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dcontext, _):
+        keys, values = ctx.saved_tensors
+        r: _Records = ctx.records
+        attn = r.attn[ctx.t]
+        dattn = torch.bmm(dcontext[:, None], values.transpose(1, 2))[:, 0].float()
+        dscores = attn * (dattn - (attn * dattn).sum(-1, keepdim=True))
+        r.dscores = r.buffer(r.dscores, dscores)
+        r.dctx = r.buffer(r.dctx, dcontext)
+        r.dscores[ctx.t], r.dctx[ctx.t] = dscores, dcontext
+        dquery = torch.bmm(dscores.to(keys.dtype)[:, None], keys)[:, 0]
+        return None, None, dquery, None, None, None
+
+
+class _CombineStep(torch.autograd.Function):
+    """tanh(W [context, h]) at step t, W (H, M + H)."""
+
+    @staticmethod
+    def forward(ctx, records, t, weight, context, h):
+        combined = torch.cat([context, h], 1)
+        records.combine_in = records.buffer(records.combine_in, combined)
+        records.combine_in[t] = combined
+        out = (combined @ weight.t()).tanh()
+        ctx.save_for_backward(weight, out)
+        ctx.records, ctx.t, ctx.split = records, t, context.size(1)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dout):
+        weight, out = ctx.saved_tensors
+        r: _Records = ctx.records
+        r.dpre = r.buffer(r.dpre, out)
+        dpre = r.dpre[ctx.t]
+        torch.mul(dout, 1 - out * out, out=dpre)
+        dcombined = dpre @ weight
+        return None, None, None, dcombined[:, : ctx.split], dcombined[:, ctx.split :]
+
+
+def input_feeding_loop(
+    embedded: Tensor,
+    h: Tensor,
+    c: Tensor,
+    keys: Tensor,
+    values: Tensor,
+    mask: Tensor,
+    lstm: torch.nn.LSTM,
+    combine: Tensor,
+    dropout: Callable[[Tensor], Tensor],
+) -> Tensor:
+    """Runs the Luong input-feeding decoder over the target.
+
+    embedded (N, T, E) target embeddings (dropout applied); h, c (L, N, H) initial
+    state; keys (N, S, H), values (N, S, M), mask (N, S) the memory; `lstm` holds the
+    decoder weights; `combine` (H, M + H). -> attentional outputs (N, T, H), dropout
+    applied, as `Seq2Seq._step` returns them step by step.
+    """
+    dtype = torch.get_autocast_dtype(embedded.device.type)
+    if not torch.is_autocast_enabled(embedded.device.type):
+        dtype = embedded.dtype
+    layers, steps = h.size(0), embedded.size(1)
+    records = _Records(steps, layers)
+    shared = []
+    for w_ih, w_hh, b_ih, b_hh in lstm.all_weights:
+        shared += [torch.cat([w_ih, w_hh], 1), b_ih + b_hh]
+    shared += [combine, keys, values]
+    with torch.autocast(embedded.device.type, enabled=False):
+        shared = _Shared.apply(records, *(x.to(dtype) for x in shared))
+        *lstm_weights, combine, keys, values = shared
+        embedded, h, c = embedded.to(dtype), h.to(dtype), c.to(dtype)
+        hs, cs = list(h.unbind(0)), list(c.unbind(0))
+        feed = embedded.new_zeros(embedded.size(0), h.size(-1))
+        outputs = []
+        for t, emb_t in enumerate(embedded.unbind(1)):
+            inputs = [emb_t, feed]
+            for layer in range(layers):
+                if layer > 0:
+                    inputs = [dropout(hs[layer - 1])]  # between layers, as nn.LSTM does
+                weight, bias = lstm_weights[2 * layer], lstm_weights[2 * layer + 1]
+                hs[layer], cs[layer] = _LSTMStep.apply(
+                    records, layer, t, weight, bias, hs[layer], cs[layer], *inputs
+                )
+            context, _ = _AttendStep.apply(records, t, hs[-1], keys, values, mask)
+            feed = dropout(_CombineStep.apply(records, t, combine, context, hs[-1]))
+            outputs.append(feed)
+    return torch.stack(outputs, 1)
