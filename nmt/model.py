@@ -189,7 +189,7 @@ class Seq2Seq(nn.Module):
         """Teacher forcing: tgt_in (N, T) starts with BOS -> logits (N, T, V)."""
         memory, state = self.encode(src, src_len)
         embedded = self.dropout(self.tgt_embed(tgt_in))  # (N, T, E)
-        if self.cfg.input_feed and self.cfg.attention != "bahdanau":
+        if self._deferred_loop(embedded):
             # the same steps as `_step`, with the shared gradients summed after the loop
             out = input_feeding_loop(
                 embedded,
@@ -216,6 +216,18 @@ class Seq2Seq(nn.Module):
             context, _ = self.attention(hidden, memory)
             out = self.dropout(torch.tanh(self.combine(torch.cat([context, hidden], -1))))
         return self._logits(out)
+
+    def _deferred_loop(self, embedded: Tensor) -> bool:
+        """Whether teacher forcing runs `recurrence.input_feeding_loop`: Luong attention
+        with input feeding, where it was measured faster (docs/benchmarks.md): on a
+        CPU, and on a GPU under AMP. A GPU in fp32 keeps the step-by-step path, whose
+        fused CUDA cell kernel launches fewer kernels (the loop was 0.84x there)."""
+        device = embedded.device.type
+        return (
+            self.cfg.input_feed
+            and self.cfg.attention != "bahdanau"
+            and (device == "cpu" or torch.is_autocast_enabled(device))
+        )
 
     def decode_step(
         self, token: Tensor, state: DecoderState, memory: Memory
