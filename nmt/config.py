@@ -122,7 +122,6 @@ class TrainConfig:
     # Counted on the device and read every log_every steps, so the stop can come later.
     max_nonfinite: int = 20
     valid_batch_tokens: int = 6000  # source tokens per validation decoding batch
-    compile: bool = False  # torch.compile the decoder step (docs/benchmarks.md: where it pays)
 
     def __post_init__(self):
         _choice("train.optimizer", self.optimizer, ("adam", "adamw"))

@@ -146,15 +146,6 @@ class Seq2Seq(nn.Module):
             self.src_embed.weight[self.pad].zero_()
             self.tgt_embed.weight[self.pad].zero_()
 
-    def compile_step(self) -> None:
-        """Compiles the decoder step with torch.compile (`train.compile`).
-
-        The step runs once per target position, forward and backward, as a chain of
-        small kernels; compiled, its pointwise work (gates, masking, softmax, tanh,
-        dropout) fuses into a few. Shapes are dynamic: one graph serves every batch.
-        """
-        self._step = torch.compile(self._step, dynamic=True)
-
     @property
     def feeds_back(self) -> bool:
         """Whether each decoder step depends on the previous step's attention."""

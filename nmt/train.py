@@ -256,8 +256,6 @@ class Trainer:
         self.precision = resolve_precision(tc.precision, device)
         self.corpus, self.valid_data, self.tokenizers = corpus, valid_data, tokenizers
         self.model = model.to(device).train()
-        if tc.compile:
-            model.compile_step()
         self.ddp = model  # what the training step calls: the model or its DDP wrapper
         if world.distributed:
             ids = [device] if device.type == "cuda" else None

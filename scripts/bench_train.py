@@ -40,8 +40,6 @@ def measure(cfg: Config, precision: str, steps: int, warmup: int) -> dict:
     batches = Batches([len(x) for x in src_ids], [len(x) for x in tgt_ids], cfg.data.max_tokens, 0)
     batches = batches.epoch(0)[: warmup + steps]
     model = Seq2Seq(cfg.model, len(tokenizers[0]), len(tokenizers[1]), pad=PAD).to(device).train()
-    if cfg.train.compile:
-        model.compile_step()
     optimizer = build_optimizer(cfg.train, model)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     flops_per_token = count_flops(

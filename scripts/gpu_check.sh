@@ -2,7 +2,7 @@
 # Everything the issues ask of a GPU, in one run of about five minutes:
 #   0. the card's measured bf16 matrix rate (TFLOP/s), to read the others as a fraction of it;
 #   1. training throughput, achieved GFLOP/s and peak GPU memory of the GPU config: fp32 and
-#      AMP bf16/fp16 with input feeding, AMP without it, and bf16 with train.compile;
+#      AMP bf16/fp16 with input feeding, and AMP without it;
 #   2. a short AMP training run of the GPU config: tokens/s, peak memory, val BLEU;
 #   3. beam-5 and greedy translation of the test set with the model it trained.
 # Each section runs even if an earlier one failed; a failure is printed, and the script's
@@ -60,10 +60,6 @@ steps="--steps 60 --warmup 15"
 section "1a. training throughput, input feeding" 150 $bench $steps --precisions fp32 bf16 fp16
 section "1b. training throughput, no input feeding" 90 $bench model.input_feed=false $steps \
     --precisions bf16 fp16
-# compiling takes the first steps (a static graph, then a dynamic one): more warm-up
-section "1c. training throughput, input feeding, train.compile=true" 120 $bench \
-    train.compile=true --steps 60 --warmup 30 --precisions bf16
-
 train_and_validate() {
     rm -rf "$run"
     $python -m nmt train $config --out "$run" $data train.max_time="$seconds" \
