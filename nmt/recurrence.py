@@ -3,9 +3,10 @@
 Teacher forcing with input feeding must run the decoder one target position at a
 time. Under plain autograd every step then computes, and adds into the running
 sum, a full-size gradient for each tensor all steps share: the LSTM and combine
-weights, and the attention keys and values (N, S, H) of the whole batch. Those adds
-and fills cost more than the steps' own matrix products on a CPU, and on a GPU each
-step's backward is some fifty small kernels.
+weights, and the attention keys and values (N, S, H) of the whole batch. On a CPU
+those adds and the products that form the full-size key and value gradients took
+a quarter of an fp32 training step (docs/benchmarks.md); on a GPU they are that
+many more kernels per step.
 
 Here each step's backward computes only what the previous step needs (the state's
 gradients) and records the per-step factors (inputs, gate gradients, attention
