@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nmt.config import ModelConfig
+from nmt.loss import projected_cross_entropy
 from nmt.recurrence import input_feeding_loop
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -176,8 +177,36 @@ class Seq2Seq(nn.Module):
         feed = memory.values.new_zeros(n, hidden)
         return DecoderState(h.contiguous(), c.contiguous(), feed)
 
-    def forward(self, src: Tensor, src_len: Tensor, tgt_in: Tensor) -> Tensor:
-        """Teacher forcing: tgt_in (N, T) starts with BOS -> logits (N, T, V)."""
+    def forward(
+        self,
+        src: Tensor,
+        src_len: Tensor,
+        tgt_in: Tensor,
+        tgt_out: Tensor | None = None,
+        *,
+        label_smoothing: float = 0.0,
+    ) -> Tensor:
+        """Teacher forcing: tgt_in (N, T) starts with BOS -> logits (N, T, V).
+
+        Given tgt_out (N, T), the training loss instead: fp32 cross-entropy summed
+        over its non-pad tokens, output layer and loss fused (`nmt.loss`).
+        """
+        out = self._attentional_outputs(src, src_len, tgt_in)
+        if tgt_out is None:
+            return self._logits(out)
+        if self.out_proj is not None:
+            out = self.out_proj(out)
+        return projected_cross_entropy(
+            out.flatten(0, 1),
+            self.generator.weight,
+            self.generator.bias,
+            tgt_out.flatten(),
+            ignore_index=self.pad,
+            label_smoothing=label_smoothing,
+        )
+
+    def _attentional_outputs(self, src: Tensor, src_len: Tensor, tgt_in: Tensor) -> Tensor:
+        """Teacher forcing up to the output layer: -> (N, T, H)."""
         memory, state = self.encode(src, src_len)
         embedded = self.dropout(self.tgt_embed(tgt_in))  # (N, T, E)
         if self._deferred_loop(embedded):
@@ -206,7 +235,7 @@ class Seq2Seq(nn.Module):
             hidden, _ = self.decoder(embedded, (state.h, state.c))  # (N, T, H)
             context, _ = self.attention(hidden, memory)
             out = self.dropout(torch.tanh(self.combine(torch.cat([context, hidden], -1))))
-        return self._logits(out)
+        return out
 
     def _deferred_loop(self, embedded: Tensor) -> bool:
         """Whether teacher forcing runs `recurrence.input_feeding_loop`: Luong attention

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 import yaml
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
@@ -500,16 +499,14 @@ def train_step(
         part = _to_device(part, device)
         accumulating = i < len(parts) - 1 and isinstance(model, DistributedDataParallel)
         with model.no_sync() if accumulating else contextlib.nullcontext():
-            with autocast(device, precision):
-                logits = model(part["src"], part["src_len"], part["tgt_in"])  # (N, T, V)
-            # the loss in fp32, outside autocast: it sums over the whole batch
-            loss = weight * F.cross_entropy(
-                logits.float().flatten(0, 1),
-                part["tgt_out"].flatten(),
-                ignore_index=PAD,
-                label_smoothing=cfg.label_smoothing,
-                reduction="sum",
-            )
+            with autocast(device, precision):  # the loss itself is fp32 (nmt.loss)
+                loss = weight * model(
+                    part["src"],
+                    part["src_len"],
+                    part["tgt_in"],
+                    part["tgt_out"],
+                    label_smoothing=cfg.label_smoothing,
+                )
             scaler.scale(loss).backward()  # the scaler is a no-op unless precision == "fp16"
         total += loss.detach()
     scaler.unscale_(optimizer)  # so clipping sees the true gradient norm
@@ -558,13 +555,7 @@ def evaluate(model: Seq2Seq, translator: Translator, valid, cfg: Config, device)
     for batch in Batches([len(x) for x in src_ids], [len(x) for x in tgt_ids], budget, 0).epoch(0):
         part = collate([src_ids[i] for i in batch], [tgt_ids[i] for i in batch])
         part = {k: v.to(device) for k, v in part.items()}
-        logits = model(part["src"], part["src_len"], part["tgt_in"])
-        loss_sum += F.cross_entropy(
-            logits.float().flatten(0, 1),
-            part["tgt_out"].flatten(),
-            ignore_index=PAD,
-            reduction="sum",
-        ).item()
+        loss_sum += float(model(part["src"], part["src_len"], part["tgt_in"], part["tgt_out"]))
         count += int((part["tgt_out"] != PAD).sum())
     hyps = translator.translate(valid["src"][:], beam=1, max_tokens=budget)
     score, _ = bleu([nbest[0].text for nbest in hyps], valid["tgt"][:])

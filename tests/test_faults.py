@@ -126,16 +126,16 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_from_step_0(toy_corpus
 
 
 def poison_training_steps(monkeypatch, bad_steps: set[int]) -> None:
-    """Training forward passes number `bad_steps` (1-based) return NaN logits."""
+    """Training forward passes number `bad_steps` (1-based) return a NaN loss."""
     forward, calls = Seq2Seq.forward, [0]
 
-    def poisoned(self, *args):
-        logits = forward(self, *args)
+    def poisoned(self, *args, **kwargs):
+        loss = forward(self, *args, **kwargs)
         if self.training:
             calls[0] += 1
             if calls[0] in bad_steps:
-                return logits * float("nan")
-        return logits
+                return loss * float("nan")
+        return loss
 
     monkeypatch.setattr(Seq2Seq, "forward", poisoned)
 
