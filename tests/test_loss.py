@@ -98,3 +98,21 @@ def test_under_bf16_autocast_the_fused_loss_is_as_accurate_as_full_logits():
         fused_error = (fused[name].double() - truth).norm() / truth.norm()
         plain_error = (plain[name].double() - truth).norm() / truth.norm()
         assert fused_error < 1.25 * plain_error + 1e-3, (name, fused_error, plain_error)
+
+
+def test_without_gradients_only_the_loss_is_computed(monkeypatch):
+    hidden, weight = torch.randn(9, 4, requires_grad=True), torch.randn(7, 4, requires_grad=True)
+    bias, target = torch.zeros(7, requires_grad=True), torch.randint(0, 7, (9,))
+    products = []
+    monkeypatch.setattr(torch.Tensor, "__matmul__", lambda a, b: products.append(1) or a.mm(b))
+
+    with torch.no_grad():
+        loss = projected_cross_entropy(hidden, weight, bias, target, ignore_index=PAD)
+
+    assert products == []  # no gradient products: only the output layer's addmm ran
+    projected_cross_entropy(hidden, weight, bias, target, ignore_index=PAD)
+    assert products  # with gradients they run in the same pass
+    plain = F.cross_entropy(
+        F.linear(hidden, weight, bias), target, ignore_index=PAD, reduction="sum"
+    )
+    torch.testing.assert_close(loss, plain.detach())
