@@ -18,17 +18,15 @@ from torch.autograd.function import once_differentiable
 
 class _ProjectedCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, bias, target, ignore_index, smoothing, chunk_rows, with_grad):
+    def forward(
+        ctx, hidden, weight, bias, target, ignore_index, smoothing, dtype, chunk_rows, wants_grad
+    ):
         vocab = weight.size(0)
         ctx.dtypes = hidden.dtype, weight.dtype, bias.dtype
-        # under autocast the products run in its dtype, as nn.Linear's would
-        dtype = torch.get_autocast_dtype(hidden.device.type)
-        if not torch.is_autocast_enabled(hidden.device.type):
-            dtype = hidden.dtype
         hidden, weight_c, bias_c = hidden.to(dtype), weight.to(dtype), bias.to(dtype)
         exact = torch.promote_types(dtype, torch.float32)  # the loss's own dtype
         total = torch.zeros((), dtype=exact, device=hidden.device)
-        if with_grad:  # validation needs only the loss
+        if wants_grad:  # validation needs only the loss
             dhidden = torch.empty_like(hidden, dtype=exact)
             dweight = torch.zeros_like(weight, dtype=exact)
             dbias = torch.zeros_like(bias, dtype=exact)
@@ -41,7 +39,7 @@ class _ProjectedCrossEntropy(torch.autograd.Function):
             picked = logits.gather(1, safe_t)
             loss = lse - (1 - smoothing) * picked - smoothing * logits.mean(-1, keepdim=True)
             total += (loss * keep).sum()
-            if not with_grad:
+            if not wants_grad:
                 continue
             # d loss / d logits = softmax - (1 - eps) onehot - eps / V, zero on ignored rows
             grad = logits.sub_(lse).exp_().sub_(smoothing / vocab)
@@ -50,7 +48,7 @@ class _ProjectedCrossEntropy(torch.autograd.Function):
             dhidden[start : start + chunk_rows] = grad @ weight_c
             dweight += grad.t() @ h
             dbias += grad.sum(0, dtype=exact)
-        if with_grad:
+        if wants_grad:
             ctx.save_for_backward(dhidden, dweight, dbias)
         return total
 
@@ -68,6 +66,7 @@ class _ProjectedCrossEntropy(torch.autograd.Function):
             None,
             None,
             None,
+            None,
         )
 
 
@@ -79,6 +78,7 @@ def projected_cross_entropy(
     *,
     ignore_index: int,
     label_smoothing: float = 0.0,
+    dtype: torch.dtype | None = None,
     chunk_rows: int | None = None,
 ) -> Tensor:
     """Summed cross-entropy of `hidden @ weight.T + bias` against `target`, in fp32
@@ -87,13 +87,15 @@ def projected_cross_entropy(
     hidden (M, D), weight (V, D), bias (V,), target (M,) -> a scalar: what
     `F.cross_entropy(F.linear(hidden, weight, bias).float(), target, reduction="sum",
     ignore_index=..., label_smoothing=...)` gives, without the (M, V) logits in memory.
-    Differentiable once, the loss being the last node of the graph.
+    Differentiable once, the loss being the last node of the graph. `dtype`: the
+    one the output layer's products run in (autocast's under AMP; default hidden's).
     """
     # chunks of ~8 MB of fp32 logits on a CPU (cache-sized); larger on a GPU (fewer launches)
     elements = 2**26 if hidden.is_cuda else 2**21
     chunk_rows = chunk_rows or max(1, elements // weight.size(0))
     # forward runs with grad mode off, and ctx.needs_input_grad ignores torch.no_grad()
-    with_grad = torch.is_grad_enabled() and any(x.requires_grad for x in (hidden, weight, bias))
+    wants_grad = torch.is_grad_enabled() and any(x.requires_grad for x in (hidden, weight, bias))
+    dtype = dtype or hidden.dtype
     return _ProjectedCrossEntropy.apply(
-        hidden, weight, bias, target, ignore_index, label_smoothing, chunk_rows, with_grad
+        hidden, weight, bias, target, ignore_index, label_smoothing, dtype, chunk_rows, wants_grad
     )

@@ -30,6 +30,13 @@ def autocast(device: torch.device, precision: str) -> torch.autocast:
     return torch.autocast(device.type, dtype=DTYPES[precision], enabled=precision != "fp32")
 
 
+def product_dtype(x: Tensor) -> torch.dtype:
+    """The dtype matrix products run in: autocast's where it is on, else x's own."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
+
+
 class Memory(NamedTuple):
     """The encoded source, identical for every decoding step."""
 
@@ -203,6 +210,7 @@ class Seq2Seq(nn.Module):
             tgt_out.flatten(),
             ignore_index=self.pad,
             label_smoothing=label_smoothing,
+            dtype=product_dtype(out),
         )
 
     def _attentional_outputs(self, src: Tensor, src_len: Tensor, tgt_in: Tensor) -> Tensor:
@@ -221,6 +229,7 @@ class Seq2Seq(nn.Module):
                 self.decoder,
                 self.combine.weight,
                 self.dropout,
+                dtype=product_dtype(embedded),
             )
         elif self.feeds_back:
             outputs = []
@@ -240,8 +249,9 @@ class Seq2Seq(nn.Module):
     def _deferred_loop(self, embedded: Tensor) -> bool:
         """Whether teacher forcing runs `recurrence.input_feeding_loop`: Luong attention
         with input feeding, where it was measured faster (docs/benchmarks.md): on a
-        CPU, and on a GPU under AMP. A GPU in fp32 keeps the step-by-step path, whose
-        fused CUDA cell kernel launches fewer kernels (the loop was 0.84x there)."""
+        CPU, and on a GPU under AMP. A GPU in fp32 keeps the step-by-step path: the
+        loop measured 0.84x there (CUDA's lstm_cell fuses the gate arithmetic into one
+        kernel, the loop's cell does not: the likely reason)."""
         device = embedded.device.type
         return (
             self.cfg.input_feed

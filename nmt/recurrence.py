@@ -3,10 +3,10 @@
 Teacher forcing with input feeding must run the decoder one target position at a
 time. Under plain autograd every step then computes, and adds into the running
 sum, a full-size gradient for each tensor all steps share: the LSTM and combine
-weights, and the attention keys and values (N, S, H) of the whole batch. On a CPU
-those adds and the products that form the full-size key and value gradients took
-a quarter of an fp32 training step (docs/benchmarks.md); on a GPU they are that
-many more kernels per step.
+weights, and the attention keys and values (N, S, H) of the whole batch. In a
+CPU profile of an fp32 training step (docs/benchmarks.md) those adds took 11% and
+the attention's batched products, among them the ones forming the full-size key
+and value gradients, 13%; on a GPU they are that many more kernels per step.
 
 Here each step's backward computes only what the previous step needs (the state's
 gradients) and records the per-step factors (inputs, gate gradients, attention
@@ -180,17 +180,17 @@ def input_feeding_loop(
     lstm: torch.nn.LSTM,
     combine: Tensor,
     dropout: Callable[[Tensor], Tensor],
+    *,
+    dtype: torch.dtype,
 ) -> Tensor:
     """Runs the Luong input-feeding decoder over the target.
 
     embedded (N, T, E) target embeddings (dropout applied); h, c (L, N, H) initial
     state; keys (N, S, H), values (N, S, M), mask (N, S) the memory; `lstm` holds the
     decoder weights; `combine` (H, M + H). -> attentional outputs (N, T, H), dropout
-    applied, as `Seq2Seq._step` returns them step by step.
+    applied, as `Seq2Seq._step` returns them step by step. `dtype`: the one the
+    products run in (autocast's under AMP); the loop runs with autocast off.
     """
-    dtype = torch.get_autocast_dtype(embedded.device.type)
-    if not torch.is_autocast_enabled(embedded.device.type):
-        dtype = embedded.dtype
     layers, steps = h.size(0), embedded.size(1)
     records = _Records(steps, layers)
     shared = []
