@@ -326,11 +326,12 @@ class Trainer:
                     progress.train_seconds = time.perf_counter() - start
                     self._count_nonfinite(stats.pop("skipped"))
                     stop = self._stop_now()
-                    if progress.step % tc.log_every == 0 or stop:
-                        self._check_nonfinite()
+                    validating = progress.step % tc.valid_every == 0 or stop
+                    if validating or progress.step % tc.log_every == 0:
+                        self._check_nonfinite()  # a host sync: only at these steps
                     if self.logger:
                         self.logger.step(progress, lr=lr, total=tc.max_steps, **stats)
-                    if progress.step % tc.valid_every == 0 or stop:
+                    if validating:
                         stop = self._validate() or stop
                         validated = progress.step
                     if stop:
@@ -344,6 +345,7 @@ class Trainer:
                     if tc.max_epochs and progress.epoch >= tc.max_epochs:
                         stop = True
                         if validated != progress.step:
+                            self._check_nonfinite()
                             self._validate()
         finally:
             if self.logger:
@@ -409,7 +411,6 @@ class Trainer:
     def _validate(self) -> bool:
         """Rank 0 scores the val split and updates early stopping and plateau decay; every
         rank then takes its progress and saves. True to stop."""
-        self._check_nonfinite()  # before the counts are saved
         improved = on_main(self.world, self._score_validation)
         fields = distributed.broadcast(dataclasses.asdict(self.progress), self.world)
         seconds = self.progress.train_seconds  # each rank keeps its own clock
@@ -554,7 +555,7 @@ def evaluate(model: Seq2Seq, translator: Translator, valid, cfg: Config, device)
     loss_sum, count = 0.0, 0
     for batch in Batches([len(x) for x in src_ids], [len(x) for x in tgt_ids], budget, 0).epoch(0):
         part = collate([src_ids[i] for i in batch], [tgt_ids[i] for i in batch])
-        part = {k: v.to(device) for k, v in part.items()}
+        part = _to_device(part, device)
         loss_sum += float(model(part["src"], part["src_len"], part["tgt_in"], part["tgt_out"]))
         count += int((part["tgt_out"] != PAD).sum())
     hyps = translator.translate(valid["src"][:], beam=1, max_tokens=budget)
