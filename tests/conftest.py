@@ -96,3 +96,23 @@ def trained_run(toy_corpus, tmp_path_factory) -> Path:
         run,
     )
     return run
+
+
+def gradients(model) -> dict:
+    """A copy of each parameter's gradient by name; the model's own are cleared."""
+    grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    return grads
+
+
+def assert_as_accurate(candidate: dict, reference: dict, exact: dict) -> None:
+    """Each of `candidate`'s gradients is about as close to the float64 `exact` ones as
+    `reference`'s (bf16 operands give relative errors of 1e-3 to a few 1e-2)."""
+    for name, truth in exact.items():
+        candidate_error = (candidate[name].double() - truth).norm() / truth.norm()
+        reference_error = (reference[name].double() - truth).norm() / truth.norm()
+        assert candidate_error < 1.25 * reference_error + 1e-3, (
+            name,
+            candidate_error,
+            reference_error,
+        )
