@@ -89,6 +89,30 @@ def count_flops(model: Seq2Seq, batch: dict) -> float:
     return counter.get_total_flops() / int((batch["tgt_out"] != PAD).sum())
 
 
+def run_worker(config, overrides: list[str], precision: str, steps: int, warmup: int) -> dict:
+    """`measure` in a fresh process, so that its peak RSS is its own -> its figures."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            str(config),
+            *overrides,
+            "--steps",
+            str(steps),
+            "--warmup",
+            str(warmup),
+            "--worker",
+            precision,
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode:
+        tail = out.stderr.strip().splitlines()[-1:] or ["no output"]
+        raise RuntimeError(f"{precision}: failed (exit {out.returncode}): {tail[0]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config")
@@ -105,28 +129,13 @@ def main() -> None:
 
     results, failed = [], False
     for precision in args.precisions:
-        out = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                args.config,
-                *args.overrides,
-                "--steps",
-                str(args.steps),
-                "--warmup",
-                str(args.warmup),
-                "--worker",
-                precision,
-            ],
-            capture_output=True,
-            text=True,
-        )
-        if out.returncode:
-            tail = out.stderr.strip().splitlines()[-1:] or ["no output"]
-            print(f"{precision}: failed (exit {out.returncode}): {tail[0]}", file=sys.stderr)
+        try:
+            results.append(
+                run_worker(args.config, args.overrides, precision, args.steps, args.warmup)
+            )
+        except RuntimeError as err:
+            print(err, file=sys.stderr)
             failed = True
-            continue
-        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
     if not results:
         sys.exit(1)
     base = results[0]["tok_per_s"]

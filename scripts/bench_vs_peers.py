@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import subprocess
-import sys
 from pathlib import Path
+
+from bench_train import run_worker  # this folder is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 HARNESS = ROOT.parent / "shared" / "peers"
@@ -91,25 +91,7 @@ def joeynmt(seconds: int, peers: Path, summarize) -> dict:
 
 
 def ours(name: str, overrides: list[str], steps: int) -> dict:
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "bench_train.py"),
-            str(CONFIG),
-            *PEER_MODEL,
-            *overrides,
-            "--steps",
-            str(steps),
-            "--warmup",
-            "20",
-            "--worker",
-            "fp32",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    result = json.loads(out.strip().splitlines()[-1])
+    result = run_worker(CONFIG, [*PEER_MODEL, *overrides], "fp32", steps, warmup=20)
     return {
         "system": name,
         "tok_per_s": result["tok_per_s"],
