@@ -20,6 +20,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nmt.config import ModelConfig
 from nmt.loss import projected_cross_entropy
+from nmt.packed_lstm import bidirectional_lstm
 from nmt.recurrence import input_feeding_loop
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -161,13 +162,17 @@ class Seq2Seq(nn.Module):
 
     def encode(self, src: Tensor, src_len: Tensor) -> tuple[Memory, DecoderState]:
         """src (N, S) padded ids, src_len (N,) -> memory and the initial decoder state."""
-        n, s = src.shape
         embedded = self.dropout(self.src_embed(src))
-        packed = pack_padded_sequence(
-            embedded, src_len.cpu(), batch_first=True, enforce_sorted=False
-        )
-        out, (h, c) = self.encoder(packed)
-        values, _ = pad_packed_sequence(out, batch_first=True, total_length=s)  # (N, S, M)
+        if src.is_cuda:  # cuDNN runs packed sequences in one fused call
+            packed = pack_padded_sequence(
+                embedded, src_len.cpu(), batch_first=True, enforce_sorted=False
+            )
+            out, (h, c) = self.encoder(packed)
+            values, _ = pad_packed_sequence(out, batch_first=True, total_length=src.size(1))
+        else:  # nn.LSTM would run packed sequences as many small autograd ops
+            values, h, c = bidirectional_lstm(
+                embedded, src_len.cpu(), self.encoder, self.dropout, dtype=product_dtype(embedded)
+            )
         memory = Memory(values, self.attention.project_keys(values), src != self.pad)
         return memory, self._initial_state(h, c, memory)
 
