@@ -19,48 +19,75 @@ from torch.autograd.function import once_differentiable
 class _ProjectedCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(
-        ctx, hidden, weight, bias, target, ignore_index, smoothing, dtype, chunk_rows, wants_grad
+        ctx,
+        hidden,
+        weight,
+        bias,
+        target,
+        ignore_index,
+        smoothing,
+        dtype,
+        chunk_rows,
+        group_rows,
+        wants_grad,
     ):
         vocab = weight.size(0)
         ctx.dtypes = hidden.dtype, weight.dtype, bias.dtype
         hidden, weight_c, bias_c = hidden.to(dtype), weight.to(dtype), bias.to(dtype)
         exact = torch.promote_types(dtype, torch.float32)  # the loss's own dtype
+        ctx.used = False
         total = torch.zeros((), dtype=exact, device=hidden.device)
-        if wants_grad:  # validation needs only the loss
-            dhidden = torch.empty_like(hidden, dtype=exact)
-            dweight = torch.zeros_like(weight, dtype=exact)
-            dbias = torch.zeros_like(bias, dtype=exact)
-        for start in range(0, hidden.size(0), chunk_rows):
-            h, t = hidden[start : start + chunk_rows], target[start : start + chunk_rows]
-            logits = torch.addmm(bias_c, h, weight_c.t()).to(exact)  # (rows, V)
-            keep = (t != ignore_index).to(exact)[:, None]
-            safe_t = t.clamp(min=0)[:, None]
-            lse = logits.logsumexp(-1, keepdim=True)
-            picked = logits.gather(1, safe_t)
-            loss = lse - (1 - smoothing) * picked - smoothing * logits.mean(-1, keepdim=True)
-            total += (loss * keep).sum()
+        dhidden, dweight, dbias = [], None, None
+        for group_start in range(0, hidden.size(0), group_rows):
+            group = hidden[group_start : group_start + group_rows]
+            group_target = target[group_start : group_start + group_rows]
+            # the group's d loss / d logits, for the weight gradient's product over all its rows
+            dlogits = group.new_empty((group.size(0), vocab)) if wants_grad else None
+            for start in range(0, group.size(0), chunk_rows):
+                rows = slice(start, start + chunk_rows)
+                t = group_target[rows]
+                # (rows, V); in fp32 straight into the gradient's place, worked on there
+                into = dlogits[rows] if wants_grad and dtype == exact else None
+                logits = torch.addmm(bias_c, group[rows], weight_c.t(), out=into).to(exact)
+                keep = (t != ignore_index).to(exact)[:, None]
+                safe_t = t.clamp(min=0)[:, None]
+                lse = logits.logsumexp(-1, keepdim=True)
+                picked = logits.gather(1, safe_t)
+                loss = lse - (1 - smoothing) * picked - smoothing * logits.mean(-1, keepdim=True)
+                total += (loss * keep).sum()
+                if not wants_grad:  # validation needs only the loss
+                    continue
+                # d loss / d logits = softmax - (1 - eps) onehot - eps / V, zero on ignored rows
+                grad = logits.sub_(lse).exp_().sub_(smoothing / vocab)
+                grad.scatter_add_(1, safe_t, torch.full_like(picked, smoothing - 1)).mul_(keep)
+                if into is None:
+                    dlogits[rows] = grad
             if not wants_grad:
                 continue
-            # d loss / d logits = softmax - (1 - eps) onehot - eps / V, zero on ignored rows
-            grad = logits.sub_(lse).exp_().sub_(smoothing / vocab)
-            grad.scatter_add_(1, safe_t, torch.full_like(picked, smoothing - 1)).mul_(keep)
-            grad = grad.to(dtype)
-            dhidden[start : start + chunk_rows] = grad @ weight_c
-            dweight += grad.t() @ h
-            dbias += grad.sum(0, dtype=exact)
+            # One product per group, not per chunk: the (V, D) weight gradient is written
+            # once, and a chunk's few rows are too short a sum for the matrix kernel.
+            dhidden.append((dlogits @ weight_c).to(exact))
+            product = (dlogits.t() @ group).to(exact)
+            dweight = product if dweight is None else dweight.add_(product)
+            product = dlogits.sum(0, dtype=exact)
+            dbias = product if dbias is None else dbias.add_(product)
         if wants_grad:
-            ctx.save_for_backward(dhidden, dweight, dbias)
+            ctx.save_for_backward(
+                torch.cat(dhidden) if len(dhidden) > 1 else dhidden[0], dweight, dbias
+            )
         return total
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_total):
-        dhidden, dweight, dbias = ctx.saved_tensors
-        hidden_t, weight_t, bias_t = ctx.dtypes
+        if ctx.used:
+            raise RuntimeError("the fused loss's graph can be backpropagated once only")
+        ctx.used = True
+        # in place: the saved gradients are this function's own and not needed again
+        grads = zip(ctx.saved_tensors, ctx.dtypes, strict=True)
         return (
-            (dhidden * grad_total).to(hidden_t),
-            (dweight * grad_total).to(weight_t),
-            (dbias * grad_total).to(bias_t),
+            *(grad.mul_(grad_total).to(dtype) for grad, dtype in grads),
+            None,
             None,
             None,
             None,
@@ -80,6 +107,7 @@ def projected_cross_entropy(
     label_smoothing: float = 0.0,
     dtype: torch.dtype | None = None,
     chunk_rows: int | None = None,
+    group_rows: int | None = None,
 ) -> Tensor:
     """Summed cross-entropy of `hidden @ weight.T + bias` against `target`, in fp32
     (float64 for float64 inputs).
@@ -93,9 +121,20 @@ def projected_cross_entropy(
     # chunks of ~8 MB of fp32 logits on a CPU (cache-sized); larger on a GPU (fewer launches)
     elements = 2**26 if hidden.is_cuda else 2**21
     chunk_rows = chunk_rows or max(1, elements // weight.size(0))
+    # the gradient products run over groups of up to 2**25 logits (128 MB in fp32)
+    group_rows = group_rows or max(chunk_rows, 2**25 // weight.size(0))
     # forward runs with grad mode off, and ctx.needs_input_grad ignores torch.no_grad()
     wants_grad = torch.is_grad_enabled() and any(x.requires_grad for x in (hidden, weight, bias))
     dtype = dtype or hidden.dtype
     return _ProjectedCrossEntropy.apply(
-        hidden, weight, bias, target, ignore_index, label_smoothing, dtype, chunk_rows, wants_grad
+        hidden,
+        weight,
+        bias,
+        target,
+        ignore_index,
+        label_smoothing,
+        dtype,
+        chunk_rows,
+        group_rows,
+        wants_grad,
     )

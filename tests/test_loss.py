@@ -20,8 +20,9 @@ from tests.test_model import random_batch
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
-@pytest.mark.parametrize("chunk_rows", [3, 1000])  # several chunks, a ragged last one; one
-def test_loss_and_gradients_equal_logits_then_cross_entropy(smoothing, chunk_rows):
+# chunks of 3 rows in groups of 7 (ragged chunks and groups), in one group, all in one
+@pytest.mark.parametrize("chunk_rows, group_rows", [(3, 7), (3, None), (1000, None)])
+def test_loss_and_gradients_equal_logits_then_cross_entropy(smoothing, chunk_rows, group_rows):
     g = torch.Generator().manual_seed(0)
     hidden = torch.randn(17, 6, generator=g, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(11, 6, generator=g, dtype=torch.float64, requires_grad=True)
@@ -37,6 +38,7 @@ def test_loss_and_gradients_equal_logits_then_cross_entropy(smoothing, chunk_row
         ignore_index=PAD,
         label_smoothing=smoothing,
         chunk_rows=chunk_rows,
+        group_rows=group_rows,
     )
     fused_grads = torch.autograd.grad(2.5 * fused, (hidden, weight, bias))
     logits = F.linear(hidden, weight, bias)
@@ -112,3 +114,14 @@ def test_without_gradients_only_the_loss_is_computed(monkeypatch):
         F.linear(hidden, weight, bias), target, ignore_index=PAD, reduction="sum"
     )
     torch.testing.assert_close(loss, plain.detach())
+
+
+def test_a_second_backward_through_the_same_graph_is_refused():
+    """Backward scales the gradients it saved in place, so a second pass would get
+    them scaled twice: it must fail loudly instead."""
+    hidden, weight = torch.randn(5, 4, requires_grad=True), torch.randn(7, 4, requires_grad=True)
+    bias, target = torch.zeros(7, requires_grad=True), torch.randint(1, 7, (5,))
+    loss = projected_cross_entropy(hidden, weight, bias, target, ignore_index=PAD)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="backpropagated once only"):
+        loss.backward()
