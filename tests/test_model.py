@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from nmt.config import ModelConfig, TrainConfig
 from nmt.data import collate
-from nmt.model import Seq2Seq
+from nmt.model import Dropout, Seq2Seq
 from nmt.search import greedy
 from nmt.tokenizer import BOS, EOS, PAD
 from nmt.train import build_optimizer, train_step
@@ -176,3 +176,24 @@ def test_an_overflowing_fp16_step_is_skipped_and_counted_not_applied():
     assert scaler.get_scale() < 2.0**60
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, before[name]), name
+
+
+@pytest.mark.parametrize("p", [0.3, 0.1])
+def test_dropout_keeps_each_element_with_probability_1_minus_p_and_keeps_the_mean(p):
+    dropout = Dropout(p).train()
+    x = torch.full((1001, 999), 2.0, requires_grad=True)  # an odd number of elements
+    torch.manual_seed(0)
+    out = dropout(x)
+    kept = out != 0
+    # 5 standard deviations of the kept fraction over 1e6 Bernoulli draws
+    assert abs(kept.double().mean() - (1 - p)) < 5 * ((p * (1 - p)) / x.numel()) ** 0.5
+    scale = out[kept].unique()
+    assert scale.numel() == 1 and abs(scale.item() / 2 - 1 / (1 - p)) < 1e-4
+    assert abs(out.double().mean() - 2) < 0.01  # the expectation is the input
+    out.sum().backward()
+    torch.testing.assert_close(x.grad, out.detach() / 2)  # the same mask and scale
+    torch.manual_seed(0)
+    torch.testing.assert_close(dropout(x), out)  # seeded: the same mask again
+    assert not torch.equal(dropout(x), out)  # and a new one on the next call
+    assert dropout.eval()(x) is x
+    assert dropout.train()(x.detach().bfloat16()).dtype == torch.bfloat16
