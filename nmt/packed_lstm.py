@@ -132,7 +132,7 @@ class _BidirectionalLayer(torch.autograd.Function):
             for t in order if direction == 0 else reversed(order):
                 n, rows = steps.sizes[t], steps.rows(t)
                 a = acts[rows, gates]
-                a.addmm_(h[:n], w_hh.t())
+                torch.addmm(a, h[:n], w_hh.t(), out=a)  # (out=, not addmm_: FLOP counters see it)
                 i, f, g, o = a.chunk(4, 1)
                 torch.sigmoid(i, out=i), torch.sigmoid(f, out=f)
                 torch.tanh(g, out=g), torch.sigmoid(o, out=o)
