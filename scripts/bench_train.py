@@ -60,6 +60,7 @@ def measure(cfg: Config, precision: str, steps: int, warmup: int) -> dict:
         tokens += stats["tokens"]
     float(stats["loss"])  # wait for the device
     seconds = time.perf_counter() - start
+    busy = gpu_busy(model, batches[-5:], src_ids, tgt_ids, optimizer, scaler, cfg, precision)
     return {
         "precision": precision,
         "device": str(device),
@@ -74,7 +75,46 @@ def measure(cfg: Config, precision: str, steps: int, warmup: int) -> dict:
         "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)
         if device.type == "cuda"
         else None,
+        **busy,
     }
+
+
+def gpu_busy(model, batches, src_ids, tgt_ids, optimizer, scaler, cfg, precision) -> dict:
+    """On a GPU, a profile of a few more steps: kernels launched per step and the
+    fraction of the wall time the GPU spends in them (low: the host is the bound)."""
+    if not torch.cuda.is_available():
+        return {}
+    from torch.profiler import ProfilerActivity, profile
+
+    parts = [collate([src_ids[j] for j in b], [tgt_ids[j] for j in b]) for b in batches]
+    activities = [ProfilerActivity.CPU, ProfilerActivity.CUDA]
+    try:
+        with profile(activities=activities) as prof:
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            for part in parts:
+                step = train_step(
+                    model,
+                    [part],
+                    optimizer,
+                    scaler,
+                    cfg=cfg.train,
+                    precision=precision,
+                    device=torch.device("cuda"),
+                )
+            float(step["loss"])
+            seconds = time.perf_counter() - start
+        kernels = [
+            e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA
+        ]
+        busy = sum(e.self_device_time_total for e in kernels) / 1e6
+        return {
+            "profiled_ms_per_step": round(seconds / len(parts) * 1e3, 1),
+            "kernels_per_step": round(sum(e.count for e in kernels) / len(parts)),
+            "gpu_busy": round(busy / seconds, 3),
+        }
+    except Exception as err:  # a profile that fails must not lose the figures above
+        return {"profile_error": f"{type(err).__name__}: {err}"}
 
 
 def count_flops(model: Seq2Seq, batch: dict) -> float:
@@ -151,6 +191,8 @@ def main() -> None:
         "GFLOP/s",
         "peak RSS GiB",
         "peak GPU GiB",
+        "kernels/step",
+        "GPU busy",
     ]
     print(" | ".join(columns))
     for r in results:
@@ -163,6 +205,8 @@ def main() -> None:
             r["gflop_per_s"],
             r["peak_rss_gib"],
             r["peak_gpu_gib"],
+            r.get("kernels_per_step", r.get("profile_error")),
+            r.get("gpu_busy"),
         ]
         print(" | ".join(str(x) for x in row))
     print(f"device={results[0]['device']} threads={results[0]['threads']} steps={args.steps}")

@@ -2,7 +2,8 @@
 # Everything the issues ask of a GPU, in one run of about five minutes:
 #   0. the card's measured bf16 matrix rate (TFLOP/s), to read the others as a fraction of it;
 #   1. training throughput, achieved GFLOP/s and peak GPU memory of the GPU config: fp32 and
-#      AMP bf16/fp16 with input feeding, and AMP without it;
+#      AMP bf16/fp16 with input feeding, and AMP without it; from a profile of 5 more steps,
+#      kernels launched per step and the fraction of the time the GPU is busy in them;
 #   2. a short AMP training run of the GPU config: tokens/s, peak memory, val BLEU;
 #   3. beam-5 and greedy translation of the test set with the model it trained.
 # Each section runs even if an earlier one failed; a failure is printed, and the script's
