@@ -7,8 +7,12 @@ import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from nmt.config import ModelConfig
+from nmt.data import collate
+from nmt.model import Seq2Seq
 from nmt.packed_lstm import bidirectional_lstm
 from tests.conftest import assert_as_accurate
+from tests.test_model import random_batch
 
 
 def nn_lstm(lstm, x, lengths):
@@ -91,3 +95,18 @@ def test_under_bf16_it_is_as_accurate_as_nn_lstm_on_each_sequence_alone():
     x64 = x.detach().double().requires_grad_()
     _, exact = results_and_gradients(ours, exact_lstm, x64, lengths)
     assert_as_accurate(got, reference, exact)
+
+
+def test_the_model_encodes_alike_for_training_and_for_decoding():
+    """Training on a CPU encodes with this layer, decoding (no gradients) with
+    nn.LSTM: the two must give the same memory and initial decoder state."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(emb_dim=8, enc_hidden=6, enc_layers=2, dec_hidden=10, dropout=0.0)
+    model = Seq2Seq(cfg, 15, 15).double()
+    batch = collate(*random_batch(n=5, vocab=15, seed=1))
+    training = model.encode(batch["src"], batch["src_len"])
+    with torch.no_grad():
+        decoding = model.encode(batch["src"], batch["src_len"])
+    for got, want in zip(training, decoding, strict=True):
+        for a, b in zip(got, want, strict=True):
+            torch.testing.assert_close(a.detach(), b, rtol=1e-12, atol=1e-12)
