@@ -135,8 +135,9 @@ def keep_freed_memory_mapped() -> None:
 
     glibc serves large allocations with mmap and unmaps them on free, so a CPU
     training step faulted its large temporaries (logits, gate records) back in page
-    by page: 25,000 page faults and 55-80 ms of system time a step at the peers' model
-    size, against 100-500 faults and 5-23 ms with them kept (docs/benchmarks.md).
+    by page: 24,000-27,000 page faults and 55-80 ms of system time a step at the
+    peers' model size, against 85-484 faults and 5-23 ms with them kept
+    (docs/benchmarks.md).
     Does nothing where the C library is not glibc.
     """
     try:
@@ -146,7 +147,7 @@ def keep_freed_memory_mapped() -> None:
     m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h>
     if hasattr(libc, "mallopt"):
         libc.mallopt(m_mmap_threshold, 1 << 30)  # up to 1 GiB from the heap
-        libc.mallopt(m_trim_threshold, 1 << 31)  # and never hand its top back
+        libc.mallopt(m_trim_threshold, 2**31 - 1)  # and keep its top (a C int: the most)
 
 
 def _start(cfg, out_dir, world, dev, *, resume, overrides, reset) -> Trainer:
