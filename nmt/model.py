@@ -189,19 +189,17 @@ class Seq2Seq(nn.Module):
 
     def encode(self, src: Tensor, src_len: Tensor) -> tuple[Memory, DecoderState]:
         """src (N, S) padded ids, src_len (N,) -> memory and the initial decoder state."""
-        embedded = self.dropout(self.src_embed(src))
+        embedded, lengths = self.dropout(self.src_embed(src)), src_len.cpu()
         # nn.LSTM's cost on packed sequences is in its backward on a CPU, where it runs
         # per-step autograd ops; cuDNN runs them in one fused call, and without gradients
         # it was as fast as our layer in fp32 and faster in bf16 (docs/benchmarks.md)
         if src.is_cuda or not torch.is_grad_enabled():
-            packed = pack_padded_sequence(
-                embedded, src_len.cpu(), batch_first=True, enforce_sorted=False
-            )
+            packed = pack_padded_sequence(embedded, lengths, batch_first=True, enforce_sorted=False)
             out, (h, c) = self.encoder(packed)
             values, _ = pad_packed_sequence(out, batch_first=True, total_length=src.size(1))
         else:
             values, h, c = bidirectional_lstm(
-                embedded, src_len.cpu(), self.encoder, self.dropout, dtype=product_dtype(embedded)
+                embedded, lengths, self.encoder, self.dropout, dtype=product_dtype(embedded)
             )
         memory = Memory(values, self.attention.project_keys(values), src != self.pad)
         return memory, self._initial_state(h, c, memory)

@@ -134,8 +134,9 @@ class _BidirectionalLayer(torch.autograd.Function):
                 a = acts[rows, gates]
                 torch.addmm(a, h[:n], w_hh.t(), out=a)  # (out=, not addmm_: FLOP counters see it)
                 i, f, g, o = a.chunk(4, 1)
-                torch.sigmoid(i, out=i), torch.sigmoid(f, out=f)
-                torch.tanh(g, out=g), torch.sigmoid(o, out=o)
+                a[:, : 2 * hidden].sigmoid_()  # i and f side by side
+                g.tanh_()
+                o.sigmoid_()
                 c_t, tanh_c, h_t = cells[rows, state], tanh_cells[rows, state], out[rows, state]
                 torch.addcmul(f * c[:n], i, g, out=c_t)
                 torch.mul(o, torch.tanh(c_t, out=tanh_c), out=h_t)
