@@ -44,23 +44,33 @@ def measure(cfg: Config, precision: str, steps: int, warmup: int) -> dict:
     model = Seq2Seq(cfg.model, len(tokenizers[0]), len(tokenizers[1]), pad=PAD).to(device).train()
     optimizer = build_optimizer(cfg.train, model)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    flops_per_token = count_flops(
-        model, collate([src_ids[j] for j in batches[0]], [tgt_ids[j] for j in batches[0]])
-    )
+
+    def part(batch: list[int]) -> dict:
+        return collate([src_ids[j] for j in batch], [tgt_ids[j] for j in batch])
+
+    def step(batch: list[int]) -> dict:
+        return train_step(
+            model,
+            [part(batch)],
+            optimizer,
+            scaler,
+            cfg=cfg.train,
+            precision=precision,
+            device=device,
+        )
+
+    flops_per_token = count_flops(model, part(batches[0]))
     tokens = 0
     for i, batch in enumerate(batches):
         if i == warmup:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             start, tokens = time.perf_counter(), 0
-        part = collate([src_ids[j] for j in batch], [tgt_ids[j] for j in batch])
-        stats = train_step(
-            model, [part], optimizer, scaler, cfg=cfg.train, precision=precision, device=device
-        )
+        stats = step(batch)
         tokens += stats["tokens"]
     float(stats["loss"])  # wait for the device
     seconds = time.perf_counter() - start
-    busy = gpu_busy(model, batches[-5:], src_ids, tgt_ids, optimizer, scaler, cfg, precision)
+    busy = gpu_busy(step, batches[-5:]) if device.type == "cuda" else {}
     return {
         "precision": precision,
         "device": str(device),
@@ -79,38 +89,27 @@ def measure(cfg: Config, precision: str, steps: int, warmup: int) -> dict:
     }
 
 
-def gpu_busy(model, batches, src_ids, tgt_ids, optimizer, scaler, cfg, precision) -> dict:
-    """On a GPU, a profile of a few more steps: kernels launched per step and the
-    fraction of the wall time the GPU spends in them (low: the host is the bound)."""
-    if not torch.cuda.is_available():
-        return {}
+def gpu_busy(step, batches: list[list[int]]) -> dict:
+    """A profile of `step` over a few more batches on the GPU: kernels launched per
+    step and the fraction of the wall time the GPU spends in them (low: the host is
+    the bound)."""
     from torch.profiler import ProfilerActivity, profile
 
-    parts = [collate([src_ids[j] for j in b], [tgt_ids[j] for j in b]) for b in batches]
-    activities = [ProfilerActivity.CPU, ProfilerActivity.CUDA]
     try:
-        with profile(activities=activities) as prof:
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
             torch.cuda.synchronize()
             start = time.perf_counter()
-            for part in parts:
-                step = train_step(
-                    model,
-                    [part],
-                    optimizer,
-                    scaler,
-                    cfg=cfg.train,
-                    precision=precision,
-                    device=torch.device("cuda"),
-                )
-            float(step["loss"])
+            for batch in batches:
+                stats = step(batch)
+            float(stats["loss"])  # wait for the device
             seconds = time.perf_counter() - start
         kernels = [
             e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA
         ]
         busy = sum(e.self_device_time_total for e in kernels) / 1e6
         return {
-            "profiled_ms_per_step": round(seconds / len(parts) * 1e3, 1),
-            "kernels_per_step": round(sum(e.count for e in kernels) / len(parts)),
+            "profiled_ms_per_step": round(seconds / len(batches) * 1e3, 1),
+            "kernels_per_step": round(sum(e.count for e in kernels) / len(batches)),
             "gpu_busy": round(busy / seconds, 3),
         }
     except Exception as err:  # a profile that fails must not lose the figures above
