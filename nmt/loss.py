@@ -2,12 +2,12 @@
 
 Unfused, a batch's logits (rows x vocabulary) are written, cast to fp32, read by
 log-softmax, written again, and in backward the same again plus a zero-filled
-gradient: on a CPU the log-softmax passes alone took 8% of a bf16 training step,
-the casts and fills more. Here each chunk of rows goes output layer -> fp32
-logits -> loss and its gradient while the chunk is in cache; the gradients of
-the inputs, the weight and the bias are formed in the same forward call, one
-product per group of chunks: the loss is the graph's last node, so backward only
-scales them by the incoming gradient.
+gradient: on a CPU the log-softmax passes alone took 9% of a bf16 training step,
+the casts and fills more (docs/benchmarks.md). Here each chunk of rows goes
+output layer -> fp32 logits -> loss and its gradient while the chunk is in cache;
+the gradients of the inputs, the weight and the bias are formed in the same
+forward call, one product per group of chunks: the loss is the graph's last
+node, so backward only scales them by the incoming gradient.
 """
 
 from __future__ import annotations

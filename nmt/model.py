@@ -42,10 +42,11 @@ class Dropout(nn.Module):
     """nn.Dropout, with a CPU's masks drawn at a third of torch's cost.
 
     torch draws a CPU dropout mask one element at a time (15 ns an element on this
-    project's machine; 4% of an fp32 training step). Here each 32-bit random integer
-    gives two elements a 16-bit uniform: an element is kept with probability
-    k / 2**16, k = round((1 - p) * 2**16), and scaled by 2**16 / k, so the output's
-    expectation is exactly the input. On a GPU torch's fused kernel is kept.
+    project's machine; 3.9% of an fp32 training step's op time, docs/benchmarks.md).
+    Here each 32-bit random integer gives two elements a 16-bit uniform: an element
+    is kept with probability k / 2**16, k = round((1 - p) * 2**16), and scaled by
+    2**16 / k, so the output's expectation is exactly the input. On a GPU torch's
+    fused kernel is kept.
     """
 
     def __init__(self, p: float):
