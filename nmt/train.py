@@ -76,14 +76,41 @@ class Progress:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """auto: bf16 on a GPU that has it, else fp16 on CUDA, fp32 on CPU."""
+    """auto: bf16 on a GPU that has it, else fp16 on CUDA; on a CPU bf16 where it has
+    bf16 matrix units (AMX, AVX-512 BF16), else fp32."""
     if precision == "fp16" and device.type == "cpu":  # oneDNN has no fp16 LSTM
-        raise RunError("train.precision=fp16 needs a GPU; on a CPU use bf16 or fp32")
+        raise RunError("train.precision=fp16 needs a GPU; on a CPU use fp32 or auto")
+    if precision == "bf16" and device.type == "cpu" and not cpu_runs_bf16():
+        raise RunError(
+            "train.precision=bf16 needs a CPU with AVX-512: this one has no bf16 kernels "
+            "and trains about 40x slower in bf16 than in fp32; use fp32 or auto"
+        )
     if precision != "auto":
         return precision
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "fp32"
+    return "bf16" if cpu_has_bf16_units() else "fp32"
+
+
+def cpu_runs_bf16() -> bool:
+    """Whether oneDNN has bf16 kernels for this CPU (AVX-512 or newer). Without them
+    autocast's bf16 products fall back to scalar loops: a demo-config training step
+    ran 44x slower than in fp32 on an AVX2 EPYC (docs/benchmarks.md)."""
+    return torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def cpu_has_bf16_units(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether the CPU multiplies bf16 in hardware (AMX or AVX-512 BF16), where bf16
+    training measured faster than fp32; read from Linux's CPU flags, else False."""
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return False
+    flags = next(
+        (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")),
+        [],
+    )
+    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def learning_rate(cfg: TrainConfig, step: int, lr_scale: float) -> float:

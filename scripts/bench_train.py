@@ -25,7 +25,13 @@ from nmt.config import Config
 from nmt.data import Batches, clean, collate, load_split, tokenize
 from nmt.model import Seq2Seq
 from nmt.tokenizer import PAD
-from nmt.train import build_optimizer, build_tokenizers, keep_freed_memory_mapped, train_step
+from nmt.train import (
+    build_optimizer,
+    build_tokenizers,
+    keep_freed_memory_mapped,
+    resolve_precision,
+    train_step,
+)
 
 
 def measure(cfg: Config, precision: str, steps: int, warmup: int) -> dict:
@@ -33,6 +39,7 @@ def measure(cfg: Config, precision: str, steps: int, warmup: int) -> dict:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolve_precision(precision, device)  # refuses what `nmt train` refuses, e.g. bf16 on AVX2
     if device.type == "cpu":
         keep_freed_memory_mapped()  # as `nmt train` does
     data = load_split(cfg.data, cfg.data.train)

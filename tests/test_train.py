@@ -8,8 +8,9 @@ import sys
 import pytest
 import torch
 
+import nmt.train
 from nmt.cli import main
-from nmt.train import RunError, train
+from nmt.train import RunError, resolve_precision, train
 from tests.conftest import tiny_config, tiny_train_args
 
 
@@ -166,8 +167,42 @@ def test_fp16_on_a_cpu_is_a_clear_error(toy_corpus, tmp_path, capsys):
 
     assert exit_.value.code == 2
     assert capsys.readouterr().err == (
-        "nmt: error: train.precision=fp16 needs a GPU; on a CPU use bf16 or fp32\n"
+        "nmt: error: train.precision=fp16 needs a GPU; on a CPU use fp32 or auto\n"
     )
+
+
+def test_bf16_on_a_cpu_without_bf16_kernels_is_a_clear_error(
+    toy_corpus, tmp_path, capsys, monkeypatch
+):
+    """Not a run 40x slower than fp32: oneDNN falls back to scalar loops there."""
+    monkeypatch.setattr(nmt.train, "cpu_runs_bf16", lambda: False)
+    with pytest.raises(SystemExit) as exit_:
+        main([*tiny_train_args(toy_corpus, "train.precision=bf16"), "--out", str(tmp_path / "r")])
+
+    assert exit_.value.code == 2
+    assert "train.precision=bf16 needs a CPU with AVX-512" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "last.pt").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "units"),
+    [
+        ("fpu sse avx2 fma", False),  # AVX2 only, like the AMD EPYC CI machines
+        ("fpu avx2 avx512f avx512bw", False),  # AVX-512 without bf16: emulated
+        ("fpu avx2 avx512f avx512_bf16", True),
+        ("fpu avx2 avx512f amx_bf16 amx_tile", True),
+    ],
+)
+def test_auto_precision_on_a_cpu_is_bf16_only_with_bf16_units(tmp_path, monkeypatch, flags, units):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\nbugs\t\t: spectre_v1\n")
+    assert nmt.train.cpu_has_bf16_units(cpuinfo) is units
+    monkeypatch.setattr(nmt.train, "cpu_has_bf16_units", lambda: units)
+    assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if units else "fp32")
+
+
+def test_without_a_readable_cpuinfo_auto_precision_on_a_cpu_is_fp32(tmp_path):
+    assert not nmt.train.cpu_has_bf16_units(tmp_path / "missing")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
