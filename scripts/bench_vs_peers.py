@@ -1,6 +1,7 @@
 """Training speed against OpenNMT-py 3.5.1 and JoeyNMT 2.3.0, one model size, one run.
 
     python scripts/bench_vs_peers.py [--onmt-seconds 300] [--joey-seconds 300] [--steps 200]
+        [--bleu-seconds 900]
 
 The model of ../shared/peers (emb 256, bi-LSTM 1x256 per direction, decoder
 1x512, Luong general attention, input feeding, dropout 0.3, untied embeddings,
@@ -17,21 +18,37 @@ batch) on Multi30k de-en, trained one after the other on this machine:
   peers' recipe (unigram, 8k, joint, full character coverage) on the same text;
   the table gives target tokens (pieces + EOS) per sentence for OpenNMT and nmt,
   so the per-token rates compare like with like.
+
+With --bleu-seconds S it then trains nmt (input feeding, constant learning rate
+as the peers' config) for S seconds of training and OpenNMT-py for the same wall
+clock from process start to its last step (S plus nmt's own set-up: reading the
+text, SentencePiece, tokenizing; OpenNMT-py reads the harness's pre-encoded
+pieces), and scores each one's final weights on test_2016_flickr at beam 5
+without length penalty, with the same sacrebleu call: BLEU after equal time.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import importlib.util
+import json
 import os
+import re
+import shutil
 import subprocess
+import sys
+import time
 from pathlib import Path
 
+import sacrebleu
 from bench_train import run_worker  # this folder is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 HARNESS = ROOT.parent / "shared" / "peers"
 CONFIG = ROOT / "configs" / "multi30k_de_en.yaml"
+MULTI30K = ROOT.parent / "shared" / "data" / "multi30k"
+TEST = "test_2016_flickr"
 # the peers' configuration, in nmt's terms
 PEER_MODEL = [
     "model.tie_embeddings=false",
@@ -103,6 +120,71 @@ def ours(name: str, overrides: list[str], steps: int) -> dict:
     }
 
 
+def nmt_after(seconds: int, out: Path, multi30k: Path) -> dict:
+    """nmt trained for `seconds` of its training loop; -> test BLEU and the wall clock
+    from process start to the loop's end."""
+    train = [
+        *PEER_MODEL,
+        "train.schedule=constant",
+        f"train.max_time={seconds}",
+        "train.valid_every=1000000",  # only the one validation when the budget ends
+        f"data.train={multi30k / 'train'}",
+        f"data.valid={multi30k / 'val'}",
+    ]
+    shutil.rmtree(out, ignore_errors=True)  # a fresh run, not a resumed one
+    started, log = time.time(), out.with_suffix(".log")
+    nmt = [sys.executable, "-m", "nmt"]
+    with open(log, "w") as stderr:
+        cmd = [*nmt, "train", str(CONFIG), "--out", str(out), *train]
+        subprocess.run(cmd, stderr=stderr, check=True)
+    # the loop starts right after the "device=..." line, logged as HH:MM:SS local time
+    clock = re.search(r"^(\d\d):(\d\d):(\d\d) INFO nmt.train: device=", log.read_text(), re.M)
+    loop_start = sum(int(x) * unit for x, unit in zip(clock.groups(), (3600, 60, 1), strict=True))
+    day = time.localtime(started)
+    setup = (loop_start - (day.tm_hour * 3600 + day.tm_min * 60 + day.tm_sec)) % 86400
+    hyp = out / "test.b5.en"
+    source = multi30k / f"{TEST}.de.gz"
+    decode = ["--beam", "5", "--alpha", "0"]
+    subprocess.run(
+        [*nmt, "-q", "translate", str(out), "-i", str(source), "-o", str(hyp), *decode], check=True
+    )
+    metrics = map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+    valid = [r for r in metrics if r["event"] == "valid"]
+    return {
+        "system": "nmt, input feeding",
+        "wall_to_last_step": round(setup + seconds),
+        "steps": valid[-1]["step"],
+        **score(hyp, multi30k),
+    }
+
+
+def opennmt_after(wall: int, peers: Path, summarize, multi30k: Path) -> dict:
+    """OpenNMT-py trained for `wall` seconds from process start (the harness's
+    `run_opennmt.sh all`: train, then decode at beam 5 and greedy)."""
+    run = peers / "opennmt" / "bleu"
+    env = {**os.environ, "PEERS": str(peers), "BUDGET": str(wall), "RUN": str(run)}
+    script = HARNESS / "run_opennmt.sh"
+    subprocess.run(["bash", str(script), "all"], env=env, check=True, capture_output=True)
+    return {
+        "system": "OpenNMT-py 3.5.1",
+        "wall_to_last_step": wall,
+        "steps": summarize.onmt_train(str(run), 50, 100)["final_step"],
+        **score(run / "hyp.b5.en", multi30k),
+    }
+
+
+def score(hyp: Path, multi30k: Path) -> dict:
+    with gzip.open(multi30k / f"{TEST}.en.gz", "rt", encoding="utf-8") as f:
+        refs = [line.rstrip("\n") for line in f]
+    hyps = hyp.read_text(encoding="utf-8").splitlines()
+    bleu, chrf = sacrebleu.BLEU(), sacrebleu.CHRF()
+    return {
+        "bleu": round(bleu.corpus_score(hyps, [refs]).score, 2),
+        "chrf": round(chrf.corpus_score(hyps, [refs]).score, 2),
+        "signature": str(bleu.get_signature()),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--onmt-seconds", type=int, default=300)
@@ -110,7 +192,36 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200, help="nmt's timed steps")
     parser.add_argument("--peers", default=os.environ.get("PEERS", str(Path.home() / "nmt-peers")))
     parser.add_argument("--skip-joey", action="store_true")
+    parser.add_argument("--skip-speed", action="store_true", help="only the BLEU comparison")
+    parser.add_argument(
+        "--bleu-seconds", type=int, default=0, help="BLEU after this much training; 0: skip"
+    )
+    parser.add_argument(
+        "--multi30k", type=Path, default=Path(os.environ.get("MULTI30K_DIR", MULTI30K))
+    )
     args = parser.parse_args()
+    if not args.skip_speed:
+        speed(args)
+    if args.bleu_seconds:
+        bleu_after(args)
+
+
+def bleu_after(args) -> None:
+    peers, summarize = Path(args.peers), harness_summary()
+    out = peers / "nmt" / "bleu"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ours = nmt_after(args.bleu_seconds, out, args.multi30k)
+    rows = [opennmt_after(ours["wall_to_last_step"], peers, summarize, args.multi30k), ours]
+    print(f"\nBLEU after equal time: {args.bleu_seconds} s of nmt training; each system's")
+    print("wall clock from process start to its last step; test_2016_flickr, beam 5, no")
+    print(f"length penalty, final weights. {rows[0]['signature']}")
+    print(" | ".join(["system", "wall s", "steps", "BLEU", "chrF2"]))
+    for r in rows:
+        cells = [r["system"], str(r["wall_to_last_step"]), f"{r['steps']:,}"]
+        print(" | ".join([*cells, f"{r['bleu']:.2f}", f"{r['chrf']:.2f}"]))
+
+
+def speed(args) -> None:
     peers, summarize = Path(args.peers), harness_summary()
 
     rows = [opennmt(args.onmt_seconds, peers, summarize)]
