@@ -1,6 +1,6 @@
 """Training speed against OpenNMT-py 3.5.1 and JoeyNMT 2.3.0, one model size, one run.
 
-    python scripts/bench_vs_peers.py [--onmt-seconds 300] [--joey-seconds 300] [--steps 200]
+    python scripts/bench_vs_peers.py [--onmt-seconds 300] [--joey-seconds 480] [--steps 200]
         [--bleu-seconds 900]
 
 The model of ../shared/peers (emb 256, bi-LSTM 1x256 per direction, decoder
@@ -95,6 +95,8 @@ def joeynmt(seconds: int, peers: Path, summarize) -> dict:
     run = run_peer("joeynmt", seconds, peers)
     lines = (run / "train.log").read_text(encoding="utf-8").splitlines()
     last = max(int(m["step"]) for line in lines if (m := summarize.JOEY_STEP.match(line)))
+    if last <= 50:  # the window needs two logged steps (every 50)
+        raise RuntimeError(f"JoeyNMT logged only step {last} in {seconds} s: raise --joey-seconds")
     stats = summarize.joey_train(str(run), 50, last)
     rss = summarize.time_v(str(run.parent / f"{run.name}.train.time"))["max_rss_kb"]
     return {
@@ -188,7 +190,7 @@ def score(hyp: Path, multi30k: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--onmt-seconds", type=int, default=300)
-    parser.add_argument("--joey-seconds", type=int, default=300)
+    parser.add_argument("--joey-seconds", type=int, default=480)
     parser.add_argument("--steps", type=int, default=200, help="nmt's timed steps")
     parser.add_argument("--peers", default=os.environ.get("PEERS", str(Path.home() / "nmt-peers")))
     parser.add_argument("--skip-joey", action="store_true")
