@@ -100,8 +100,9 @@ def cpu_runs_bf16() -> bool:
 
 
 def cpu_has_bf16_units(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
-    """Whether the CPU multiplies bf16 in hardware (AMX or AVX-512 BF16), where bf16
-    training measured faster than fp32; read from Linux's CPU flags, else False."""
+    """Whether the CPU multiplies bf16 in hardware (AMX or AVX-512 BF16), from Linux's
+    CPU flags; elsewhere False. bf16 training measured 1.14-1.21x fp32 on a Xeon with
+    AMX (docs/benchmarks.md); AVX-512 BF16 without AMX is not measured."""
     try:
         text = cpuinfo.read_text(errors="replace")
     except OSError:

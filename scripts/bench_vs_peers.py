@@ -30,7 +30,7 @@ without length penalty, with the same sacrebleu call: BLEU after equal time.
 from __future__ import annotations
 
 import argparse
-import gzip
+import datetime
 import importlib.util
 import json
 import os
@@ -43,6 +43,9 @@ from pathlib import Path
 
 import sacrebleu
 from bench_train import run_worker  # this folder is on sys.path when run as a script
+
+from nmt.data import read_lines
+from nmt.metrics import bleu
 
 ROOT = Path(__file__).resolve().parents[1]
 HARNESS = ROOT.parent / "shared" / "peers"
@@ -122,7 +125,12 @@ def ours(name: str, overrides: list[str], steps: int) -> dict:
     }
 
 
-def nmt_after(seconds: int, out: Path, multi30k: Path) -> dict:
+def data_overrides(multi30k: Path) -> list[str]:
+    """Absolute data paths: the config's relative ones depend on the working folder."""
+    return [f"data.train={multi30k / 'train'}", f"data.valid={multi30k / 'val'}"]
+
+
+def nmt_after(seconds: int, out: Path, multi30k: Path, refs: list[str]) -> dict:
     """nmt trained for `seconds` of its training loop; -> test BLEU and the wall clock
     from process start to the loop's end."""
     train = [
@@ -130,8 +138,7 @@ def nmt_after(seconds: int, out: Path, multi30k: Path) -> dict:
         "train.schedule=constant",
         f"train.max_time={seconds}",
         "train.valid_every=1000000",  # only the one validation when the budget ends
-        f"data.train={multi30k / 'train'}",
-        f"data.valid={multi30k / 'val'}",
+        *data_overrides(multi30k),
     ]
     shutil.rmtree(out, ignore_errors=True)  # a fresh run, not a resumed one
     started, log = time.time(), out.with_suffix(".log")
@@ -139,11 +146,11 @@ def nmt_after(seconds: int, out: Path, multi30k: Path) -> dict:
     with open(log, "w") as stderr:
         cmd = [*nmt, "train", str(CONFIG), "--out", str(out), *train]
         subprocess.run(cmd, stderr=stderr, check=True)
-    # the loop starts right after the "device=..." line, logged as HH:MM:SS local time
-    clock = re.search(r"^(\d\d):(\d\d):(\d\d) INFO nmt.train: device=", log.read_text(), re.M)
-    loop_start = sum(int(x) * unit for x, unit in zip(clock.groups(), (3600, 60, 1), strict=True))
-    day = time.localtime(started)
-    setup = (loop_start - (day.tm_hour * 3600 + day.tm_min * 60 + day.tm_sec)) % 86400
+    # the loop starts right after the "device=..." line, logged as local HH:MM:SS
+    clock = re.search(r"^(\d\d:\d\d:\d\d) INFO nmt.train: device=", log.read_text(), re.M)
+    begun = datetime.datetime.fromtimestamp(started)
+    loop_start = datetime.datetime.combine(begun, datetime.time.fromisoformat(clock[1]))
+    setup = (loop_start - begun.replace(microsecond=0)).seconds  # .seconds: wraps past midnight
     hyp = out / "test.b5.en"
     source = multi30k / f"{TEST}.de.gz"
     decode = ["--beam", "5", "--alpha", "0"]
@@ -156,11 +163,11 @@ def nmt_after(seconds: int, out: Path, multi30k: Path) -> dict:
         "system": "nmt, input feeding",
         "wall_to_last_step": round(setup + seconds),
         "steps": valid[-1]["step"],
-        **score(hyp, multi30k),
+        **score(hyp, refs),
     }
 
 
-def opennmt_after(wall: int, peers: Path, summarize, multi30k: Path) -> dict:
+def opennmt_after(wall: int, peers: Path, summarize, refs: list[str]) -> dict:
     """OpenNMT-py trained for `wall` seconds from process start (the harness's
     `run_opennmt.sh all`: train, then decode at beam 5 and greedy)."""
     run = peers / "opennmt" / "bleu"
@@ -171,20 +178,15 @@ def opennmt_after(wall: int, peers: Path, summarize, multi30k: Path) -> dict:
         "system": "OpenNMT-py 3.5.1",
         "wall_to_last_step": wall,
         "steps": summarize.onmt_train(str(run), 50, 100)["final_step"],
-        **score(run / "hyp.b5.en", multi30k),
+        **score(run / "hyp.b5.en", refs),
     }
 
 
-def score(hyp: Path, multi30k: Path) -> dict:
-    with gzip.open(multi30k / f"{TEST}.en.gz", "rt", encoding="utf-8") as f:
-        refs = [line.rstrip("\n") for line in f]
-    hyps = hyp.read_text(encoding="utf-8").splitlines()
-    bleu, chrf = sacrebleu.BLEU(), sacrebleu.CHRF()
-    return {
-        "bleu": round(bleu.corpus_score(hyps, [refs]).score, 2),
-        "chrf": round(chrf.corpus_score(hyps, [refs]).score, 2),
-        "signature": str(bleu.get_signature()),
-    }
+def score(hyp: Path, refs: list[str]) -> dict:
+    hyps = read_lines(hyp)
+    bleu_score, signature = bleu(hyps, refs)
+    chrf = sacrebleu.CHRF().corpus_score(hyps, [refs]).score
+    return {"bleu": round(bleu_score, 2), "chrf": round(chrf, 2), "signature": signature}
 
 
 def main() -> None:
@@ -213,8 +215,9 @@ def bleu_after(args) -> None:
     peers, summarize = Path(args.peers), harness_summary()
     out = peers / "nmt" / "bleu"
     out.parent.mkdir(parents=True, exist_ok=True)
-    ours = nmt_after(args.bleu_seconds, out, args.multi30k)
-    rows = [opennmt_after(ours["wall_to_last_step"], peers, summarize, args.multi30k), ours]
+    refs = read_lines(args.multi30k / f"{TEST}.en.gz")
+    ours = nmt_after(args.bleu_seconds, out, args.multi30k, refs)
+    rows = [opennmt_after(ours["wall_to_last_step"], peers, summarize, refs), ours]
     print(f"\nBLEU after equal time: {args.bleu_seconds} s of nmt training; each system's")
     print("wall clock from process start to its last step; test_2016_flickr, beam 5, no")
     print(f"length penalty, final weights. {rows[0]['signature']}")
@@ -231,7 +234,7 @@ def speed(args) -> None:
     if not args.skip_joey:
         rows.append(joeynmt(args.joey_seconds, peers, summarize))
     fastest_peer = max(r["tok_per_s"] for r in rows)
-    data = [f"data.train={args.multi30k / 'train'}", f"data.valid={args.multi30k / 'val'}"]
+    data = data_overrides(args.multi30k)
     rows.append(ours("nmt, input feeding", data, args.steps))
     rows.append(ours("nmt, no input feeding", [*data, "model.input_feed=false"], args.steps))
 

@@ -187,7 +187,7 @@ def test_bf16_on_a_cpu_without_bf16_kernels_is_a_clear_error(
 @pytest.mark.parametrize(
     ("flags", "units"),
     [
-        ("fpu sse avx2 fma", False),  # AVX2 only, like the AMD EPYC CI machines
+        ("fpu sse avx2 fma", False),  # AVX2 only, like the AMD EPYC of 2026-11-29
         ("fpu avx2 avx512f avx512bw", False),  # AVX-512 without bf16: emulated
         ("fpu avx2 avx512f avx512_bf16", True),
         ("fpu avx2 avx512f amx_bf16 amx_tile", True),
