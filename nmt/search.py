@@ -24,7 +24,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 NEG_INF = float("-inf")
-SHRINK_STEP = 16  # beam search drops finished sentences from the batch in steps of this many
 
 
 @dataclass(frozen=True)
@@ -34,15 +33,16 @@ class BeamOptions:
     beta: float = 0.0  # GNMT coverage penalty weight; 0 turns it off
     min_len: int = 1  # outputs shorter than this (EOS included) are not allowed
     no_repeat_ngram: int = 0  # block any n-gram of this size from repeating; 0: off
+    nbest: int = 1  # hypotheses returned per sentence, at most beam_size
 
 
 class Hypotheses(NamedTuple):
-    """K hypotheses per sentence, best first."""
+    """The n best hypotheses per sentence, best first (n = 1 for greedy and sampling)."""
 
-    tokens: Tensor  # (B, K, L) BOS-first ids, PAD after EOS
-    scores: Tensor  # (B, K) log-probability / length penalty (+ coverage penalty)
-    logprob: Tensor  # (B, K) total log-probability under the model
-    align: Tensor  # (B, K, L) source position each token attended most; -1 where none
+    tokens: Tensor  # (B, n, L) BOS-first ids, PAD after EOS
+    scores: Tensor  # (B, n) log-probability / length penalty (+ coverage penalty)
+    logprob: Tensor  # (B, n) total log-probability under the model
+    align: Tensor  # (B, n, L) source position each token attended most; -1 where none
 
 
 def length_penalty(length: Tensor | float, alpha: float) -> Tensor | float:
@@ -126,15 +126,21 @@ def beam_search(
     bos: int,
     eos: int,
     pad: int,
+    shrink_step: int = 1,
 ) -> Hypotheses:
-    """The K = beam_size best hypotheses per sentence, best first.
+    """The n = options.nbest best hypotheses per sentence, best first.
 
     A score is the total log-probability divided by `length_penalty(length,
     alpha)` (length counts EOS, not BOS), plus the coverage penalty. Shapes
     inside the loop are those of the A sentences still searching: a finished
-    sentence leaves the batch, so its rows stop costing decoder work.
+    sentence leaves the batch, so its rows stop costing decoder work. A
+    sentence stops as soon as its n best can no longer change, so stopping
+    early never changes the result. Finished sentences leave in groups of
+    `shrink_step` (step f).
     """
-    B, K, steps = src.size(0), options.beam_size, int(max_len.max())
+    B, K, n, steps = src.size(0), options.beam_size, options.nbest, int(max_len.max())
+    if not 1 <= n <= K:
+        raise ValueError(f"nbest must be between 1 and the beam size {K}, not {n}")
     device = src.device
     memory, state = model.encode(src, src_len)
     state = state.select(torch.arange(B, device=device).repeat_interleave(K))  # N = A * K rows
@@ -198,22 +204,27 @@ def beam_search(
         coverage = gather_beams(cand_coverage, keep) if options.beta else coverage
         state = state.select((beam.gather(1, keep) + limits.offset).flatten())
 
-        # e. a sentence is done once it has K finished hypotheses (as in fairseq), or
-        # once no beam is left alive (fewer than K outputs were possible)
-        over = searching & ((done_score[:, -1] > NEG_INF) | (alive_score[:, 0] == NEG_INF))
+        # e. a sentence is done once it has K finished hypotheses (fairseq's rule), or
+        # once no live beam can still enter its n best: no score can rise above
+        # `reachable` (log-probabilities only fall; the coverage penalty is <= 0)
+        longest = length_penalty(max_len.float(), options.alpha)  # (A,) the largest if alpha >= 0
+        reachable = alive_score[:, 0] / longest.clamp(min=length_penalty(t + 2.0, options.alpha))
+        certain = done_score[:, n - 1] >= reachable  # also true once no beam is alive
+        over = searching & ((done_score[:, -1] > NEG_INF) | certain)
         if not over.any():  # a host sync per step, paid back by every row it removes
             continue
 
         # f. finished sentences hand in their hypotheses and leave the batch, in steps of
-        # SHRINK_STEP sentences: on CPU each new row count builds new bf16 matmul kernels
-        # (oneDNN), so row counts that recur across batches save more than padding costs
+        # `shrink_step` sentences: on a CPU each new row count builds new bf16 matmul
+        # kernels (oneDNN), so there row counts that recur across batches can save more
+        # than the finished rows cost
         for out, part in zip(results, (done, done_score, done_logprob, done_align), strict=True):
             out[sentence[over]] = part[over]
         searching = searching & ~over
         live = int(searching.sum())
         if live == 0:
             break
-        size = -(-live // SHRINK_STEP) * SHRINK_STEP
+        size = -(-live // shrink_step) * shrink_step
         if size >= A:
             continue
         left = torch.argsort(~searching, stable=True)[:size]  # (A',) searching ones first
@@ -229,7 +240,7 @@ def beam_search(
             x[left] for x in (done, done_align, done_score, done_logprob)
         )
         limits = _Limits.of(max_len, K)
-    return results
+    return Hypotheses(*(x[:, :n] for x in results))
 
 
 class _Limits(NamedTuple):

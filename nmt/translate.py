@@ -195,6 +195,7 @@ class Translator:
             beta=decode.beta,
             min_len=decode.min_len,
             no_repeat_ngram=decode.no_repeat_ngram,
+            nbest=nbest,
         )
 
     def _decode(
@@ -218,8 +219,16 @@ class Translator:
                 **specials,
             )
         else:
+            # bf16 and fp16 on a CPU (oneDNN) build kernels for each new row count
+            low_precision_cpu = self.device.type == "cpu" and self.precision in ("bf16", "fp16")
             found = beam_search(
-                self.model, src, src_len, max_len=max_len, options=options, **specials
+                self.model,
+                src,
+                src_len,
+                max_len=max_len,
+                options=options,
+                shrink_step=16 if low_precision_cpu else 1,
+                **specials,
             )
         return self._hypotheses(found, nbest)
 

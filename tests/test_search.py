@@ -57,10 +57,10 @@ def search(table, src, max_len, **options):
     )
 
 
-def exhaustive_best(table, max_len: int, alpha: float, allowed=lambda seq: True):
-    """Scores every output of up to max_len tokens (the last one EOS)."""
+def exhaustive(table, max_len: int, alpha: float, allowed=lambda seq: True):
+    """Every output of up to max_len tokens (the last one EOS), best first: (score, seq)."""
     words = [v for v in range(table.size(-1)) if v not in (PAD, BOS, EOS)]
-    best = (-math.inf, [])
+    scored = []
     for length in range(1, max_len + 1):
         for body in itertools.product(words, repeat=length - 1):
             seq = [*body, EOS]
@@ -70,20 +70,94 @@ def exhaustive_best(table, max_len: int, alpha: float, allowed=lambda seq: True)
                 table[t, prev, tok].item()
                 for t, (prev, tok) in enumerate(zip([BOS, *seq[:-1]], seq, strict=True))
             )
-            best = max(best, (score / length_penalty(length, alpha), seq))
-    return best
+            scored.append((score / length_penalty(length, alpha), seq))
+    return sorted(scored, reverse=True)
+
+
+def exhaustive_best(table, max_len: int, alpha: float, allowed=lambda seq: True):
+    return exhaustive(table, max_len, alpha, allowed)[0]
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.6, 1.0, 2.0])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_wide_beam_finds_the_exhaustive_best(alpha, seed):
+def test_wide_beam_finds_the_exhaustive_nbest(alpha, seed):
     table = random_table(steps=4, vocab=6, seed=seed)  # 3 words, up to 4 tokens: 40 outputs
 
-    found = search(table, [[5]], [4], beam_size=40, alpha=alpha)
+    found = search(table, [[5]], [4], beam_size=40, alpha=alpha, nbest=5)
 
-    best_score, best_seq = exhaustive_best(table, 4, alpha)
+    best = exhaustive(table, 4, alpha)[:5]
+    assert found.scores[0].tolist() == pytest.approx([score for score, _ in best], abs=1e-5)
+    for k, (_, seq) in enumerate(best):
+        assert found.tokens[0, k, 1 : len(seq) + 1].tolist() == seq
+
+
+class CountingModel(ScriptedModel):
+    def __init__(self, table):
+        super().__init__(table)
+        self.rows = 0  # decoder rows computed
+
+    def decode_step(self, token, state, memory):
+        self.rows += token.numel()
+        return super().decode_step(token, state, memory)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_a_sentence_stops_once_no_live_beam_can_overtake_its_best(alpha):
+    # EOS first is far likelier than any other output can become: once it has
+    # finished, decoding on could not change the result.
+    table = random_table(steps=8, vocab=6, seed=12)
+    table[0, BOS] = torch.tensor([-1e9, -1e9, 0.9, 0.05, 0.03, 0.02]).log()
+    model = CountingModel(table)
+
+    found = beam_search(
+        model,
+        torch.tensor([[5]]),
+        torch.ones(1, dtype=torch.long),
+        max_len=torch.tensor([8]),
+        options=BeamOptions(beam_size=4, alpha=alpha),
+        **SPECIALS,
+    )
+
+    assert found.tokens[0, 0, 1].item() == EOS
+    assert model.rows == 4  # one step of 4 beams, not 8
+
+
+def test_with_a_length_penalty_a_live_beam_may_still_overtake_a_better_logprob():
+    # EOS first has the best log-probability (0.5), but w3 w4 EOS (0.4 * 0.95 * 0.98)
+    # wins once alpha = 2 divides by ((5 + 3) / 6) ** 2: stopping when the live beams'
+    # log-probability falls below the finished one's would be wrong here.
+    table = random_table(steps=3, vocab=6, seed=14)
+    table[0, BOS] = torch.tensor([1e-9, 1e-9, 0.5, 0.4, 0.05, 0.05]).log()
+    table[1, 3] = torch.tensor([1e-9, 1e-9, 0.01, 0.02, 0.95, 0.02]).log()
+    table[2, 4] = torch.tensor([1e-9, 1e-9, 0.98, 0.01, 0.005, 0.005]).log()
+
+    found = search(table, [[5]], [3], beam_size=2, alpha=2.0)
+
+    best_score, best_seq = exhaustive_best(table, 3, 2.0)
+    assert best_seq == [3, 4, EOS]
+    assert found.tokens[0, 0, 1:4].tolist() == best_seq
     assert found.scores[0, 0].item() == pytest.approx(best_score, abs=1e-5)
-    assert found.tokens[0, 0, 1 : len(best_seq) + 1].tolist() == best_seq
+
+
+def test_finished_sentences_leaving_in_groups_or_one_by_one_give_the_same_results():
+    table = random_table(steps=9, vocab=7, seed=13)
+    src = torch.tensor([[5], [6], [4], [5], [3], [6], [4]])
+    limits = torch.tensor([9, 3, 6, 2, 9, 5, 7])
+    found = [
+        beam_search(
+            ScriptedModel(table),
+            src,
+            torch.ones(7, dtype=torch.long),
+            max_len=limits,
+            options=BeamOptions(beam_size=3, alpha=0.6, nbest=3),
+            shrink_step=shrink,
+            **SPECIALS,
+        )
+        for shrink in (1, 2, 16)
+    ]
+    for other in found[1:]:
+        assert other.tokens.tolist() == found[0].tokens.tolist()
+        torch.testing.assert_close(other.scores, found[0].scores)
 
 
 def test_beam_of_one_equals_greedy():
@@ -120,7 +194,7 @@ def test_every_hypothesis_respects_its_sentence_limit_and_nbest_lists_are_sorted
     table = random_table(steps=8, vocab=6, seed=4)
     table[:, :, EOS] = -20.0  # the model never wants to stop
 
-    found = search(table, [[5], [5]], [3, 7], beam_size=4)
+    found = search(table, [[5], [5]], [3, 7], beam_size=4, nbest=4)
 
     for sentence, limit in enumerate([3, 7]):
         for hyp in found.tokens[sentence].tolist():
