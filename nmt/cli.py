@@ -210,7 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--sample-top-k", type=int, default=0, help="sample among the k most likely")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "fp16", "int8"],
+        default="fp32",
+        help="int8: the decoder's products in 8-bit integers (CPU only; docs/benchmarks.md)",
+    )
     p.add_argument(
         "--errors",
         choices=["strict", "replace"],
@@ -293,11 +298,12 @@ def main(argv: list[str] | None = None) -> None:
     from nmt.checkpoint import CheckpointError
     from nmt.config import ConfigError
     from nmt.data import DataError
+    from nmt.quantize import QuantizationError
     from nmt.train import RunError
 
     try:
         args.func(args)
-    except (ConfigError, DataError, CheckpointError, RunError) as err:
+    except (ConfigError, DataError, CheckpointError, QuantizationError, RunError) as err:
         print(f"nmt: error: {err}", file=sys.stderr)
         sys.exit(2)
     except FileNotFoundError as err:

@@ -22,6 +22,7 @@ from nmt.config import Config
 from nmt.data import pad_batch, sorted_batches
 from nmt.ensemble import Ensemble
 from nmt.model import DTYPES, autocast
+from nmt.quantize import quantize_decoder
 from nmt.search import BeamOptions, Hypotheses, beam_search, output_limits, sample
 from nmt.tokenizer import BOS, EOS, PAD, UNK, Tokenizer
 
@@ -61,10 +62,14 @@ class Translator:
         precision: str = "fp32",
     ):
         """`model`: a Seq2Seq or an Ensemble, in the mode it should decode in;
-        `precision`: fp32, or bf16 / fp16 autocast while decoding."""
+        `precision`: fp32, bf16 / fp16 autocast while decoding, or int8 (CPU only:
+        the decoder step's products in 8-bit integers, `nmt.quantize`)."""
         self.model, self.cfg, self.device = model, cfg, torch.device(device)
         self.precision = precision
-        if precision != "fp32":
+        if precision == "int8":
+            for member in getattr(model, "models", [model]):
+                quantize_decoder(member)
+        elif precision != "fp32":
             # Weights in the low precision once: under inference_mode autocast keeps no
             # cast cache, and would recast every weight at every decoding step.
             model.to(DTYPES[precision])
@@ -127,7 +132,7 @@ class Translator:
         max_tokens = max_tokens or self.cfg.decode.max_tokens
         src_ids, truncated = self._encode(lines)
         results: list[list[Hypothesis]] = [[EMPTY] * nbest for _ in lines]
-        with torch.inference_mode(), autocast(self.device, self.precision):
+        with torch.inference_mode(), self._autocast():
             for batch in sorted_batches([len(ids) for ids in src_ids], max_tokens):
                 batch = [i for i in batch if len(src_ids[i]) > 1]  # empty lines stay empty
                 if batch:
@@ -140,6 +145,10 @@ class Translator:
                 for line, hyps in zip(lines, results, strict=True)
             ]
         return results, truncated
+
+    def _autocast(self) -> torch.autocast:
+        """int8 products are the quantized modules' own; the rest runs in fp32."""
+        return autocast(self.device, "fp32" if self.precision == "int8" else self.precision)
 
     def _warn_truncated(self, count: int) -> None:
         if count:
@@ -159,7 +168,7 @@ class Translator:
         for batch in sorted_batches([len(ids) for ids in src_ids], self.cfg.decode.max_tokens):
             src, src_len = (t.to(self.device) for t in pad_batch([src_ids[i] for i in batch]))
             tgt = pad_batch([tgt_ids[i] for i in batch])[0].to(self.device)
-            with autocast(self.device, self.precision):
+            with self._autocast():
                 totals = self._forced_logprob(src, src_len, tgt)
             for i, value in zip(batch, totals.tolist(), strict=True):
                 scores[i] = value

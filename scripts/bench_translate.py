@@ -11,7 +11,9 @@ Ours: `Translator.translate` on the whole file after the model is loaded and
 warmed up, batches of about --batch-sents sentences (a token budget of that
 many average-length sentences). OpenNMT-py: `onmt_translate` from the peer
 harness's venv (../shared/peers, never a dependency of this project) on the
-same sentences in its SentencePiece pieces, timed as the peers README does:
+same sentences in its SentencePiece pieces, with the same length penalty
+(--alpha; OpenNMT-py's own default would be log-probability / length), timed
+as the peers README does:
 the wall time of the whole file minus that of a one-sentence file, so model
 loading and start-up cancel out.
 """
@@ -39,20 +41,31 @@ HARNESS = Path("../shared/peers")
 
 
 def bench_ours(
-    translator: Translator, lines: list[str], refs: list[str], beam: int, batch_sents: int
+    translator: Translator,
+    lines: list[str],
+    refs: list[str],
+    beam: int,
+    batch_sents: int,
+    alpha: float,
 ):
     mean_len = sum(len(x) for x in translator.encode(lines)) / len(lines)
     max_tokens = int(batch_sents * mean_len)
-    translator.translate(lines[:100], beam=beam, max_tokens=max_tokens)  # warm-up
+    options = {"beam": beam, "alpha": alpha, "max_tokens": max_tokens}
+    translator.translate(lines[:100], **options)  # warm-up
     start = time.perf_counter()
-    hyps = [h[0] for h in translator.translate(lines, beam=beam, max_tokens=max_tokens)]
+    hyps = [h[0] for h in translator.translate(lines, **options)]
     seconds = time.perf_counter() - start
     tokens = sum(len(h.tokens) + 1 for h in hyps)
     score, _ = bleu([h.text for h in hyps], refs)
     return {"sent_per_s": len(lines) / seconds, "tok_per_s": tokens / seconds, "bleu": score}
 
 
-def bench_onmt(model: Path, peers: Path, refs: list[str], beam: int, batch_sents: int):
+def bench_onmt(
+    model: Path, peers: Path, refs: list[str], beam: int, batch_sents: int, alpha: float
+):
+    # OpenNMT-py's own default ranks by log-probability / length ("avg"): ask it for
+    # ours, raw log-probability (alpha 0) or GNMT's penalty
+    penalty = ["-length_penalty", "none"] if alpha == 0 else ["-length_penalty", "wu"]
     python = peers / "opennmt" / "venv" / "bin" / "python"
     launch = HARNESS / "launch.py"  # the peers' uniform launcher: 2 threads, fp32
     src = peers / "data" / "sp" / "test.de"
@@ -84,6 +97,9 @@ def bench_onmt(model: Path, peers: Path, refs: list[str], beam: int, batch_sents
                     "100",
                     "-gpu",
                     "-1",
+                    *penalty,
+                    "-alpha",
+                    str(alpha),
                 ],
                 check=True,
                 capture_output=True,
@@ -109,7 +125,13 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--beams", type=int, nargs="+", default=[5, 1])
     parser.add_argument(
-        "--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "fp16"]
+        "--precisions",
+        nargs="+",
+        default=["fp32", "int8"],
+        choices=["fp32", "bf16", "fp16", "int8"],
+    )
+    parser.add_argument(
+        "--alpha", type=float, default=0.0, help="length penalty (OpenNMT-py's default: none)"
     )
     parser.add_argument("--onmt-model", help="an OpenNMT-py checkpoint of the same size")
     parser.add_argument("--peers", default=os.environ.get("PEERS", str(Path.home() / "nmt-peers")))
@@ -123,7 +145,7 @@ def main() -> None:
     print(
         f"{len(lines)} sentences on {args.device}, {args.threads} threads, "
         f"batches of ~{args.batch_sents} "
-        f"sentences, model load excluded"
+        f"sentences, length penalty {args.alpha}, model load excluded"
     )
     print(f"{'system':<22} {'beam':>4} {'sent/s':>8} {'tok/s':>8} {'BLEU':>6} {'vs OpenNMT':>10}")
     for beam in args.beams:
@@ -132,11 +154,16 @@ def main() -> None:
         for _ in range(args.rounds):
             if args.onmt_model:
                 peer = bench_onmt(
-                    Path(args.onmt_model), Path(args.peers), refs, beam, args.batch_sents
+                    Path(args.onmt_model),
+                    Path(args.peers),
+                    refs,
+                    beam,
+                    args.batch_sents,
+                    args.alpha,
                 )
                 runs.setdefault("OpenNMT-py 3.5.1", []).append(peer)
             for precision, translator in translators.items():
-                ours = bench_ours(translator, lines, refs, beam, args.batch_sents)
+                ours = bench_ours(translator, lines, refs, beam, args.batch_sents, args.alpha)
                 runs.setdefault(f"nmt ({precision})", []).append(ours)
         peer_runs = runs.get("OpenNMT-py 3.5.1")
         for system, results in runs.items():

@@ -24,10 +24,20 @@ ALLOWED = {
     "recurrence": set(),
     "loss": set(),
     "packed_lstm": set(),
+    "quantize": set(),
     "model": {"config", "loss", "packed_lstm", "recurrence"},
     "data": {"config", "tokenizer"},
     "checkpoint": {"config", "model", "tokenizer"},
-    "translate": {"checkpoint", "config", "data", "ensemble", "model", "search", "tokenizer"},
+    "translate": {
+        "checkpoint",
+        "config",
+        "data",
+        "ensemble",
+        "model",
+        "quantize",
+        "search",
+        "tokenizer",
+    },
     "train": {
         "checkpoint",
         "config",
@@ -39,7 +49,17 @@ ALLOWED = {
         "translate",
     },
     "inside": {"gates", "tokenizer", "translate"},
-    "cli": {"checkpoint", "config", "curves", "data", "inside", "report", "train", "translate"},
+    "cli": {
+        "checkpoint",
+        "config",
+        "curves",
+        "data",
+        "inside",
+        "quantize",
+        "report",
+        "train",
+        "translate",
+    },
 }
 
 
