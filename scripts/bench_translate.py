@@ -60,56 +60,42 @@ def bench_ours(
     return {"sent_per_s": len(lines) / seconds, "tok_per_s": tokens / seconds, "bleu": score}
 
 
+def onmt_translate(
+    model: Path, peers: Path, src: Path, out: Path, *, beam: int, batch_sents: int, alpha: float
+) -> list[str]:
+    """OpenNMT-py's `onmt_translate` on a file of pieces -> detokenized outputs.
+
+    OpenNMT-py's own default ranks by log-probability / length ("avg"): it is
+    asked for ours instead, raw log-probability (alpha 0) or GNMT's penalty.
+    """
+    penalty = "none" if alpha == 0 else "wu"
+    launch = HARNESS / "launch.py"  # the peers' uniform launcher: 2 threads, fp32
+    command = [
+        *(str(peers / "opennmt" / "venv" / "bin" / "python"), str(launch), "onmt-translate"),
+        *("-model", str(model), "-src", str(src), "-output", str(out)),
+        *("-beam_size", str(beam), "-batch_size", str(batch_sents), "-batch_type", "sents"),
+        *("-max_length", "100", "-gpu", "-1", "-length_penalty", penalty, "-alpha", str(alpha)),
+    ]
+    subprocess.run(command, check=True, capture_output=True)
+    sp = spm.SentencePieceProcessor(model_file=str(peers / "data" / "spm8k.model"))
+    return [sp.decode_pieces(line.split()) for line in out.read_text(encoding="utf-8").splitlines()]
+
+
 def bench_onmt(
     model: Path, peers: Path, refs: list[str], beam: int, batch_sents: int, alpha: float
 ):
-    # OpenNMT-py's own default ranks by log-probability / length ("avg"): ask it for
-    # ours, raw log-probability (alpha 0) or GNMT's penalty
-    penalty = ["-length_penalty", "none"] if alpha == 0 else ["-length_penalty", "wu"]
-    python = peers / "opennmt" / "venv" / "bin" / "python"
-    launch = HARNESS / "launch.py"  # the peers' uniform launcher: 2 threads, fp32
     src = peers / "data" / "sp" / "test.de"
+    options = {"beam": beam, "batch_sents": batch_sents, "alpha": alpha}
     with tempfile.TemporaryDirectory() as tmp:
         one = Path(tmp) / "one.de"
         one.write_text(src.read_text(encoding="utf-8").splitlines()[0] + "\n", encoding="utf-8")
-        walls = {}
+        walls, texts = {}, []
         for name, path in (("one", one), ("full", src)):
-            out = Path(tmp) / f"{name}.hyp"
             start = time.perf_counter()
-            subprocess.run(
-                [
-                    str(python),
-                    str(launch),
-                    "onmt-translate",
-                    "-model",
-                    str(model),
-                    "-src",
-                    str(path),
-                    "-output",
-                    str(out),
-                    "-beam_size",
-                    str(beam),
-                    "-batch_size",
-                    str(batch_sents),
-                    "-batch_type",
-                    "sents",
-                    "-max_length",
-                    "100",
-                    "-gpu",
-                    "-1",
-                    *penalty,
-                    "-alpha",
-                    str(alpha),
-                ],
-                check=True,
-                capture_output=True,
-            )
+            texts = onmt_translate(model, peers, path, Path(tmp) / f"{name}.hyp", **options)
             walls[name] = time.perf_counter() - start
-        pieces = (Path(tmp) / "full.hyp").read_text(encoding="utf-8").splitlines()
-    sp = spm.SentencePieceProcessor(model_file=str(peers / "data" / "spm8k.model"))
-    texts = [sp.decode_pieces(line.split()) for line in pieces]
+        tokens = sum(len(line.split()) + 1 for line in (Path(tmp) / "full.hyp").open())
     seconds = walls["full"] - walls["one"]
-    tokens = sum(len(line.split()) + 1 for line in pieces)
     score, _ = bleu(texts, refs)
     return {"sent_per_s": len(texts) / seconds, "tok_per_s": tokens / seconds, "bleu": score}
 

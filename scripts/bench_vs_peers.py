@@ -43,6 +43,7 @@ from pathlib import Path
 
 import sacrebleu
 from bench_train import run_worker  # this folder is on sys.path when run as a script
+from bench_translate import onmt_translate
 
 from nmt.data import read_lines
 from nmt.metrics import bleu
@@ -169,16 +170,24 @@ def nmt_after(seconds: int, out: Path, multi30k: Path, refs: list[str]) -> dict:
 
 def opennmt_after(wall: int, peers: Path, summarize, refs: list[str]) -> dict:
     """OpenNMT-py trained for `wall` seconds from process start (the harness's
-    `run_opennmt.sh all`: train, then decode at beam 5 and greedy)."""
+    `run_opennmt.sh all`: train, then decode), its final weights decoded again at
+    beam 5 without length penalty: the harness decodes with OpenNMT-py's default,
+    log-probability / length."""
     run = peers / "opennmt" / "bleu"
     env = {**os.environ, "PEERS": str(peers), "BUDGET": str(wall), "RUN": str(run)}
     script = HARNESS / "run_opennmt.sh"
     subprocess.run(["bash", str(script), "all"], env=env, check=True, capture_output=True)
+    steps = summarize.onmt_train(str(run), 50, 100)["final_step"]
+    model, src = run / f"model_step_{steps}.pt", peers / "data" / "sp" / "test.de"
+    options = {"beam": 5, "batch_sents": 64, "alpha": 0.0}
+    texts = onmt_translate(model, peers, src, run / "hyp.b5.nolp.sp", **options)
+    hyp = run / "hyp.b5.nolp.en"
+    hyp.write_text("".join(line + "\n" for line in texts), encoding="utf-8")
     return {
         "system": "OpenNMT-py 3.5.1",
         "wall_to_last_step": wall,
-        "steps": summarize.onmt_train(str(run), 50, 100)["final_step"],
-        **score(run / "hyp.b5.en", refs),
+        "steps": steps,
+        **score(hyp, refs),
     }
 
 
