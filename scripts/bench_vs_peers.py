@@ -131,11 +131,12 @@ def data_overrides(multi30k: Path) -> list[str]:
     return [f"data.train={multi30k / 'train'}", f"data.valid={multi30k / 'val'}"]
 
 
-def nmt_after(seconds: int, out: Path, multi30k: Path, refs: list[str]) -> dict:
+def nmt_after(seconds: int, out: Path, multi30k: Path, refs: list[str], seed: int) -> dict:
     """nmt trained for `seconds` of its training loop; -> test BLEU and the wall clock
     from process start to the loop's end."""
     train = [
         *PEER_MODEL,
+        f"train.seed={seed}",
         "train.schedule=constant",
         f"train.max_time={seconds}",
         "train.valid_every=1000000",  # only the one validation when the budget ends
@@ -161,14 +162,14 @@ def nmt_after(seconds: int, out: Path, multi30k: Path, refs: list[str]) -> dict:
     metrics = map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
     valid = [r for r in metrics if r["event"] == "valid"]
     return {
-        "system": "nmt, input feeding",
+        "system": f"nmt, input feeding, seed {seed}",
         "wall_to_last_step": round(setup + seconds),
         "steps": valid[-1]["step"],
         **score(hyp, refs),
     }
 
 
-def opennmt_after(wall: int, peers: Path, summarize, refs: list[str]) -> dict:
+def opennmt_after(wall: int, peers: Path, refs: list[str]) -> dict:
     """OpenNMT-py trained for `wall` seconds from process start (the harness's
     `run_opennmt.sh all`: train, then decode), its final weights decoded again at
     beam 5 without length penalty: the harness decodes with OpenNMT-py's default,
@@ -177,8 +178,12 @@ def opennmt_after(wall: int, peers: Path, summarize, refs: list[str]) -> dict:
     env = {**os.environ, "PEERS": str(peers), "BUDGET": str(wall), "RUN": str(run)}
     script = HARNESS / "run_opennmt.sh"
     subprocess.run(["bash", str(script), "all"], env=env, check=True, capture_output=True)
-    steps = summarize.onmt_train(str(run), 50, 100)["final_step"]
-    model, src = run / f"model_step_{steps}.pt", peers / "data" / "sp" / "test.de"
+    # the checkpoint written when the budget stopped it: the highest step saved
+    saved = {int(p.stem.rsplit("_", 1)[1]): p for p in run.glob("model_step_*.pt")}
+    if not saved:
+        raise SystemExit(f"OpenNMT-py saved no checkpoint in {run}: see its train.log")
+    steps = max(saved)
+    model, src = saved[steps], peers / "data" / "sp" / "test.de"
     options = {"beam": 5, "batch_sents": 64, "alpha": 0.0}
     texts = onmt_translate(model, peers, src, run / "hyp.b5.nolp.sp", **options)
     hyp = run / "hyp.b5.nolp.en"
@@ -210,6 +215,13 @@ def main() -> None:
         "--bleu-seconds", type=int, default=0, help="BLEU after this much training; 0: skip"
     )
     parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[1234],
+        help="nmt's seeds for --bleu-seconds, one run each (OpenNMT-py's is its config's)",
+    )
+    parser.add_argument(
         "--multi30k", type=Path, default=Path(os.environ.get("MULTI30K_DIR", MULTI30K))
     )  # absolute: the data paths must not depend on the folder this runs from
     args = parser.parse_args()
@@ -221,12 +233,16 @@ def main() -> None:
 
 
 def bleu_after(args) -> None:
-    peers, summarize = Path(args.peers), harness_summary()
+    peers = Path(args.peers)
     out = peers / "nmt" / "bleu"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)  # one run folder per seed beside it
     refs = read_lines(args.multi30k / f"{TEST}.en.gz")
-    ours = nmt_after(args.bleu_seconds, out, args.multi30k, refs)
-    rows = [opennmt_after(ours["wall_to_last_step"], peers, summarize, refs), ours]
+    ours = [
+        nmt_after(args.bleu_seconds, out.with_name(f"bleu_seed{seed}"), args.multi30k, refs, seed)
+        for seed in args.seeds
+    ]
+    wall = max(r["wall_to_last_step"] for r in ours)
+    rows = [opennmt_after(wall, peers, refs), *ours]
     print(f"\nBLEU after equal time: {args.bleu_seconds} s of nmt training; each system's")
     print("wall clock from process start to its last step; test_2016_flickr, beam 5, no")
     print(f"length penalty, final weights. {rows[0]['signature']}")
