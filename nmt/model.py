@@ -27,8 +27,10 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def autocast(device: torch.device, precision: str) -> torch.autocast:
-    """The one mixed-precision context: a no-op for fp32."""
-    return torch.autocast(device.type, dtype=DTYPES[precision], enabled=precision != "fp32")
+    """The one mixed-precision context: a no-op for fp32, and for int8, whose
+    products are its quantized layers' own (nmt.quantize)."""
+    low = precision in ("bf16", "fp16")
+    return torch.autocast(device.type, dtype=DTYPES[precision if low else "fp32"], enabled=low)
 
 
 def product_dtype(x: Tensor) -> torch.dtype:

@@ -58,7 +58,7 @@ class Int8Linear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         # reduce_range: 7-bit activations, so u8 x s8 pair sums cannot saturate int16
         # in the AVX2 kernels (what torch's own dynamic quantization does on x86)
-        return torch.ops.quantized.linear_dynamic(x.float(), self.packed, reduce_range=True)
+        return torch.ops.quantized.linear_dynamic(x, self.packed, reduce_range=True)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8"

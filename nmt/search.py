@@ -159,7 +159,7 @@ def beam_search(
     done_logprob = done_score.clone()
     results = Hypotheses(done.clone(), done_score.clone(), done_logprob.clone(), done_align.clone())
 
-    limits = _Limits.of(max_len, K)
+    limits = _Limits.of(max_len, K, options.alpha)
     top_half = torch.arange(2 * K, device=device) < K  # the ranks that may finish
     for t in range(steps):
         A = sentence.numel()
@@ -207,8 +207,8 @@ def beam_search(
         # e. a sentence is done once it has K finished hypotheses (fairseq's rule), or
         # once no live beam can still enter its n best: no score can rise above
         # `reachable` (log-probabilities only fall; the coverage penalty is <= 0)
-        longest = length_penalty(max_len.float(), options.alpha)  # (A,) the largest if alpha >= 0
-        reachable = alive_score[:, 0] / longest.clamp(min=length_penalty(t + 2.0, options.alpha))
+        largest = limits.penalty.clamp(min=length_penalty(t + 2.0, options.alpha))  # alpha < 0
+        reachable = alive_score[:, 0] / largest
         certain = done_score[:, n - 1] >= reachable  # also true once no beam is alive
         over = searching & ((done_score[:, -1] > NEG_INF) | certain)
         if not over.any():  # a host sync per step, paid back by every row it removes
@@ -239,7 +239,7 @@ def beam_search(
         done, done_align, done_score, done_logprob = (
             x[left] for x in (done, done_align, done_score, done_logprob)
         )
-        limits = _Limits.of(max_len, K)
+        limits = _Limits.of(max_len, K, options.alpha)
     return Hypotheses(*(x[:, :n] for x in results))
 
 
@@ -249,11 +249,13 @@ class _Limits(NamedTuple):
     rows: Tensor  # (A * K,) each row's output limit
     first: int  # the smallest limit, as a Python int (no host sync per step)
     offset: Tensor  # (A, 1) the first row of each sentence
+    penalty: Tensor  # (A,) the length penalty at each sentence's limit
 
     @classmethod
-    def of(cls, max_len: Tensor, K: int) -> _Limits:
+    def of(cls, max_len: Tensor, K: int, alpha: float) -> _Limits:
         offset = torch.arange(max_len.numel(), device=max_len.device)[:, None] * K
-        return cls(max_len.repeat_interleave(K), int(max_len.min()), offset)
+        penalty = length_penalty(max_len.float(), alpha)
+        return cls(max_len.repeat_interleave(K), int(max_len.min()), offset, penalty)
 
 
 def _mask(

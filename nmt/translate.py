@@ -67,7 +67,7 @@ class Translator:
         self.model, self.cfg, self.device = model, cfg, torch.device(device)
         self.precision = precision
         if precision == "int8":
-            for member in getattr(model, "models", [model]):
+            for member in model.models if isinstance(model, Ensemble) else [model]:
                 quantize_decoder(member)
         elif precision != "fp32":
             # Weights in the low precision once: under inference_mode autocast keeps no
@@ -132,7 +132,7 @@ class Translator:
         max_tokens = max_tokens or self.cfg.decode.max_tokens
         src_ids, truncated = self._encode(lines)
         results: list[list[Hypothesis]] = [[EMPTY] * nbest for _ in lines]
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode(), autocast(self.device, self.precision):
             for batch in sorted_batches([len(ids) for ids in src_ids], max_tokens):
                 batch = [i for i in batch if len(src_ids[i]) > 1]  # empty lines stay empty
                 if batch:
@@ -145,10 +145,6 @@ class Translator:
                 for line, hyps in zip(lines, results, strict=True)
             ]
         return results, truncated
-
-    def _autocast(self) -> torch.autocast:
-        """int8 products are the quantized modules' own; the rest runs in fp32."""
-        return autocast(self.device, "fp32" if self.precision == "int8" else self.precision)
 
     def _warn_truncated(self, count: int) -> None:
         if count:
@@ -168,7 +164,7 @@ class Translator:
         for batch in sorted_batches([len(ids) for ids in src_ids], self.cfg.decode.max_tokens):
             src, src_len = (t.to(self.device) for t in pad_batch([src_ids[i] for i in batch]))
             tgt = pad_batch([tgt_ids[i] for i in batch])[0].to(self.device)
-            with self._autocast():
+            with autocast(self.device, self.precision):
                 totals = self._forced_logprob(src, src_len, tgt)
             for i, value in zip(batch, totals.tolist(), strict=True):
                 scores[i] = value

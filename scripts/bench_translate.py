@@ -62,8 +62,9 @@ def bench_ours(
 
 def onmt_translate(
     model: Path, peers: Path, src: Path, out: Path, *, beam: int, batch_sents: int, alpha: float
-) -> list[str]:
-    """OpenNMT-py's `onmt_translate` on a file of pieces -> detokenized outputs.
+) -> tuple[list[str], float]:
+    """OpenNMT-py's `onmt_translate` on a file of pieces -> detokenized outputs and
+    the command's wall time (detokenizing excluded).
 
     OpenNMT-py's own default ranks by log-probability / length ("avg"): it is
     asked for ours instead, raw log-probability (alpha 0) or GNMT's penalty.
@@ -76,9 +77,12 @@ def onmt_translate(
         *("-beam_size", str(beam), "-batch_size", str(batch_sents), "-batch_type", "sents"),
         *("-max_length", "100", "-gpu", "-1", "-length_penalty", penalty, "-alpha", str(alpha)),
     ]
+    start = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True)
+    seconds = time.perf_counter() - start
     sp = spm.SentencePieceProcessor(model_file=str(peers / "data" / "spm8k.model"))
-    return [sp.decode_pieces(line.split()) for line in out.read_text(encoding="utf-8").splitlines()]
+    pieces = out.read_text(encoding="utf-8").splitlines()
+    return [sp.decode_pieces(line.split()) for line in pieces], seconds
 
 
 def bench_onmt(
@@ -89,13 +93,11 @@ def bench_onmt(
     with tempfile.TemporaryDirectory() as tmp:
         one = Path(tmp) / "one.de"
         one.write_text(src.read_text(encoding="utf-8").splitlines()[0] + "\n", encoding="utf-8")
-        walls, texts = {}, []
-        for name, path in (("one", one), ("full", src)):
-            start = time.perf_counter()
-            texts = onmt_translate(model, peers, path, Path(tmp) / f"{name}.hyp", **options)
-            walls[name] = time.perf_counter() - start
-        tokens = sum(len(line.split()) + 1 for line in (Path(tmp) / "full.hyp").open())
-    seconds = walls["full"] - walls["one"]
+        _, one_wall = onmt_translate(model, peers, one, Path(tmp) / "one.hyp", **options)
+        full = Path(tmp) / "full.hyp"
+        texts, full_wall = onmt_translate(model, peers, src, full, **options)
+        tokens = sum(len(line.split()) + 1 for line in full.open(encoding="utf-8"))
+    seconds = full_wall - one_wall
     score, _ = bleu(texts, refs)
     return {"sent_per_s": len(texts) / seconds, "tok_per_s": tokens / seconds, "bleu": score}
 

@@ -1,7 +1,7 @@
 """Training speed against OpenNMT-py 3.5.1 and JoeyNMT 2.3.0, one model size, one run.
 
     python scripts/bench_vs_peers.py [--onmt-seconds 300] [--joey-seconds 480] [--steps 200]
-        [--bleu-seconds 900]
+        [--bleu-seconds 900 [--seeds 1234 4321 1]]
 
 The model of ../shared/peers (emb 256, bi-LSTM 1x256 per direction, decoder
 1x512, Luong general attention, input feeding, dropout 0.3, untied embeddings,
@@ -20,7 +20,8 @@ batch) on Multi30k de-en, trained one after the other on this machine:
   so the per-token rates compare like with like.
 
 With --bleu-seconds S it then trains nmt (input feeding, constant learning rate
-as the peers' config) for S seconds of training and OpenNMT-py for the same wall
+as the peers' config; one run per --seeds seed) for S seconds of training and
+OpenNMT-py for the longest of their wall
 clock from process start to its last step (S plus nmt's own set-up: reading the
 text, SentencePiece, tokenizing; OpenNMT-py reads the harness's pre-encoded
 pieces), and scores each one's final weights on test_2016_flickr at beam 5
@@ -171,13 +172,13 @@ def nmt_after(seconds: int, out: Path, multi30k: Path, refs: list[str], seed: in
 
 def opennmt_after(wall: int, peers: Path, refs: list[str]) -> dict:
     """OpenNMT-py trained for `wall` seconds from process start (the harness's
-    `run_opennmt.sh all`: train, then decode), its final weights decoded again at
-    beam 5 without length penalty: the harness decodes with OpenNMT-py's default,
-    log-probability / length."""
+    `run_opennmt.sh train`), its final weights decoded at beam 5 without length
+    penalty (the harness's own decode would use OpenNMT-py's default,
+    log-probability / length)."""
     run = peers / "opennmt" / "bleu"
     env = {**os.environ, "PEERS": str(peers), "BUDGET": str(wall), "RUN": str(run)}
     script = HARNESS / "run_opennmt.sh"
-    subprocess.run(["bash", str(script), "all"], env=env, check=True, capture_output=True)
+    subprocess.run(["bash", str(script), "train"], env=env, check=True, capture_output=True)
     # the checkpoint written when the budget stopped it: the highest step saved
     saved = {int(p.stem.rsplit("_", 1)[1]): p for p in run.glob("model_step_*.pt")}
     if not saved:
@@ -185,7 +186,7 @@ def opennmt_after(wall: int, peers: Path, refs: list[str]) -> dict:
     steps = max(saved)
     model, src = saved[steps], peers / "data" / "sp" / "test.de"
     options = {"beam": 5, "batch_sents": 64, "alpha": 0.0}
-    texts = onmt_translate(model, peers, src, run / "hyp.b5.nolp.sp", **options)
+    texts, _ = onmt_translate(model, peers, src, run / "hyp.b5.nolp.sp", **options)
     hyp = run / "hyp.b5.nolp.en"
     hyp.write_text("".join(line + "\n" for line in texts), encoding="utf-8")
     return {
@@ -234,11 +235,11 @@ def main() -> None:
 
 def bleu_after(args) -> None:
     peers = Path(args.peers)
-    out = peers / "nmt" / "bleu"
-    out.parent.mkdir(parents=True, exist_ok=True)  # one run folder per seed beside it
+    runs = peers / "nmt"  # one run folder per seed
+    runs.mkdir(parents=True, exist_ok=True)
     refs = read_lines(args.multi30k / f"{TEST}.en.gz")
     ours = [
-        nmt_after(args.bleu_seconds, out.with_name(f"bleu_seed{seed}"), args.multi30k, refs, seed)
+        nmt_after(args.bleu_seconds, runs / f"bleu_seed{seed}", args.multi30k, refs, seed)
         for seed in args.seeds
     ]
     wall = max(r["wall_to_last_step"] for r in ours)
