@@ -298,12 +298,12 @@ def main(argv: list[str] | None = None) -> None:
     from nmt.checkpoint import CheckpointError
     from nmt.config import ConfigError
     from nmt.data import DataError
-    from nmt.quantize import QuantizationError
+    from nmt.model import PrecisionError
     from nmt.train import RunError
 
     try:
         args.func(args)
-    except (ConfigError, DataError, CheckpointError, QuantizationError, RunError) as err:
+    except (ConfigError, DataError, CheckpointError, PrecisionError, RunError) as err:
         print(f"nmt: error: {err}", file=sys.stderr)
         sys.exit(2)
     except FileNotFoundError as err:

@@ -33,6 +33,22 @@ def autocast(device: torch.device, precision: str) -> torch.autocast:
     return torch.autocast(device.type, dtype=DTYPES[precision if low else "fp32"], enabled=low)
 
 
+class PrecisionError(ValueError):
+    """A precision asked for where it cannot run well: this device, CPU or torch build."""
+
+
+def cpu_runs(precision: str) -> bool:
+    """Whether oneDNN has kernels for `precision`'s products on this CPU; bf16 and
+    fp16 need AVX-512 or newer. Without them autocast's products fall back to
+    scalar loops: a demo-config training step ran 44x slower in bf16 than in fp32
+    on an AVX2 EPYC, and beam search 5-6x slower (docs/benchmarks.md)."""
+    if precision == "bf16":
+        return torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    if precision == "fp16":
+        return torch.ops.mkldnn._is_mkldnn_fp16_supported()
+    return True
+
+
 def product_dtype(x: Tensor) -> torch.dtype:
     """The dtype matrix products run in: autocast's where it is on, else x's own."""
     if torch.is_autocast_enabled(x.device.type):

@@ -24,9 +24,7 @@ import warnings
 import torch
 from torch import Tensor, nn
 
-
-class QuantizationError(ValueError):
-    """int8 was asked for where it cannot run."""
+from nmt.model import PrecisionError
 
 
 def int8_available() -> bool:
@@ -90,9 +88,9 @@ def quantize_decoder(model) -> None:
     """In place: a Seq2Seq's per-step products (decoder LSTM, combine, output
     projection, output layer) in int8, for inference on the CPU."""
     if next(model.parameters()).device.type != "cpu":
-        raise QuantizationError("int8 translation runs on the CPU only")
+        raise PrecisionError("int8 translation runs on the CPU only")
     if not int8_available():
-        raise QuantizationError(
+        raise PrecisionError(
             "int8 needs torch's quantized CPU operators, which this torch build lacks"
         )
     model.eval()

@@ -46,7 +46,7 @@ from nmt.data import (
 )
 from nmt.distributed import World
 from nmt.metrics import MetricsLog, bleu
-from nmt.model import Seq2Seq, autocast
+from nmt.model import Seq2Seq, autocast, cpu_runs
 from nmt.tokenizer import PAD, Tokenizer, train_spm
 from nmt.translate import Translator
 
@@ -80,7 +80,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     bf16 matrix units (AMX, AVX-512 BF16), else fp32."""
     if precision == "fp16" and device.type == "cpu":  # oneDNN has no fp16 LSTM
         raise RunError("train.precision=fp16 needs a GPU; on a CPU use fp32 or auto")
-    if precision == "bf16" and device.type == "cpu" and not cpu_runs_bf16():
+    if precision == "bf16" and device.type == "cpu" and not cpu_runs("bf16"):
         raise RunError(
             "train.precision=bf16 needs a CPU with AVX-512: this one has no bf16 kernels "
             "and trains about 40x slower in bf16 than in fp32; use fp32 or auto"
@@ -90,13 +90,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "bf16" if cpu_has_bf16_units() else "fp32"
-
-
-def cpu_runs_bf16() -> bool:
-    """Whether oneDNN has bf16 kernels for this CPU (AVX-512 or newer). Without them
-    autocast's bf16 products fall back to scalar loops: a demo-config training step
-    ran 44x slower than in fp32 on an AVX2 EPYC (docs/benchmarks.md)."""
-    return torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def cpu_has_bf16_units(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:

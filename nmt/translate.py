@@ -21,7 +21,7 @@ from nmt import checkpoint
 from nmt.config import Config
 from nmt.data import pad_batch, sorted_batches
 from nmt.ensemble import Ensemble
-from nmt.model import DTYPES, autocast
+from nmt.model import DTYPES, PrecisionError, autocast, cpu_runs
 from nmt.quantize import quantize_decoder
 from nmt.search import BeamOptions, Hypotheses, beam_search, output_limits, sample
 from nmt.tokenizer import BOS, EOS, PAD, UNK, Tokenizer
@@ -66,6 +66,11 @@ class Translator:
         the decoder step's products in 8-bit integers, `nmt.quantize`)."""
         self.model, self.cfg, self.device = model, cfg, torch.device(device)
         self.precision = precision
+        if self.device.type == "cpu" and not cpu_runs(precision):
+            raise PrecisionError(
+                f"precision {precision} needs a CPU with AVX-512: this one has no {precision} "
+                "kernels and translates several times slower than in fp32; use fp32 or int8"
+            )
         if precision == "int8":
             for member in model.models if isinstance(model, Ensemble) else [model]:
                 quantize_decoder(member)

@@ -9,9 +9,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nmt.config import ModelConfig
 from nmt.data import collate
-from nmt.model import Seq2Seq
+from nmt.model import Seq2Seq, cpu_runs
 from nmt.packed_lstm import bidirectional_lstm
-from nmt.train import cpu_runs_bf16
 from tests.conftest import assert_as_accurate
 from tests.test_model import random_batch
 
@@ -73,7 +72,7 @@ def test_weight_gradients_are_separate_tensors():
 
 
 @pytest.mark.skipif(
-    not cpu_runs_bf16(), reason="no bf16 nn.LSTM kernel on this CPU (it needs AVX-512)"
+    not cpu_runs("bf16"), reason="no bf16 nn.LSTM kernel on this CPU (it needs AVX-512)"
 )
 def test_under_bf16_it_is_as_accurate_as_nn_lstm_on_each_sequence_alone():
     torch.manual_seed(0)

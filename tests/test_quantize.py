@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nmt.quantize import Int8Linear, Int8LSTMCell, QuantizationError, quantize_decoder
+from nmt.model import PrecisionError
+from nmt.quantize import Int8Linear, Int8LSTMCell, quantize_decoder
 from nmt.translate import Translator
 from tests.conftest import make_pairs
 
@@ -63,7 +64,7 @@ def test_int8_translations_match_fp32(trained_run):
 
 def test_int8_only_quantizes_a_model_on_the_cpu(trained_run):
     model = Translator.load(trained_run).model.to("meta")
-    with pytest.raises(QuantizationError, match="CPU only"):
+    with pytest.raises(PrecisionError, match="CPU only"):
         quantize_decoder(model)
 
 

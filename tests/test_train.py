@@ -175,7 +175,7 @@ def test_bf16_on_a_cpu_without_bf16_kernels_is_a_clear_error(
     toy_corpus, tmp_path, capsys, monkeypatch
 ):
     """Not a run 40x slower than fp32: oneDNN falls back to scalar loops there."""
-    monkeypatch.setattr(nmt.train, "cpu_runs_bf16", lambda: False)
+    monkeypatch.setattr(nmt.train, "cpu_runs", lambda precision: False)
     with pytest.raises(SystemExit) as exit_:
         main([*tiny_train_args(toy_corpus, "train.precision=bf16"), "--out", str(tmp_path / "r")])
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from nmt import checkpoint
+from nmt.cli import main
 from nmt.ensemble import Ensemble
 from nmt.tokenizer import UNK
 from nmt.translate import Hypothesis, Translator
@@ -139,6 +140,25 @@ def test_cli_invalid_utf8_names_the_line_or_is_replaced(run, tmp_path):
     assert strict.stderr.decode().strip() == f"nmt: error: {source} line 2: not valid UTF-8"
     assert replaced.returncode == 0
     assert len(replaced.stdout.decode().splitlines()) == 2
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_half_precision_on_a_cpu_without_its_kernels_is_a_one_line_error(
+    run, precision, tmp_path, capsys, monkeypatch
+):
+    """Not a translation several times slower than fp32: oneDNN would fall back to
+    scalar loops."""
+    monkeypatch.setattr("nmt.translate.cpu_runs", lambda precision: precision == "fp32")
+    source = tmp_path / "in.de"
+    source.write_text("Ein kind.\n", encoding="utf-8")
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["translate", str(run), "-i", str(source), "--precision", precision])
+
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert f"nmt: error: precision {precision} needs a CPU with AVX-512" in error
 
 
 def test_cli_missing_model_is_a_one_line_error(tmp_path):
