@@ -142,8 +142,7 @@ def beam_search(
     if not 1 <= n <= K:
         raise ValueError(f"nbest must be between 1 and the beam size {K}, not {n}")
     device = src.device
-    memory, state = model.encode(src, src_len)
-    state = state.select(torch.arange(B, device=device).repeat_interleave(K))  # N = A * K rows
+    memory, state = model.encode(src, src_len)  # one state row per sentence until step 0
 
     sentence = torch.arange(B, device=device)  # (A,) which sentence each row block is
     searching = torch.ones(B, dtype=torch.bool, device=device)  # (A,) not yet handed in
@@ -163,15 +162,20 @@ def beam_search(
     top_half = torch.arange(2 * K, device=device) < K  # the ranks that may finish
     for t in range(steps):
         A = sentence.numel()
-        # a. score every continuation of every live beam
-        logp, state, attn = model.decode_step(alive[:, :, t].flatten(), state, memory)
+        # a. score every continuation of every live beam; at step 0 the K beams are one
+        # (BOS), so each sentence decodes one row: 1/K of that step's work
+        R = K if t else 1  # decoder rows per sentence
+        logp, state, attn = model.decode_step(alive[:, :R, t].flatten(), state, memory)
         V = logp.size(-1)
-        logp = _mask(logp, t, limits.rows, limits.first, options.min_len, (bos, eos, pad))
-        logp = logp.view(A, K, V)
+        row_limits = limits.rows if t else max_len
+        logp = _mask(logp, t, row_limits, limits.first, options.min_len, (bos, eos, pad))
+        logp = logp.view(A, R, V)
         if options.no_repeat_ngram and t + 1 >= options.no_repeat_ngram:
-            logp = _block_repeats(logp, alive[:, :, : t + 1], options.no_repeat_ngram, pad)
+            logp = _block_repeats(logp, alive[:, :R, : t + 1], options.no_repeat_ngram, pad)
         # in place: a fresh (N, V) tensor per step costs page faults, not just a pass
-        total = logp.add_(alive_score[:, :, None])  # (A, K, V)
+        total = logp.add_(alive_score[:, :R, None])  # (A, R, V)
+        if R * V < 2 * K:  # a vocabulary too small for 2K candidates from one row
+            total = F.pad(total, (0, 0, 0, K - R), value=NEG_INF)
 
         # b. 2K candidates guarantee K that do not end in EOS
         cand_score, flat = top_k(total.view(A, -1), 2 * K)  # (A, 2K)
@@ -181,10 +185,11 @@ def beam_search(
         cand_align = gather_beams(alive_align, beam)
         cand_coverage = gather_beams(coverage, beam) if options.beta else coverage
         if attn is not None:
-            step_attn = attn.view(A, K, -1).argmax(-1)  # (A, K): each beam's aligned position
+            attn = attn.view(A, R, -1).expand(A, K, -1)  # (A, K, S)
+            step_attn = attn.argmax(-1)  # (A, K): each beam's aligned position
             cand_align[:, :, t + 1] = step_attn.gather(1, beam)
             if options.beta:
-                cand_coverage = cand_coverage + gather_beams(attn.float().view(A, K, -1), beam)
+                cand_coverage = cand_coverage + gather_beams(attn.float(), beam)
         ends = token == eos
 
         # c. an ended candidate is finished only if it ranks among the top K
@@ -202,7 +207,11 @@ def beam_search(
         alive_score, keep = cand_score.masked_fill(ends, NEG_INF).topk(K, dim=1)
         alive, alive_align = gather_beams(cand, keep), gather_beams(cand_align, keep)
         coverage = gather_beams(cand_coverage, keep) if options.beta else coverage
-        state = state.select((beam.gather(1, keep) + limits.offset).flatten())
+        if t:
+            parent = beam.gather(1, keep) + limits.offset  # (A, K) state rows
+        else:  # every beam continues its sentence's one row
+            parent = torch.arange(A, device=device)[:, None].expand(A, K)
+        state = state.select(parent.flatten())  # N = A * K rows
 
         # e. a sentence is done once it has K finished hypotheses (fairseq's rule), or
         # once no live beam can still enter its n best: no score can rise above

@@ -118,7 +118,7 @@ def test_a_sentence_stops_once_no_live_beam_can_overtake_its_best(alpha):
     )
 
     assert found.tokens[0, 0, 1].item() == EOS
-    assert model.rows == 4  # one step of 4 beams, not 8
+    assert model.rows == 1  # step 0 decodes one row (the 4 beams are one), and no more
 
 
 def test_with_a_length_penalty_a_live_beam_may_still_overtake_a_better_logprob():
@@ -129,6 +129,9 @@ def test_with_a_length_penalty_a_live_beam_may_still_overtake_a_better_logprob()
     table[0, BOS] = torch.tensor([1e-9, 1e-9, 0.5, 0.4, 0.05, 0.05]).log()
     table[1, 3] = torch.tensor([1e-9, 1e-9, 0.01, 0.02, 0.95, 0.02]).log()
     table[2, 4] = torch.tensor([1e-9, 1e-9, 0.98, 0.01, 0.005, 0.005]).log()
+    # the other beam (w4 or w5, a tie) must not finish at step 1: K = 2 finished
+    # hypotheses would end the search there (fairseq's rule), whatever the bound says
+    table[1, 4] = table[1, 5] = torch.tensor([1e-9, 1e-9, 1e-6, 0.33, 0.33, 0.34]).log()
 
     found = search(table, [[5]], [3], beam_size=2, alpha=2.0)
 
