@@ -399,6 +399,7 @@ class Trainer:
     def _step(self, group: list) -> dict[str, Any]:
         """One optimizer step over a group of batches, dealt out across the ranks."""
         tokens = sum(len(t) - 1 for _, tgt in group for t in tgt)  # every rank's target tokens
+        sentences = sum(len(tgt) for _, tgt in group)
         mine = group[self.world.rank :: self.world.size]
         parts = [collate(src, tgt) for src, tgt in mine or group[:1]]
         return train_step(
@@ -410,6 +411,7 @@ class Trainer:
             precision=self.precision,
             device=self.device,
             tokens=tokens,
+            sentences=sentences,
             world=self.world,
             idle=not mine,
         )
@@ -525,12 +527,15 @@ def train_step(
     precision: str,
     device: torch.device,
     tokens: int | None = None,
+    sentences: int | None = None,
     world: World = distributed.ALONE,
     idle: bool = False,
 ) -> dict[str, Any]:
-    """One optimizer step over `parts` (accumulated batches); loss per target token.
+    """One optimizer step over `parts` (accumulated batches) on the summed loss
+    divided by their target tokens or sentences (`cfg.loss_normalization`); the
+    loss it returns is per target token either way.
 
-    `model`: a Seq2Seq or its DDP wrapper. `tokens`: the target tokens of every
+    `model`: a Seq2Seq or its DDP wrapper. `tokens`, `sentences`: those of every
     rank's parts (default: these parts'). `idle`: this rank has no batch in the
     step; it runs `parts` with weight 0 only to join the gradient all-reduce.
     A non-finite loss or gradient skips the update: `skipped` is then 1, a device
@@ -538,7 +543,9 @@ def train_step(
     The optimizer must be fused (`build_optimizer`).
     """
     tokens = tokens or sum(int((p["tgt_out"] != PAD).sum()) for p in parts)
-    weight = 0.0 if idle else world.size / tokens  # DDP averages gradients over the ranks
+    sentences = sentences or sum(p["tgt_out"].size(0) for p in parts)
+    divisor = tokens if cfg.loss_normalization == "tokens" else sentences
+    weight = 0.0 if idle else world.size / divisor  # DDP averages gradients over the ranks
     total = torch.zeros((), device=device)
     for i, part in enumerate(parts):
         part = _to_device(part, device)
@@ -567,7 +574,7 @@ def train_step(
         del optimizer.grad_scale, optimizer.found_inf
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
-    loss = distributed.all_reduce_sum(total, world) / world.size
+    loss = distributed.all_reduce_sum(total, world) / world.size * (divisor / tokens)
     return {"loss": loss, "grad_norm": grad_norm, "tokens": tokens, "skipped": skipped}
 
 

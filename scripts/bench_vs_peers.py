@@ -5,8 +5,8 @@
 
 The model of ../shared/peers (emb 256, bi-LSTM 1x256 per direction, decoder
 1x512, Luong general attention, input feeding, dropout 0.3, untied embeddings,
-no label smoothing, Adam 1e-3, clip 5, fp32, 2 threads, ~2000 target tokens per
-batch) on Multi30k de-en, trained one after the other on this machine:
+no label smoothing, loss per sentence, Adam 1e-3, clip 5, fp32, 2 threads, ~2000
+target tokens per batch) on Multi30k de-en, trained one after the other on this machine:
 
 - the peers through the harness's own scripts (`run_opennmt.sh train`,
   `run_joeynmt.sh train`, each in its scratch venv under $PEERS, never a
@@ -60,6 +60,9 @@ PEER_MODEL = [
     "model.bridge=copy",
     "model.dropout=0.3",
     "train.label_smoothing=0.0",
+    # OpenNMT-py's loss: summed over tokens, divided by sentences (normalization: sents),
+    # so its clip at 5 binds; nmt's default per-token mean would leave it idle
+    "train.loss_normalization=sentences",
     "train.precision=fp32",
     "train.threads=2",
     "data.max_tokens=2200",  # OpenNMT's batch_size: padded tokens of the longer side

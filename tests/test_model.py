@@ -178,6 +178,31 @@ def test_an_overflowing_fp16_step_is_skipped_and_counted_not_applied():
         assert torch.equal(tensor, before[name]), name
 
 
+def test_per_sentence_normalization_scales_the_gradient_not_the_reported_loss():
+    """OpenNMT-py's normalization: the summed loss over sentences, not tokens. The
+    gradient (before clipping) grows by tokens / sentences; the loss is still
+    reported per target token."""
+    src, tgt = random_batch(n=6, seed=3)
+    batch = collate(src, tgt)
+    tokens = int((batch["tgt_out"] != PAD).sum())
+    stats = {}
+    for normalization in ("tokens", "sentences"):
+        model = small_model()  # the same weights each time, no dropout
+        stats[normalization] = train_step(
+            model,
+            [batch],
+            build_optimizer(TrainConfig(), model),
+            torch.amp.GradScaler("cpu", enabled=False),
+            cfg=TrainConfig(loss_normalization=normalization, clip_norm=1e9),
+            precision="fp32",
+            device=torch.device("cpu"),
+        )
+
+    ratio = stats["sentences"]["grad_norm"] / stats["tokens"]["grad_norm"]
+    assert ratio.item() == pytest.approx(tokens / len(tgt), rel=1e-5)
+    assert stats["sentences"]["loss"].item() == pytest.approx(stats["tokens"]["loss"].item())
+
+
 @pytest.mark.parametrize("p", [0.3, 0.1])
 def test_dropout_keeps_each_element_with_probability_1_minus_p_and_keeps_the_mean(p):
     dropout = Dropout(p).train()
