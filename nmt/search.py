@@ -7,7 +7,8 @@ The model contract: `encode(src, src_len) -> (memory, state)` and
 `decode_step(token (N,), state, memory) -> (logp (N, V) fp32, state, attn)`,
 where logp is a fresh tensor search may edit in place and attn is the step's
 attention over the source, (N, S), or None. Memory and state only need
-`.select(rows)`. The state has one row per hypothesis; the memory keeps one
+`.select(rows)`. The state has one row per hypothesis (per sentence at the
+first step, where all of a sentence's hypotheses are BOS); the memory keeps one
 row per sentence, shared by the sentence's K consecutive state rows. Search
 never looks inside the model's tuples and never imports the model. Each
 sentence has its own output length limit (`max_len`, (B,)); at that limit
