@@ -46,7 +46,7 @@ from nmt.data import (
 )
 from nmt.distributed import World
 from nmt.metrics import MetricsLog, bleu
-from nmt.model import Seq2Seq, autocast, cpu_runs
+from nmt.model import PrecisionError, Seq2Seq, autocast, cpu_runs
 from nmt.tokenizer import PAD, Tokenizer, train_spm
 from nmt.translate import Translator
 
@@ -79,9 +79,9 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     """auto: bf16 on a GPU that has it, else fp16 on CUDA; on a CPU bf16 where it has
     bf16 matrix units (AMX, AVX-512 BF16), else fp32."""
     if precision == "fp16" and device.type == "cpu":  # oneDNN has no fp16 LSTM
-        raise RunError("train.precision=fp16 needs a GPU; on a CPU use fp32 or auto")
+        raise PrecisionError("train.precision=fp16 needs a GPU; on a CPU use fp32 or auto")
     if precision == "bf16" and device.type == "cpu" and not cpu_runs("bf16"):
-        raise RunError(
+        raise PrecisionError(
             "train.precision=bf16 needs a CPU with AVX-512: this one has no bf16 kernels "
             "and trains about 40x slower in bf16 than in fp32; use fp32 or auto"
         )

@@ -78,6 +78,10 @@ class Translator:
             # Weights in the low precision once: under inference_mode autocast keeps no
             # cast cache, and would recast every weight at every decoding step.
             model.to(DTYPES[precision])
+        # bf16 and fp16 on a CPU (oneDNN) build kernels for each new row count: finished
+        # sentences leave the beam search in groups, so that row counts recur
+        low_precision_cpu = self.device.type == "cpu" and precision in ("bf16", "fp16")
+        self.shrink_step = 16 if low_precision_cpu else 1
         self.src_tok, self.tgt_tok = tokenizers
 
     @classmethod
@@ -229,15 +233,13 @@ class Translator:
                 **specials,
             )
         else:
-            # bf16 and fp16 on a CPU (oneDNN) build kernels for each new row count
-            low_precision_cpu = self.device.type == "cpu" and self.precision in ("bf16", "fp16")
             found = beam_search(
                 self.model,
                 src,
                 src_len,
                 max_len=max_len,
                 options=options,
-                shrink_step=16 if low_precision_cpu else 1,
+                shrink_step=self.shrink_step,
                 **specials,
             )
         return self._hypotheses(found, nbest)
