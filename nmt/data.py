@@ -247,7 +247,10 @@ def training_split(
             (tmp / "counts.json").write_text(json.dumps(counts))
             tmp.rename(cache)  # whole or absent, even if two runs build it at once
         except OSError as err:
-            log.warning("cannot cache the tokenized training split in %s: %s", cache, err)
+            if (cache / "counts.json").is_file():  # another run built the same cache first
+                log.info("tokenized training split cached by another run in %s", cache)
+            else:
+                log.warning("cannot cache the tokenized training split in %s: %s", cache, err)
             shutil.rmtree(tmp, ignore_errors=True)
     return ds, counts
 

@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 
+import nmt.data
 import nmt.train
 from nmt.cli import main
 from nmt.train import RunError, resolve_precision, train
@@ -159,6 +160,29 @@ def test_a_second_run_on_the_same_data_maps_the_tokenized_cache(toy_corpus, tmp_
     (corpus / "train.de").touch()  # a changed file is another key: no stale cache
     train(cfg, tmp_path / "third")
     assert len(list((tmp_path / "cache").iterdir())) == 2
+
+
+def test_a_run_that_loses_the_race_to_write_the_cache_keeps_its_data_quietly(
+    toy_corpus, tmp_path, caplog, monkeypatch
+):
+    cfg = tiny_config(toy_corpus, f"data.cache_dir={tmp_path / 'cache'}")
+    tokenizers = nmt.train.build_tokenizers(cfg)
+    clean = nmt.data.clean
+
+    def clean_while_another_run_finishes_first(*args, **kwargs):
+        monkeypatch.setattr(nmt.data, "clean", clean)
+        nmt.data.training_split(cfg.data, tokenizers)  # the other run writes the cache
+        return clean(*args, **kwargs)
+
+    monkeypatch.setattr(nmt.data, "clean", clean_while_another_run_finishes_first)
+    with caplog.at_level("INFO", logger="nmt.data"):
+        ds, counts = nmt.data.training_split(cfg.data, tokenizers)
+
+    assert "cached by another run" in caplog.text
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    (entry,) = (tmp_path / "cache").iterdir()  # the winner's cache, no leftover .tmp
+    assert ".tmp" not in entry.name
+    assert len(ds) == counts["kept"] > 0
 
 
 def test_fp16_on_a_cpu_is_a_clear_error(toy_corpus, tmp_path, capsys):
