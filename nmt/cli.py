@@ -124,7 +124,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         if src is None:
             raise DataError("--model needs --src, the text to translate")
         hyp_path = Path(args.output).with_suffix(".hyp") if args.output else Path(args.src + ".hyp")
-        _translate_file(args.model, src, hyp_path, args.device)
+        _translate_file(args.model, src, hyp_path, args.device, args.precision)
         args.hyp = [*args.hyp, str(hyp_path)]
     if not args.hyp:
         raise DataError("give --hyp files, or --model with --src")
@@ -162,10 +162,10 @@ def _read_nonempty(path: str) -> list[str]:
     return lines
 
 
-def _translate_file(model: str, lines: list[str], out: Path, device: str) -> None:
+def _translate_file(model: str, lines: list[str], out: Path, device: str, precision: str) -> None:
     from nmt.translate import Translator
 
-    hyps = Translator.load(model, device=device).translate(lines)
+    hyps = Translator.load(model, device=device, precision=precision).translate(lines)
     out.write_text("".join(h[0].text + "\n" for h in hyps), encoding="utf-8")
     log.info("wrote %s", out)
 
@@ -210,12 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--sample-top-k", type=int, default=0, help="sample among the k most likely")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument(
-        "--precision",
-        choices=["fp32", "bf16", "fp16", "int8"],
-        default="fp32",
-        help="int8: the decoder's products in 8-bit integers (CPU only; docs/benchmarks.md)",
-    )
+    _add_precision(p)
     p.add_argument(
         "--errors",
         choices=["strict", "replace"],
@@ -261,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["text", "json", "markdown", "html"], default="text")
     p.add_argument("-o", "--output", help="write the report here")
     p.add_argument("--device", default="cpu", help="for --model")
+    _add_precision(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("plot", help="draw the learning curves of a run")
@@ -268,6 +264,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="PNG file (default: RUN/curves.png)")
     p.set_defaults(func=cmd_plot)
     return parser
+
+
+def _add_precision(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "fp16", "int8"],
+        default="fp32",
+        help="int8: the decoder's products in 8-bit integers (CPU only; docs/benchmarks.md)",
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -79,3 +79,22 @@ def test_cli_int8_keeps_one_line_per_input_line(trained_run):
     ).stdout
     assert len(out.splitlines()) == len(lines)
     assert out.splitlines()[1] == ""
+
+
+def test_evaluate_model_translates_in_the_precision_asked_for(trained_run, tmp_path, monkeypatch):
+    import nmt.translate
+    from nmt.cli import main
+
+    quantized = []
+    monkeypatch.setattr(
+        nmt.translate, "quantize_decoder", lambda model: quantized.append(quantize_decoder(model))
+    )
+    pairs = make_pairs(20, seed=9)
+    src, ref = tmp_path / "src.de", tmp_path / "ref.en"
+    src.write_text("".join(s + "\n" for s, _ in pairs))
+    ref.write_text("".join(t + "\n" for _, t in pairs))
+    args = ["evaluate", "--model", str(trained_run), "--src", str(src), "--ref", str(ref)]
+    main([*args, "--metrics", "bleu", "--precision", "int8", "-o", str(tmp_path / "report.json")])
+
+    assert len(quantized) == 1  # the one model was translated in int8
+    assert len((tmp_path / "report.hyp").read_text().splitlines()) == len(pairs)
