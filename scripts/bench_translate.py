@@ -38,6 +38,7 @@ from nmt.translate import Translator
 
 MULTI30K = Path(os.environ.get("MULTI30K_DIR", "../shared/data/multi30k"))
 HARNESS = Path("../shared/peers")
+BATCH_SENTS = 64  # sentences per translation batch, for both systems
 
 
 def bench_ours(
@@ -107,7 +108,7 @@ def main() -> None:
     parser.add_argument("model", help="run directory or checkpoint")
     parser.add_argument("--src", default=str(MULTI30K / "test_2016_flickr.de.gz"))
     parser.add_argument("--ref", default=str(MULTI30K / "test_2016_flickr.en.gz"))
-    parser.add_argument("--batch-sents", type=int, default=64)
+    parser.add_argument("--batch-sents", type=int, default=BATCH_SENTS)
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds; medians")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")

@@ -42,12 +42,11 @@ import sys
 import time
 from pathlib import Path
 
-import sacrebleu
 from bench_train import run_worker  # this folder is on sys.path when run as a script
-from bench_translate import onmt_translate
+from bench_translate import BATCH_SENTS, onmt_translate
 
 from nmt.data import read_lines
-from nmt.metrics import bleu
+from nmt.report import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 HARNESS = ROOT.parent / "shared" / "peers"
@@ -188,7 +187,7 @@ def opennmt_after(wall: int, peers: Path, refs: list[str]) -> dict:
         raise SystemExit(f"OpenNMT-py saved no checkpoint in {run}: see its train.log")
     steps = max(saved)
     model, src = saved[steps], peers / "data" / "sp" / "test.de"
-    options = {"beam": 5, "batch_sents": 64, "alpha": 0.0}
+    options = {"beam": 5, "batch_sents": BATCH_SENTS, "alpha": 0.0}
     texts, _ = onmt_translate(model, peers, src, run / "hyp.b5.nolp.sp", **options)
     hyp = run / "hyp.b5.nolp.en"
     hyp.write_text("".join(line + "\n" for line in texts), encoding="utf-8")
@@ -201,10 +200,13 @@ def opennmt_after(wall: int, peers: Path, refs: list[str]) -> dict:
 
 
 def score(hyp: Path, refs: list[str]) -> dict:
-    hyps = read_lines(hyp)
-    bleu_score, signature = bleu(hyps, refs)
-    chrf = sacrebleu.CHRF().corpus_score(hyps, [refs]).score
-    return {"bleu": round(bleu_score, 2), "chrf": round(chrf, 2), "signature": signature}
+    report = evaluate([(hyp.name, read_lines(hyp))], [refs], metrics=("bleu", "chrf"))
+    scores = report.systems[0].scores
+    return {
+        "bleu": round(scores["BLEU"], 2),
+        "chrf": round(scores["chrF2"], 2),
+        "signature": report.signatures["BLEU"],
+    }
 
 
 def main() -> None:
