@@ -128,7 +128,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         args.hyp = [*args.hyp, str(hyp_path)]
     if not args.hyp:
         raise DataError("give --hyp files, or --model with --src")
-    systems = [(Path(path).name, _read_nonempty(path)) for path in args.hyp]
+    systems = list(zip(_system_names(args.hyp), map(_read_nonempty, args.hyp), strict=True))
     for path, (_, hyps) in zip(args.hyp, systems, strict=True):
         for ref_path, ref in zip(args.ref, refs, strict=True):
             if len(hyps) != len(ref):
@@ -149,6 +149,15 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         sys.stdout.write(render(report, "text"))
     else:
         sys.stdout.write(render(report, args.format))
+
+
+def _system_names(paths: list[str]) -> list[str]:
+    """Each system's file name, or its path as given where two files share a name
+    (runs/a/test.en and runs/b/test.en)."""
+    names = [Path(path).name for path in paths]
+    return [
+        path if names.count(name) > 1 else name for name, path in zip(names, paths, strict=True)
+    ]
 
 
 def _read_nonempty(path: str) -> list[str]:

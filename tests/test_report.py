@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import shutil
 import subprocess
 import sys
 
@@ -91,6 +92,23 @@ def test_line_count_mismatch_names_both_files_and_counts(files, tmp_path):
 
     assert result.returncode == 2
     assert result.stderr.strip() == f"nmt: error: {short} has 1 lines but {files / 'ref'} has 150"
+
+
+def test_two_systems_with_the_same_file_name_are_told_apart(files, tmp_path, capsys):
+    from nmt.cli import main
+
+    paths = []
+    for run_dir, source in (("a", "good"), ("b", "bad")):
+        (tmp_path / run_dir).mkdir()
+        paths.append(tmp_path / run_dir / "test.en")
+        shutil.copy(files / source, paths[-1])
+
+    args = ["evaluate", "--hyp", str(paths[0]), "--hyp", str(paths[1]), "--ref", str(files / "ref")]
+    main([*args, "--metrics", "bleu", "--samples", "100", "--format", "json"])
+
+    systems = json.loads(capsys.readouterr().out)["systems"]
+    assert [s["name"] for s in systems] == [str(p) for p in paths]
+    assert systems[0]["scores"]["BLEU"] > systems[1]["scores"]["BLEU"]
 
 
 @pytest.mark.parametrize("problem", ["missing", "empty"])
