@@ -115,7 +115,7 @@ class TrainConfig:
     # a clip of 5 never binds; with sentences they are ~15x larger and it always does
     # (docs/benchmarks.md: sentences, or tokens with clip_norm 0.35, gained ~2.5 BLEU
     # after 879 steps of the peers' configuration; in the demo configuration, with
-    # label smoothing, clip 0.35 lowered validation loss but test BLEU only by noise)
+    # label smoothing, clip 0.35 lowered validation loss; test BLEU moved within noise)
     loss_normalization: str = "tokens"  # "tokens" | "sentences"
     label_smoothing: float = 0.1
     accum_steps: int = 1  # batches per optimizer step
