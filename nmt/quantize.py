@@ -66,20 +66,25 @@ class Int8LSTMCell:
     """A drop-in for `torch.lstm_cell` that computes each decoder layer's gates in int8.
 
     It is called with the layer's fp32 weights, as `Seq2Seq._lstm_step` calls
-    torch.lstm_cell, and finds that layer's int8 copies by the weight tensor.
+    torch.lstm_cell, and finds that layer's int8 copy by the weight tensor. The
+    copy is one product over [x, h], weight [W_ih, W_hh] and bias b_ih + b_hh:
+    one activation pass and one kernel call instead of two and a sum. Both
+    halves share one activation scale: h and the fed-back output are tanh
+    outputs within (-1, 1), and so were the embeddings of the models measured
+    (|e| <= 0.55 in the Multi30k one of docs/benchmarks.md).
     """
 
     def __init__(self, lstm: nn.LSTM):
         self.layers = {
-            id(w_ih): (Int8Linear(w_ih, b_ih), Int8Linear(w_hh, b_hh))
+            id(w_ih): Int8Linear(torch.cat([w_ih, w_hh], 1), b_ih + b_hh)
             for w_ih, w_hh, b_ih, b_hh in lstm.all_weights
         }
 
     def __call__(self, x, state, w_ih, w_hh, b_ih, b_hh) -> tuple[Tensor, Tensor]:
         """x (N, I), state (h, c) each (N, H) -> the next (h, c)."""
         h, c = state
-        ih, hh = self.layers[id(w_ih)]
-        i, f, g, o = (ih(x) + hh(h)).chunk(4, dim=-1)
+        gates = self.layers[id(w_ih)](torch.cat([x, h], -1))  # (N, 4H)
+        i, f, g, o = gates.chunk(4, dim=-1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         return torch.sigmoid(o) * torch.tanh(c), c
 
