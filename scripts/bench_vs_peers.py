@@ -177,7 +177,9 @@ def opennmt_after(wall: int, peers: Path, refs: list[str]) -> dict:
     `run_opennmt.sh train`), its final weights decoded at beam 5 without length
     penalty (the harness's own decode would use OpenNMT-py's default,
     log-probability / length)."""
-    run = peers / "opennmt" / "bleu"
+    # its own folder: the harness deletes a folder's checkpoints before training, and
+    # opennmt/bleu holds the model that bench_translate's documented runs decode
+    run = peers / "opennmt" / "bleu_after"
     env = {**os.environ, "PEERS": str(peers), "BUDGET": str(wall), "RUN": str(run)}
     script = HARNESS / "run_opennmt.sh"
     subprocess.run(["bash", str(script), "train"], env=env, check=True, capture_output=True)
