@@ -227,8 +227,9 @@ def training_split(
 ) -> tuple[datasets.Dataset, dict[str, int]]:
     """The cleaned, tokenized training split (`src_ids`, `tgt_ids`) and the cleaning counts.
 
-    Kept as Arrow under `data.cache_dir`, keyed by the source files, the cleaning
-    settings and the tokenizers: a later run or another rank with the same data
+    Kept as Arrow under `data.cache_dir`, keyed by the source files (a Hub
+    dataset's revision, as `datasets` hashes it), the cleaning settings and the
+    tokenizers: a later run or another rank with the same data
     and SentencePiece models memory-maps it instead of tokenizing again. `raw`:
     the split's text if already loaded.
     """
@@ -264,7 +265,9 @@ def _cache_path(cfg: DataConfig, tokenizers: tuple[Tokenizer, Tokenizer]) -> Pat
     key.update(repr(settings).encode())
     for tok in tokenizers:
         key.update(hashlib.sha256(tok.model_bytes).digest())
-    if not cfg.hub:  # local files: their identity (a changed file is a new key)
+    if cfg.hub:  # the dataset's version: an updated dataset is a new key
+        key.update(datasets.load_dataset_builder(cfg.hub, cfg.hub_config or None).hash.encode())
+    else:  # local files: their identity (a changed file is a new key)
         for path in _split_files(cfg, cfg.train):
             stat = path.stat()
             key.update(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode())

@@ -4,6 +4,7 @@ import gzip
 import json
 import random
 
+import datasets
 import pytest
 
 from nmt.config import DataConfig
@@ -52,6 +53,31 @@ def test_every_source_kind_loads_the_same_pairs(tmp_path):
         assert list(zip(ds["src"][:], ds["tgt"][:], strict=True)) == PAIRS, split
     ds = load_split(cfg, str(tmp_path / "pairs.tsv"))
     assert list(zip(ds["src"][:], ds["tgt"][:], strict=True)) == tsv_pairs
+
+
+def test_hub_datasets_load_in_either_layout_whole_and_streamed(tmp_path, monkeypatch):
+    """`data.hub` takes what `datasets.load_dataset` takes, so a local folder of split
+    files runs the Hub code path offline: the `translation: {de, en}` layout and the
+    one-column-per-language layout, as a Dataset and as a stream."""
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf_cache"))
+    layouts = {
+        "nested": lambda s, t: {"translation": {"de": s, "en": t}},
+        "columns": lambda s, t: {"id": 7, "de": s, "en": t},
+    }
+    for name, row in layouts.items():
+        (tmp_path / name).mkdir()
+        for split, pairs in (("train", PAIRS), ("validation", PAIRS[:2])):
+            rows = "".join(json.dumps(row(s, t)) + "\n" for s, t in pairs)
+            (tmp_path / name / f"{split}.jsonl").write_text(rows)
+        cfg = DataConfig(hub=str(tmp_path / name))
+
+        ds = load_split(cfg, "train")
+        assert list(zip(ds["src"][:], ds["tgt"][:], strict=True)) == PAIRS, name
+        assert ds.column_names == ["src", "tgt"]
+        assert list(stream_pairs(cfg, "validation")) == PAIRS[:2], name
+
+    with pytest.raises(DataError, match="split 'train' has no column 'fr'"):
+        load_split(DataConfig(hub=str(tmp_path / "columns"), src_lang="fr"), "train")
 
 
 def test_line_count_mismatch_names_both_files_and_counts(tmp_path):

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 
+import datasets
 import pytest
 import torch
 
@@ -12,7 +14,7 @@ import nmt.data
 import nmt.train
 from nmt.cli import main
 from nmt.train import RunError, resolve_precision, train
-from tests.conftest import tiny_config, tiny_train_args
+from tests.conftest import make_pairs, tiny_config, tiny_train_args
 
 
 def parameters(run) -> dict[str, torch.Tensor]:
@@ -159,6 +161,30 @@ def test_a_second_run_on_the_same_data_maps_the_tokenized_cache(toy_corpus, tmp_
     assert all(torch.equal(first[name], second[name]) for name in first)
     (corpus / "train.de").touch()  # a changed file is another key: no stale cache
     train(cfg, tmp_path / "third")
+    assert len(list((tmp_path / "cache").iterdir())) == 2
+
+
+def test_an_updated_hub_dataset_is_tokenized_again_not_read_from_the_cache(
+    toy_corpus, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf_cache"))
+    hub = tmp_path / "hub"  # a local folder of split files: what load_dataset takes, offline
+    hub.mkdir()
+
+    def publish(pairs, mtime: int) -> None:  # a new version of the dataset
+        rows = (json.dumps({"translation": {"de": s, "en": t}}) + "\n" for s, t in pairs)
+        (hub / "train.jsonl").write_text("".join(rows))
+        os.utime(hub / "train.jsonl", (mtime, mtime))
+
+    publish(make_pairs(100, seed=1), mtime=1_700_000_000)
+    cache = f"data.cache_dir={tmp_path / 'cache'}"
+    cfg = tiny_config(toy_corpus, f"data.hub={hub}", "data.train=train", cache)
+    tokenizers = nmt.train.build_tokenizers(cfg)
+    first, _ = nmt.data.training_split(cfg.data, tokenizers)
+    publish(make_pairs(150, seed=3), mtime=1_700_000_100)
+    second, _ = nmt.data.training_split(cfg.data, tokenizers)
+
+    assert (len(first), len(second)) == (100, 150)
     assert len(list((tmp_path / "cache").iterdir())) == 2
 
 
