@@ -9,6 +9,7 @@ are a pure function of (seed, epoch), so a run can resume mid-epoch.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import itertools
@@ -39,7 +40,8 @@ class DataError(ValueError):
 def load_split(cfg: DataConfig, split: str) -> datasets.Dataset:
     """The pairs of one split as a Dataset with `src` and `tgt` columns."""
     if cfg.hub:
-        ds = datasets.load_dataset(cfg.hub, cfg.hub_config or None, split=split)
+        with _hub_errors(cfg, split):
+            ds = datasets.load_dataset(cfg.hub, cfg.hub_config or None, split=split)
         return ds.map(
             _hub_columns(cfg, split, ds.column_names),
             batched=True,
@@ -61,8 +63,9 @@ def stream_pairs(cfg: DataConfig, split: str) -> Iterator[tuple[str, str]]:
     The Hub is read as a streaming `datasets.IterableDataset`; local files line by line.
     """
     if cfg.hub:
-        ds = datasets.load_dataset(cfg.hub, cfg.hub_config or None, split=split, streaming=True)
-        columns = ds.column_names or list(next(iter(ds)))  # unknown until read for some sources
+        with _hub_errors(cfg, split):
+            ds = datasets.load_dataset(cfg.hub, cfg.hub_config or None, split=split, streaming=True)
+            columns = ds.column_names or list(next(iter(ds)))  # some sources: known once read
         pick = _hub_columns(cfg, split, columns)
         for rows in ds.iter(batch_size=1000):
             picked = pick(rows)
@@ -88,6 +91,17 @@ def stream_pairs(cfg: DataConfig, split: str) -> Iterator[tuple[str, str]]:
             )
         count += 1
         yield src, tgt
+
+
+@contextlib.contextmanager
+def _hub_errors(cfg: DataConfig, split: str) -> Iterator[None]:
+    """`datasets`' errors for a dataset or split it cannot find or read, as one-line
+    DataErrors naming `data.hub` and the split."""
+    try:
+        yield
+    except (ValueError, FileNotFoundError, ConnectionError) as err:
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DataError(f"data.hub={cfg.hub} split {split!r}: {message}") from None
 
 
 def _hub_columns(cfg: DataConfig, split: str, columns: list[str]):
@@ -266,7 +280,9 @@ def _cache_path(cfg: DataConfig, tokenizers: tuple[Tokenizer, Tokenizer]) -> Pat
     for tok in tokenizers:
         key.update(hashlib.sha256(tok.model_bytes).digest())
     if cfg.hub:  # the dataset's version: an updated dataset is a new key
-        key.update(datasets.load_dataset_builder(cfg.hub, cfg.hub_config or None).hash.encode())
+        with _hub_errors(cfg, cfg.train):
+            builder = datasets.load_dataset_builder(cfg.hub, cfg.hub_config or None)
+        key.update(builder.hash.encode())
     else:  # local files: their identity (a changed file is a new key)
         for path in _split_files(cfg, cfg.train):
             stat = path.stat()

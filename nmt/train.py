@@ -182,6 +182,8 @@ def _start(cfg, out_dir, world, dev, *, resume, overrides, reset) -> Trainer:
             on_main(world, lambda: write_run_files(out_dir, cfg, tokenizers))
             log.info("overrides applied on resume: %s", " ".join(overrides))
     tc = cfg.train
+    # read first: a bad valid split fails in seconds, not after tokenizing the training data
+    valid_text = load_split(cfg.data, cfg.data.valid)
     if tc.threads:
         torch.set_num_threads(tc.threads)
     if dev.type == "cpu":
@@ -217,7 +219,7 @@ def _start(cfg, out_dir, world, dev, *, resume, overrides, reset) -> Trainer:
         if counts["kept"] == 0:
             raise RunError(f"no training pairs left after cleaning {cfg.data.train}: {counts}")
         corpus = InMemoryCorpus(train_data, cfg.data, tc.seed)
-    valid_data = tokenize(load_split(cfg.data, cfg.data.valid), *tokenizers, cfg.data)
+    valid_data = tokenize(valid_text, *tokenizers, cfg.data)
     return Trainer(
         cfg=cfg,
         out_dir=out_dir,

@@ -78,6 +78,13 @@ def test_hub_datasets_load_in_either_layout_whole_and_streamed(tmp_path, monkeyp
 
     with pytest.raises(DataError, match="split 'train' has no column 'fr'"):
         load_split(DataConfig(hub=str(tmp_path / "columns"), src_lang="fr"), "train")
+    # datasets' own errors come out as one line naming data.hub and the split
+    with pytest.raises(DataError, match=r"data.hub=.*columns split 'val': Unknown split"):
+        load_split(cfg, "val")  # the Hub's name is "validation"
+    with pytest.raises(DataError, match=r"data.hub=.*columns split 'val': .*'validation'"):
+        next(stream_pairs(cfg, "val"))
+    with pytest.raises(DataError, match=r"data.hub=.*missing split 'train'"):
+        load_split(DataConfig(hub=str(tmp_path / "missing")), "train")
 
 
 def test_line_count_mismatch_names_both_files_and_counts(tmp_path):
