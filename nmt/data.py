@@ -40,8 +40,7 @@ class DataError(ValueError):
 def load_split(cfg: DataConfig, split: str) -> datasets.Dataset:
     """The pairs of one split as a Dataset with `src` and `tgt` columns."""
     if cfg.hub:
-        with _hub_errors(cfg, split):
-            ds = datasets.load_dataset(cfg.hub, cfg.hub_config or None, split=split)
+        ds = _hub_split(cfg, split)
         return ds.map(
             _hub_columns(cfg, split, ds.column_names),
             batched=True,
@@ -63,9 +62,8 @@ def stream_pairs(cfg: DataConfig, split: str) -> Iterator[tuple[str, str]]:
     The Hub is read as a streaming `datasets.IterableDataset`; local files line by line.
     """
     if cfg.hub:
-        with _hub_errors(cfg, split):
-            ds = datasets.load_dataset(cfg.hub, cfg.hub_config or None, split=split, streaming=True)
-            columns = ds.column_names or list(next(iter(ds)))  # some sources: known once read
+        ds = _hub_split(cfg, split, streaming=True)
+        columns = ds.column_names or list(next(iter(ds)))  # unknown until read for some sources
         pick = _hub_columns(cfg, split, columns)
         for rows in ds.iter(batch_size=1000):
             picked = pick(rows)
@@ -93,6 +91,14 @@ def stream_pairs(cfg: DataConfig, split: str) -> Iterator[tuple[str, str]]:
         yield src, tgt
 
 
+def _hub_split(cfg: DataConfig, split: str, *, streaming: bool = False):
+    """One split of `data.hub` through `datasets.load_dataset`."""
+    with _hub_errors(cfg, split):
+        return datasets.load_dataset(
+            cfg.hub, cfg.hub_config or None, split=split, streaming=streaming
+        )
+
+
 @contextlib.contextmanager
 def _hub_errors(cfg: DataConfig, split: str) -> Iterator[None]:
     """`datasets`' errors for a dataset or split it cannot find or read, as one-line
@@ -100,7 +106,8 @@ def _hub_errors(cfg: DataConfig, split: str) -> Iterator[None]:
     try:
         yield
     except (ValueError, FileNotFoundError, ConnectionError) as err:
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        lines = str(err).strip().splitlines()
+        message = lines[0] if lines else type(err).__name__
         raise DataError(f"data.hub={cfg.hub} split {split!r}: {message}") from None
 
 

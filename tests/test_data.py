@@ -76,13 +76,14 @@ def test_hub_datasets_load_in_either_layout_whole_and_streamed(tmp_path, monkeyp
         assert ds.column_names == ["src", "tgt"]
         assert list(stream_pairs(cfg, "validation")) == PAIRS[:2], name
 
+    columns = DataConfig(hub=str(tmp_path / "columns"))
     with pytest.raises(DataError, match="split 'train' has no column 'fr'"):
-        load_split(DataConfig(hub=str(tmp_path / "columns"), src_lang="fr"), "train")
+        load_split(DataConfig(hub=columns.hub, src_lang="fr"), "train")
     # datasets' own errors come out as one line naming data.hub and the split
     with pytest.raises(DataError, match=r"data.hub=.*columns split 'val': Unknown split"):
-        load_split(cfg, "val")  # the Hub's name is "validation"
+        load_split(columns, "val")  # the Hub's name is "validation"
     with pytest.raises(DataError, match=r"data.hub=.*columns split 'val': .*'validation'"):
-        next(stream_pairs(cfg, "val"))
+        next(stream_pairs(columns, "val"))
     with pytest.raises(DataError, match=r"data.hub=.*missing split 'train'"):
         load_split(DataConfig(hub=str(tmp_path / "missing")), "train")
 
