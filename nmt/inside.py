@@ -35,13 +35,14 @@ class Inspection:
 
 
 class GateRecorder:
-    """A drop-in for torch.lstm_cell that also keeps every gate it computes."""
+    """A cell function for `Seq2Seq.lstm_cell` that also keeps every gate it computes."""
 
-    def __init__(self):
+    def __init__(self, lstm: torch.nn.LSTM):
+        self.lstm = lstm
         self.calls: list[tuple[Tensor, ...]] = []
 
-    def __call__(self, x, state, w_ih, w_hh, b_ih, b_hh):
-        h, c, (i, f, o) = cell_step(x, state[0], state[1], (w_ih, w_hh, b_ih, b_hh))
+    def __call__(self, layer: int, x: Tensor, state: tuple[Tensor, Tensor]):
+        h, c, (i, f, o) = cell_step(x, state[0], state[1], self.lstm.all_weights[layer])
         self.calls.append((i, f, o, c, h))
         return h, c
 
@@ -68,10 +69,10 @@ def inspect_sentence(translator: Translator, sentence: str, *, beam: int = 5) ->
     )
     top = model.encoder.num_layers - 1
 
-    recorder, steps = GateRecorder(), [BOS, *hyp.tokens]
+    recorder, steps = GateRecorder(model.decoder), [BOS, *hyp.tokens]
     memory, state = model.encode(src, src_len)
     attention = []
-    model.lstm_cell = recorder
+    translator_cell, model.lstm_cell = model.lstm_cell, recorder
     try:
         for token in steps:
             _, state, attn = model.decode_step(
@@ -79,7 +80,7 @@ def inspect_sentence(translator: Translator, sentence: str, *, beam: int = 5) ->
             )
             attention.append(attn[0])
     finally:
-        model.lstm_cell = torch.lstm_cell
+        model.lstm_cell = translator_cell
     layers = model.cfg.dec_layers
     top_calls = recorder.calls[layers - 1 :: layers]  # one call per layer per step
     decoder = GateTrace(*(torch.cat(parts) for parts in zip(*top_calls, strict=True)))

@@ -28,7 +28,7 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 def autocast(device: torch.device, precision: str) -> torch.autocast:
     """The one mixed-precision context: a no-op for fp32, and for int8, whose
-    products are its quantized layers' own (nmt.quantize)."""
+    products are its quantized layers' own (nmt.cpu_decode)."""
     low = precision in ("bf16", "fp16")
     return torch.autocast(device.type, dtype=DTYPES[precision if low else "fp32"], enabled=low)
 
@@ -182,8 +182,9 @@ class Seq2Seq(nn.Module):
             dropout=cfg.dropout if cfg.dec_layers > 1 else 0.0,
         )
         self.attention = Attention(cfg.attention, hidden, memory_dim)
-        # the decoder's step function; `nmt inspect` swaps in one that records the gates
-        self.lstm_cell = torch.lstm_cell
+        # the decoder's cell function, (layer, x, (h, c)) -> (h, c): `nmt inspect` swaps in
+        # one that records the gates, `nmt.cpu_decode` one with prepared weights
+        self.lstm_cell = self.torch_lstm_cell
         self.combine = nn.Linear(memory_dim + hidden, hidden, bias=False)
 
         # Tying needs the output layer's input to be E wide: project H -> E first.
@@ -343,14 +344,19 @@ class Seq2Seq(nn.Module):
         step it is faster than calling `nn.LSTM` on a length-1 sequence.
         """
         new_h, new_c = [], []
-        for layer, weights in enumerate(self.decoder.all_weights):
+        for layer in range(self.cfg.dec_layers):
             if layer > 0:
                 x = self.dropout(x)  # between layers, as nn.LSTM does
-            h_layer, c_layer = self.lstm_cell(x, (h[layer], c[layer]), *weights)
+            h_layer, c_layer = self.lstm_cell(layer, x, (h[layer], c[layer]))
             new_h.append(h_layer)
             new_c.append(c_layer)
             x = h_layer
         return torch.stack(new_h), torch.stack(new_c)
+
+    def torch_lstm_cell(self, layer: int, x: Tensor, state: tuple[Tensor, Tensor]):
+        """The default cell function: torch's fused cell kernel, x (N, I), state (h, c)
+        each (N, H) -> the next (h, c)."""
+        return torch.lstm_cell(x, state, *self.decoder.all_weights[layer])
 
     def _logits(self, out: Tensor) -> Tensor:
         """(..., H) -> (..., V)."""

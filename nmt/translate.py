@@ -19,10 +19,10 @@ import torch
 
 from nmt import checkpoint
 from nmt.config import Config
+from nmt.cpu_decode import prepare_decoder
 from nmt.data import pad_batch, sorted_batches
 from nmt.ensemble import Ensemble
 from nmt.model import DTYPES, PrecisionError, autocast, cpu_runs
-from nmt.quantize import quantize_decoder
 from nmt.search import BeamOptions, Hypotheses, beam_search, output_limits, sample
 from nmt.tokenizer import BOS, EOS, PAD, UNK, Tokenizer
 
@@ -60,10 +60,14 @@ class Translator:
         *,
         device: str | torch.device = "cpu",
         precision: str = "fp32",
+        frozen: bool = False,
     ):
         """`model`: a Seq2Seq or an Ensemble, in the mode it should decode in;
         `precision`: fp32, bf16 / fp16 autocast while decoding, or int8 (CPU only:
-        the decoder step's products in 8-bit integers, `nmt.quantize`)."""
+        the decoder step's products in 8-bit integers, `nmt.cpu_decode`);
+        `frozen`: the model's weights will not change (`load`'s own models; not
+        the model `nmt train` validates while it trains), so on a CPU its fp32
+        decoder products may be prepared once (`nmt.cpu_decode`)."""
         self.model, self.cfg, self.device = model, cfg, torch.device(device)
         self.precision = precision
         if self.device.type == "cpu" and not cpu_runs(precision):
@@ -71,9 +75,12 @@ class Translator:
                 f"precision {precision} needs a CPU with AVX-512: this one has no {precision} "
                 "kernels and translates several times slower than in fp32; use fp32 or int8"
             )
-        if precision == "int8":
+        prepared = precision == "int8" or (
+            precision == "fp32" and frozen and self.device.type == "cpu"
+        )
+        if prepared:
             for member in model.models if isinstance(model, Ensemble) else [model]:
-                quantize_decoder(member)
+                prepare_decoder(member, precision)
         elif precision != "fp32":
             # Weights in the low precision once: under inference_mode autocast keeps no
             # cast cache, and would recast every weight at every decoding step.
@@ -102,7 +109,7 @@ class Translator:
                 )
         models = [model for _, model, _, _ in loaded]
         model = models[0] if len(models) == 1 else Ensemble(models)
-        return cls(model, tokenizers, cfg, device=device, precision=precision)
+        return cls(model, tokenizers, cfg, device=device, precision=precision, frozen=True)
 
     def translate(self, lines: list[str], **options) -> list[list[Hypothesis]]:
         """The `nbest` best hypotheses of each line, best first, in input order.

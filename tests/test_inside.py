@@ -45,3 +45,15 @@ def test_inspect_writes_a_page_with_the_pictures_embedded(trained_run, tmp_path)
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page.read_text())
     assert len(images) == 3
     assert all(base64.b64decode(img).startswith(b"\x89PNG") for img in images)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_inspecting_leaves_the_translators_own_cell_in_place(trained_run, precision):
+    translator = Translator.load(trained_run, precision=precision)
+    lines = ["Der hund sieht eine katze.", "Ein mann läuft."]
+    before = translator.translate(lines, beam=3)
+
+    inspect_sentence(translator, lines[0], beam=3)
+
+    after = translator.translate(lines, beam=3)
+    assert [h[0].score for h in after] == [h[0].score for h in before]  # bit for bit
