@@ -4,6 +4,7 @@ translations."""
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 
@@ -19,7 +20,8 @@ from nmt.cpu_decode import (
     packed_fp32_available,
     prepare_decoder,
 )
-from nmt.model import PrecisionError
+from nmt.model import PrecisionError, Seq2Seq
+from nmt.tokenizer import PAD
 from nmt.translate import Translator
 from tests.conftest import make_pairs
 
@@ -79,6 +81,29 @@ def test_loaded_fp32_translations_are_those_of_the_unprepared_model(trained_run)
         assert [h[0].logprob for h in prepared] == pytest.approx(
             [h[0].logprob for h in unprepared], abs=1e-4
         )
+
+
+@needs_packed
+@pytest.mark.parametrize(
+    "shape",
+    [
+        ["model.dec_layers=2", "model.enc_layers=2", "model.tie_embeddings=false"],
+        ["model.attention=bahdanau", "model.input_feed=false", "model.bridge=zero"],
+    ],
+)
+def test_prepared_fp32_decodes_other_shapes_as_the_unprepared_model(trained_run, shape):
+    cfg, _, tokenizers, _ = checkpoint.load(trained_run / "best.pt")
+    cfg = cfg.replace(shape)
+    torch.manual_seed(0)  # untrained weights: the comparison needs no training
+    model = Seq2Seq(cfg.model, *map(len, tokenizers), pad=PAD).eval()
+    plain = Translator(model, tokenizers, cfg)
+    prepared = Translator(copy.deepcopy(model), tokenizers, cfg, frozen=True)
+    assert isinstance(prepared.model.generator, PackedLinear)
+    lines = [src for src, _ in make_pairs(20, seed=5)]
+
+    found, exact = (t.translate(lines, beam=3) for t in (prepared, plain))
+    assert [h[0].text for h in found] == [h[0].text for h in exact]
+    assert [h[0].logprob for h in found] == pytest.approx([h[0].logprob for h in exact], abs=1e-4)
 
 
 def test_a_translator_over_a_model_in_training_follows_its_weight_updates(trained_run):
