@@ -63,36 +63,44 @@ def packed_fp32_available() -> bool:
     )
 
 
-class PackedLinear(nn.Module):
-    """`F.linear(x, weight, bias)` in fp32, the weight in oneDNN's blocked layout.
+class _PreparedLinear(nn.Module):
+    """`F.linear(x, weight, bias)` from a copy of the weights prepared once:
+    x (..., in) fp32 -> (..., out) fp32. Subclasses prepare and multiply."""
 
-    x (..., in) fp32 -> (..., out) fp32.
-    """
+    kind = ""
+
+    def __init__(self, weight: Tensor):
+        super().__init__()
+        self.in_features, self.out_features = weight.size(1), weight.size(0)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, {self.kind}"
+
+
+class PackedLinear(_PreparedLinear):
+    """fp32, the weight in oneDNN's blocked layout."""
+
+    kind = "packed fp32"
 
     def __init__(self, weight: Tensor, bias: Tensor | None):
-        super().__init__()
+        super().__init__(weight)
         weight = weight.detach().float().cpu()
         self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, _PACKED_FOR_ROWS)
         self.bias = None if bias is None else bias.detach().float().cpu()
-        self.in_features, self.out_features = weight.size(1), weight.size(0)
 
     def forward(self, x: Tensor) -> Tensor:
         rows = x.reshape(-1, self.in_features)
         out = torch.ops.mkldnn._linear_pointwise(rows, self.packed, self.bias, "none", [], "")
         return out.view(*x.shape[:-1], self.out_features)
 
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, packed fp32"
 
+class Int8Linear(_PreparedLinear):
+    """Weight rows in int8, each with its own scale."""
 
-class Int8Linear(nn.Module):
-    """`F.linear(x, weight, bias)` with weight rows in int8, each with its own scale.
-
-    x (..., in) fp32 -> (..., out) fp32.
-    """
+    kind = "int8"
 
     def __init__(self, weight: Tensor, bias: Tensor | None):
-        super().__init__()
+        super().__init__(weight)
         weight = weight.detach().float().cpu()
         scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127.0  # (out,)
         zero = torch.zeros(weight.size(0), dtype=torch.long)
@@ -101,15 +109,11 @@ class Int8Linear(nn.Module):
             q = torch.quantize_per_channel(weight, scale.double(), zero, 0, torch.qint8)
             b = None if bias is None else bias.detach().float().cpu()
             self.packed = torch.ops.quantized.linear_prepack(q, b)
-        self.in_features, self.out_features = weight.size(1), weight.size(0)
 
     def forward(self, x: Tensor) -> Tensor:
         # reduce_range: 7-bit activations, so u8 x s8 pair sums cannot saturate int16
         # in the AVX2 kernels (what torch's own dynamic quantization does on x86)
         return torch.ops.quantized.linear_dynamic(x, self.packed, reduce_range=True)
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, int8"
 
 
 class FusedLSTMCell:
@@ -121,7 +125,7 @@ class FusedLSTMCell:
     models measured, the demo's and the peers' size (|e| < 0.56).
     """
 
-    def __init__(self, lstm: nn.LSTM, linear: type[PackedLinear] | type[Int8Linear]):
+    def __init__(self, lstm: nn.LSTM, linear: type[_PreparedLinear]):
         self.layers = [
             linear(torch.cat([w_ih, w_hh], 1), b_ih + b_hh)
             for w_ih, w_hh, b_ih, b_hh in lstm.all_weights

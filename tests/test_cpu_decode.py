@@ -17,6 +17,7 @@ from nmt.cpu_decode import (
     FusedLSTMCell,
     Int8Linear,
     PackedLinear,
+    int8_available,
     packed_fp32_available,
     prepare_decoder,
 )
@@ -25,9 +26,7 @@ from nmt.tokenizer import PAD
 from nmt.translate import Translator
 from tests.conftest import make_pairs
 
-needs_int8 = pytest.mark.skipif(
-    not hasattr(torch.ops.quantized, "linear_dynamic"), reason="no quantized CPU operators"
-)
+needs_int8 = pytest.mark.skipif(not int8_available(), reason="no quantized CPU operators")
 needs_packed = pytest.mark.skipif(
     not packed_fp32_available(), reason="no oneDNN prepacked fp32 linear"
 )
@@ -35,6 +34,13 @@ needs_packed = pytest.mark.skipif(
 
 def relative_error(found: torch.Tensor, exact: torch.Tensor) -> float:
     return ((found - exact).norm() / exact.norm()).item()
+
+
+def assert_same_translations(found: Translator, exact: Translator, lines: list[str], beam: int):
+    """The same best outputs, with log-probabilities equal to fp32 rounding."""
+    a, b = found.translate(lines, beam=beam), exact.translate(lines, beam=beam)
+    assert [h[0].text for h in a] == [h[0].text for h in b]
+    assert [h[0].logprob for h in a] == pytest.approx([h[0].logprob for h in b], abs=1e-4)
 
 
 @needs_packed
@@ -76,11 +82,7 @@ def test_loaded_fp32_translations_are_those_of_the_unprepared_model(trained_run)
     lines = [src for src, _ in make_pairs(60, seed=7)]
 
     for beam in (1, 5):
-        prepared, unprepared = (t.translate(lines, beam=beam) for t in (loaded, plain))
-        assert [h[0].text for h in prepared] == [h[0].text for h in unprepared]
-        assert [h[0].logprob for h in prepared] == pytest.approx(
-            [h[0].logprob for h in unprepared], abs=1e-4
-        )
+        assert_same_translations(loaded, plain, lines, beam)
 
 
 @needs_packed
@@ -99,11 +101,7 @@ def test_prepared_fp32_decodes_other_shapes_as_the_unprepared_model(trained_run,
     plain = Translator(model, tokenizers, cfg)
     prepared = Translator(copy.deepcopy(model), tokenizers, cfg, frozen=True)
     assert isinstance(prepared.model.generator, PackedLinear)
-    lines = [src for src, _ in make_pairs(20, seed=5)]
-
-    found, exact = (t.translate(lines, beam=3) for t in (prepared, plain))
-    assert [h[0].text for h in found] == [h[0].text for h in exact]
-    assert [h[0].logprob for h in found] == pytest.approx([h[0].logprob for h in exact], abs=1e-4)
+    assert_same_translations(prepared, plain, [src for src, _ in make_pairs(20, seed=5)], beam=3)
 
 
 def test_a_translator_over_a_model_in_training_follows_its_weight_updates(trained_run):
