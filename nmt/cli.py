@@ -18,42 +18,29 @@ def cmd_train(args: argparse.Namespace) -> None:
     from nmt.config import Config
     from nmt.train import train
 
-    out = Path(args.out)
-    if args.resume:
-        cfg = None  # the run's own config, with the overrides applied on top
-    else:
-        cfg = Config.from_yaml(args.config, args.overrides)
-    train(
-        cfg,
-        out,
-        resume=args.resume,
-        overrides=args.overrides if args.resume else [],
-        reset_optimizer=args.reset_optimizer,
-        device=args.device,
-    )
+    # with --resume, the run's own config with the overrides on top
+    cfg = None if args.resume else Config.from_yaml(args.config, args.overrides)
+    resume = {"resume": args.resume, "reset_optimizer": args.reset_optimizer}
+    overrides = args.overrides if args.resume else []
+    train(cfg, Path(args.out), overrides=overrides, device=args.device, **resume)
 
 
 def cmd_translate(args: argparse.Namespace) -> None:
-    from nmt.data import iter_lines
+    from nmt.data import decode_lines, iter_lines
     from nmt.translate import Sampling, Translator
 
     translator = Translator.load(args.model, device=args.device, precision=args.precision)
     if args.overrides:
         translator.cfg = translator.cfg.replace(args.overrides)
     if args.input == "-":
-        lines = (line.rstrip("\r\n") for line in _stdin_lines(args.errors))
+        lines = decode_lines(sys.stdin.buffer, "<stdin>", args.errors)
     else:
         lines = iter_lines(Path(args.input), args.errors)
-    sampling = (
-        Sampling(args.sample_temperature, args.sample_top_k) if args.sample_temperature else None
-    )
+    drawn = args.sample_temperature
+    sampling = Sampling(drawn, args.sample_top_k) if drawn else None
+    options = {"beam": args.beam, "nbest": args.nbest, "alpha": args.alpha}
     results = translator.translate_stream(
-        lines,
-        beam=args.beam,
-        nbest=args.nbest,
-        alpha=args.alpha,
-        max_tokens=args.max_tokens,
-        sampling=sampling,
+        lines, **options, max_tokens=args.max_tokens, sampling=sampling
     )
     out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
     progress = _progress_bar("sentences")
@@ -65,17 +52,6 @@ def cmd_translate(args: argparse.Namespace) -> None:
         progress.close()
         if out is not sys.stdout:
             out.close()
-
-
-def _stdin_lines(errors: str):
-    """stdin as text, with invalid UTF-8 named by line number (or replaced)."""
-    from nmt.data import DataError
-
-    for number, raw in enumerate(sys.stdin.buffer, 1):
-        try:
-            yield raw.decode("utf-8", errors=errors)
-        except UnicodeDecodeError:
-            raise DataError(f"<stdin> line {number}: not valid UTF-8") from None
 
 
 def _format(line_id: int, hyps: list, args: argparse.Namespace) -> str:
@@ -120,14 +96,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     refs = [_read_nonempty(path) for path in args.ref]
     src = _read_nonempty(args.src) if args.src else None
-    if args.model:
-        if src is None:
-            raise DataError("--model needs --src, the text to translate")
-        hyp_path = Path(args.output).with_suffix(".hyp") if args.output else Path(args.src + ".hyp")
-        _translate_file(args.model, src, hyp_path, args.device, args.precision)
-        args.hyp = [*args.hyp, str(hyp_path)]
+    if args.model:  # translate --src, or the run's own test split (data.test)
+        src, refs = _translate_for_evaluation(args, src, refs)
     if not args.hyp:
-        raise DataError("give --hyp files, or --model with --src")
+        raise DataError("give --hyp files, or --model")
+    if not refs:
+        raise DataError("give --ref files, or --model without --src (its data.test split)")
     systems = list(zip(_system_names(args.hyp), map(_read_nonempty, args.hyp), strict=True))
     for path, (_, hyps) in zip(args.hyp, systems, strict=True):
         for ref_path, ref in zip(args.ref, refs, strict=True):
@@ -171,12 +145,25 @@ def _read_nonempty(path: str) -> list[str]:
     return lines
 
 
-def _translate_file(model: str, lines: list[str], out: Path, device: str, precision: str) -> None:
+def _translate_for_evaluation(args, src, refs) -> tuple[list[str], list[list[str]]]:
+    """Translates --src, or without it the run's data.test split (its references
+    replacing --ref), into a .hyp file added to --hyp; -> the source and references."""
+    from nmt.data import load_split
     from nmt.translate import Translator
 
-    hyps = Translator.load(model, device=device, precision=precision).translate(lines)
-    out.write_text("".join(h[0].text + "\n" for h in hyps), encoding="utf-8")
-    log.info("wrote %s", out)
+    translator = Translator.load(args.model, device=args.device, precision=args.precision)
+    if src is None:
+        data = translator.cfg.data
+        test = load_split(data, data.test)
+        src, refs, args.ref = test["src"][:], [test["tgt"][:]], [f"{data.test} ({data.tgt_lang})"]
+        hyp = Path(args.output or f"{Path(data.test).name}.{data.tgt_lang}").with_suffix(".hyp")
+    else:
+        hyp = Path(args.output).with_suffix(".hyp") if args.output else Path(args.src + ".hyp")
+    hyps = translator.translate(src)
+    hyp.write_text("".join(h[0].text + "\n" for h in hyps), encoding="utf-8")
+    log.info("wrote %s", hyp)
+    args.hyp = [*args.hyp, str(hyp)]
+    return src, refs
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
@@ -211,21 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, help="source tokens per batch")
     p.add_argument("--scores", action="store_true", help="append each line's score after a tab")
     p.add_argument("--alignments", action="store_true", help="append i-j alignments after a tab")
-    p.add_argument(
-        "--sample-temperature",
-        type=float,
-        default=0.0,
-        help="sample outputs at this temperature instead of searching",
-    )
+    p.add_argument("--sample-temperature", type=float, default=0.0, help="sample, not search")
     p.add_argument("--sample-top-k", type=int, default=0, help="sample among the k most likely")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     _add_precision(p)
-    p.add_argument(
-        "--errors",
-        choices=["strict", "replace"],
-        default="strict",
-        help="invalid UTF-8 input: stop with an error naming the line, or replace it",
-    )
+    errors = "invalid UTF-8: stop naming the line, or replace it"
+    p.add_argument("--errors", choices=["strict", "replace"], default="strict", help=errors)
     p.set_defaults(func=cmd_translate, overrides=[])
 
     p = sub.add_parser("inspect", help="draw the attention, gates and memory cells of a sentence")
@@ -242,25 +220,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_average)
 
     p = sub.add_parser("evaluate", help="score translations with SacreBLEU, with significance")
-    p.add_argument(
-        "--hyp",
-        action="append",
-        default=[],
-        help="a system's output; repeat for several (the first is the baseline)",
-    )
-    p.add_argument("--ref", action="append", required=True, help="a reference; repeat for several")
+    p.add_argument("--hyp", action="append", default=[], help="a system's output; repeatable")
+    p.add_argument("--ref", action="append", default=[], help="a reference; repeat for several")
     p.add_argument("--src", help="the source: enables BLEU by source length")
-    p.add_argument("--model", help="translate --src with this run or checkpoint first")
-    p.add_argument(
-        "--metrics", nargs="+", default=["bleu", "chrf", "ter"], choices=["bleu", "chrf", "ter"]
-    )
+    p.add_argument("--model", help="first translate --src (or the run's data.test) with it")
+    metrics = ["bleu", "chrf", "ter"]
+    p.add_argument("--metrics", nargs="+", default=metrics, choices=metrics)
     p.add_argument("--chrf-plus", action="store_true", help="chrF++ (word bigrams) for chrf")
-    p.add_argument(
-        "--paired",
-        choices=["bs", "ar"],
-        default="bs",
-        help="paired bootstrap resampling or approximate randomization",
-    )
+    paired = "paired bootstrap resampling or approximate randomization"
+    p.add_argument("--paired", choices=["bs", "ar"], default="bs", help=paired)
     p.add_argument("--samples", type=int, default=0, help="resamples/trials (0: sacrebleu's)")
     p.add_argument("--format", choices=["text", "json", "markdown", "html"], default="text")
     p.add_argument("-o", "--output", help="write the report here")
@@ -276,11 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_precision(p: argparse.ArgumentParser) -> None:
+    text = "int8: the decoder's products in 8-bit integers (CPU only; docs/benchmarks.md)"
     p.add_argument(
-        "--precision",
-        choices=["fp32", "bf16", "fp16", "int8"],
-        default="fp32",
-        help="int8: the decoder's products in 8-bit integers (CPU only; docs/benchmarks.md)",
+        "--precision", choices=["fp32", "bf16", "fp16", "int8"], default="fp32", help=text
     )
 
 
@@ -309,15 +275,11 @@ def main(argv: list[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    from nmt.checkpoint import CheckpointError
-    from nmt.config import ConfigError
-    from nmt.data import DataError
-    from nmt.model import PrecisionError
-    from nmt.train import RunError
+    from nmt.config import NmtError
 
     try:
         args.func(args)
-    except (ConfigError, DataError, CheckpointError, PrecisionError, RunError) as err:
+    except NmtError as err:
         print(f"nmt: error: {err}", file=sys.stderr)
         sys.exit(2)
     except FileNotFoundError as err:

@@ -17,7 +17,12 @@ from typing import Any
 import yaml
 
 
-class ConfigError(ValueError):
+class NmtError(ValueError):
+    """The project's own errors: input it cannot work with, said in one line (the CLI
+    prints it and exits with status 2). Anything else is a bug, and shows its traceback."""
+
+
+class ConfigError(NmtError):
     """A bad key, type or value in a config file or override."""
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from nmt.figures import pyplot
+
 PANELS = [  # (title, event, key)
     ("training loss (label-smoothed)", "train", "loss"),
     ("validation loss", "valid", "loss"),
@@ -16,11 +18,7 @@ PANELS = [  # (title, event, key)
 
 
 def plot_learning_curves(metrics: Path, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     if not metrics.is_file():
         raise FileNotFoundError(metrics)
     events = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]

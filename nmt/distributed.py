@@ -12,12 +12,15 @@ tokenizers, validation, when to stop) and the others follow its broadcasts.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from nmt.config import NmtError
 
 # Rank 0 validates while the others wait in a collective: allow for a long validation.
 TIMEOUT = timedelta(hours=2)
@@ -41,13 +44,10 @@ class World:
 ALONE = World()  # a process started without torchrun
 
 
-def init(device: str = "auto") -> tuple[World, torch.device]:
+def init(dev: torch.device) -> tuple[World, torch.device]:
     """The world torchrun describes in the environment, and this process's device."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
     if size == 1:
         return ALONE, dev
     if dev.type == "cuda":
@@ -57,6 +57,36 @@ def init(device: str = "auto") -> tuple[World, torch.device]:
         backend = "nccl" if dev.type == "cuda" else "gloo"
         dist.init_process_group(backend, timeout=TIMEOUT)
     return World(dist.get_rank(), size, local_rank), dev
+
+
+class RankFailure(NmtError):
+    """A user-facing error raised on rank 0, reported with its message on every rank."""
+
+
+def on_main(world: World, work: Callable[[], Any]) -> Any:
+    """`work()` on rank 0, its result on every rank; an error there is raised on all
+    ranks (with its message), so no rank waits forever for a rank that failed."""
+    result, failure = None, None
+    if world.is_main:
+        try:
+            result = work()
+        except (ValueError, OSError) as err:
+            if not world.distributed:
+                raise
+            failure = err
+    result, message = broadcast((result, failure and str(failure)), world)
+    if message is not None:
+        raise failure if failure is not None else RankFailure(message)
+    return result
+
+
+def wrap(module: torch.nn.Module, world: World, device: torch.device) -> torch.nn.Module:
+    """The module DistributedDataParallel-wrapped across the world (itself alone)."""
+    if not world.distributed:
+        return module
+    # a module on one GPU names its device; a CPU module, none
+    ids = [device] if device.index is not None else None
+    return torch.nn.parallel.DistributedDataParallel(module, device_ids=ids)
 
 
 def close(world: World, *, wait: bool = True) -> None:

@@ -21,11 +21,6 @@ class Ensemble:
     def __init__(self, models: list):
         self.models = list(models)
 
-    def to(self, *args, **kwargs) -> Ensemble:
-        for model in self.models:
-            model.to(*args, **kwargs)
-        return self
-
     def encode(self, src: Tensor, src_len: Tensor) -> tuple[Members, Members]:
         encoded = [model.encode(src, src_len) for model in self.models]
         return Members(m for m, _ in encoded), Members(s for _, s in encoded)

@@ -12,8 +12,9 @@ At each step t an LSTM layer computes, from its input x_t and previous state
     c' = f * c + i * g                           the memory cell
     h' = o * tanh(c')                            the hidden state
 
-`ExplicitLSTM` has exactly nn.LSTM's parameter names, so either loads the
-other's state_dict, and it returns every gate at every step.
+`lstm_cell` is that arithmetic after the product, the one definition the kernels
+(nmt.kernels) share; `lstm_gates` runs an nn.LSTM this way, on its own weights, and
+returns every gate at every step.
 """
 
 from __future__ import annotations
@@ -24,8 +25,28 @@ import torch
 from torch import Tensor, nn
 
 
+class Gates(NamedTuple):
+    """One step's activated gates, each (N, H)."""
+
+    input: Tensor
+    forget: Tensor
+    candidate: Tensor  # g
+    output: Tensor
+    tanh_cell: Tensor  # tanh(c'), which h' = o * tanh(c') shows
+
+
+def lstm_cell(preactivations: Tensor, c: Tensor) -> tuple[Tensor, Tensor, Gates]:
+    """The gates' pre-activations (N, 4H), in torch's order i, f, g, o, and the cell c
+    (N, H) -> h', c' and the gates."""
+    i, f, g, o = preactivations.chunk(4, dim=-1)
+    i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+    c = f * c + i * g
+    tanh_c = torch.tanh(c)
+    return o * tanh_c, c, Gates(i, f, g, o, tanh_c)
+
+
 class GateTrace(NamedTuple):
-    """One layer and direction over time; each (N, T, H), zero after a row's length."""
+    """One layer and direction over time; each (N, T, H)."""
 
     input: Tensor
     forget: Tensor
@@ -36,79 +57,29 @@ class GateTrace(NamedTuple):
 
 def cell_step(
     x: Tensor, h: Tensor, c: Tensor, weights: tuple[Tensor, ...]
-) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor, Tensor]]:
-    """One LSTM step with nn.LSTM's (w_ih, w_hh, b_ih, b_hh) -> h, c and gates (i, f, o)."""
+) -> tuple[Tensor, Tensor, Gates]:
+    """One LSTM step with nn.LSTM's (w_ih, w_hh, b_ih, b_hh) -> h, c and the gates."""
     w_ih, w_hh, b_ih, b_hh = weights
-    i, f, g, o = (x @ w_ih.t() + b_ih + h @ w_hh.t() + b_hh).chunk(4, dim=-1)
-    i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
-    c = f * c + i * g
-    return o * torch.tanh(c), c, (i, f, o)
+    return lstm_cell(x @ w_ih.t() + b_ih + h @ w_hh.t() + b_hh, c)
 
 
-class ExplicitLSTM(nn.LSTM):
-    """nn.LSTM's parameters, computed step by step in Python so the gates can be seen.
-
-    Only batch_first layouts with per-row lengths (right padding) are supported:
-    the reverse direction of a bidirectional layer starts at each row's last
-    real step, as packed sequences do.
-    """
-
-    def forward_with_gates(
-        self, x: Tensor, lengths: Tensor, state: tuple[Tensor, Tensor] | None = None
-    ) -> tuple[Tensor, tuple[Tensor, Tensor], dict[tuple[int, int], GateTrace]]:
-        """x (N, T, I), lengths (N,) -> output (N, T, D*H), (h_n, c_n) (L*D, N, H), and
-        the gates of each (layer, direction), direction 1 being the reverse one."""
-        n, steps, _ = x.shape
-        directions = 2 if self.bidirectional else 1
-        if state is None:
-            zeros = x.new_zeros(self.num_layers * directions, n, self.hidden_size)
-            state = (zeros, zeros)
-        real = torch.arange(steps, device=x.device)[None] < lengths[:, None]  # (N, T)
-        finals_h, finals_c, traces = [], [], {}
-        layer_input = x
-        for layer in range(self.num_layers):
-            outputs = []
-            for direction in range(directions):
-                suffix = f"_l{layer}" + ("_reverse" if direction else "")
-                weights = tuple(
-                    getattr(self, f"{name}{suffix}")
-                    for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-                )
-                index = layer * directions + direction
-                seq = _reverse_within(layer_input, lengths) if direction else layer_input
-                out, h, c, trace = _run(seq, real, state[0][index], state[1][index], weights)
-                if direction:
-                    out = _reverse_within(out, lengths)
-                    trace = GateTrace(*(_reverse_within(t, lengths) for t in trace))
-                outputs.append(out)
-                finals_h.append(h)
-                finals_c.append(c)
-                traces[(layer, direction)] = trace
-            layer_input = torch.cat(outputs, dim=-1)
-            if layer < self.num_layers - 1 and self.training and self.dropout:
-                layer_input = nn.functional.dropout(layer_input, self.dropout)
-        return layer_input, (torch.stack(finals_h), torch.stack(finals_c)), traces
-
-
-def _run(
-    seq: Tensor, real: Tensor, h: Tensor, c: Tensor, weights: tuple[Tensor, ...]
-) -> tuple[Tensor, Tensor, Tensor, GateTrace]:
-    """One direction of one layer over (N, T, I); padded steps leave the state alone."""
-    records = []
-    for t in range(seq.size(1)):
-        new_h, new_c, (i, f, o) = cell_step(seq[:, t], h, c, weights)
-        keep = real[:, t, None]
-        h, c = torch.where(keep, new_h, h), torch.where(keep, new_c, c)
-        mask = keep.to(seq.dtype)
-        records.append((i * mask, f * mask, o * mask, c * mask, h * mask))
-    stacked = [torch.stack(parts, dim=1) for parts in zip(*records, strict=True)]
-    trace = GateTrace(*stacked)
-    return trace.hidden, h, c, trace
-
-
-def _reverse_within(x: Tensor, lengths: Tensor) -> Tensor:
-    """Reverses each row's first `length` steps of x (N, T, ...); padding stays put."""
-    steps = x.size(1)
-    t = torch.arange(steps, device=x.device)[None]  # (1, T)
-    index = torch.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)  # (N, T)
-    return x.gather(1, index.view(*index.shape, *[1] * (x.dim() - 2)).expand_as(x))
+def lstm_gates(lstm: nn.LSTM, x: Tensor) -> tuple[Tensor, dict[tuple[int, int], GateTrace]]:
+    """A batch-first nn.LSTM in eval mode over x (N, T, I), rows without padding,
+    computed step by step with its own weights -> its output (N, T, D * H) and the gates
+    of each (layer, direction), direction 1 the reverse one."""
+    directions, steps = 2 if lstm.bidirectional else 1, range(x.size(1))
+    traces, layer_input = {}, x
+    for layer in range(lstm.num_layers):
+        outputs = []
+        for direction in range(directions):
+            weights = lstm.all_weights[layer * directions + direction]
+            h = c = x.new_zeros(x.size(0), lstm.hidden_size)
+            records = {}
+            for t in reversed(steps) if direction else steps:
+                h, c, gates = cell_step(layer_input[:, t], h, c, weights)
+                records[t] = (gates.input, gates.forget, gates.output, c, h)
+            in_order = zip(*(records[t] for t in steps), strict=True)
+            traces[(layer, direction)] = GateTrace(*(torch.stack(part, 1) for part in in_order))
+            outputs.append(traces[(layer, direction)].hidden)
+        layer_input = torch.cat(outputs, dim=-1)
+    return layer_input, traces

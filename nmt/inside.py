@@ -7,7 +7,6 @@ records its gates. Pictures are drawn with matplotlib (Agg, no display needed).
 
 from __future__ import annotations
 
-import base64
 import html
 import io
 from dataclasses import dataclass
@@ -16,7 +15,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from nmt.gates import ExplicitLSTM, GateTrace, cell_step
+from nmt.figures import embedded, png, pyplot
+from nmt.gates import GateTrace, cell_step, lstm_gates
+from nmt.model import Seq2Seq
 from nmt.tokenizer import BOS, EOS
 from nmt.translate import Translator
 
@@ -35,55 +36,53 @@ class Inspection:
 
 
 class GateRecorder:
-    """A cell function for `Seq2Seq.lstm_cell` that also keeps every gate it computes."""
+    """A Seq2Seq's stand-in for decoding that also keeps every gate its decoder computes,
+    in `calls`: (layer, gates, c, h) per layer and step. The model is left as it is."""
 
-    def __init__(self, lstm: torch.nn.LSTM):
-        self.lstm = lstm
-        self.calls: list[tuple[Tensor, ...]] = []
+    def __init__(self, model: Seq2Seq):
+        self.model, self.calls = model, []
+        self.layers = model.step_layers()._replace(cell=self._cell)
 
-    def __call__(self, layer: int, x: Tensor, state: tuple[Tensor, Tensor]):
-        h, c, (i, f, o) = cell_step(x, state[0], state[1], self.lstm.all_weights[layer])
-        self.calls.append((i, f, o, c, h))
+    def _cell(self, layer: int, x: Tensor, state: tuple[Tensor, Tensor]):
+        weights = self.model.decoder.all_weights[layer]
+        h, c, gates = cell_step(x, state[0], state[1], weights)
+        self.calls.append((layer, gates, c, h))
         return h, c
+
+    def encode(self, src: Tensor, src_len: Tensor):
+        return self.model.encode(src, src_len)
+
+    def decode_step(self, token: Tensor, state, memory):
+        return self.model.decode_step(token, state, memory, self.layers)
 
 
 @torch.no_grad()
 def inspect_sentence(translator: Translator, sentence: str, *, beam: int = 5) -> Inspection:
+    """The translator's translation of `sentence`, decoded again by the model's own
+    weights with every gate recorded."""
     model = translator.model
-    if not hasattr(model, "decoder"):
+    if not isinstance(model, Seq2Seq):
         raise ValueError("inspect needs one model, not an ensemble")
     hyp = translator.translate([sentence], beam=beam)[0][0]
     src_ids = translator.encode([sentence])[0]
     src, src_len = torch.tensor([src_ids], device=translator.device), torch.tensor([len(src_ids)])
 
-    encoder = ExplicitLSTM(
-        model.encoder.input_size,
-        model.encoder.hidden_size,
-        model.encoder.num_layers,
-        batch_first=True,
-        bidirectional=True,
-    )
-    encoder.load_state_dict(model.encoder.state_dict())
-    _, _, traces = (
-        encoder.to(translator.device).eval().forward_with_gates(model.src_embed(src), src_len)
-    )
+    _, traces = lstm_gates(model.encoder, model.src_embed(src))
     top = model.encoder.num_layers - 1
 
-    recorder, steps = GateRecorder(model.decoder), [BOS, *hyp.tokens]
-    memory, state = model.encode(src, src_len)
-    attention = []
-    translator_cell, model.lstm_cell = model.lstm_cell, recorder
-    try:
-        for token in steps:
-            _, state, attn = model.decode_step(
-                torch.tensor([token], device=src.device), state, memory
-            )
-            attention.append(attn[0])
-    finally:
-        model.lstm_cell = translator_cell
-    layers = model.cfg.dec_layers
-    top_calls = recorder.calls[layers - 1 :: layers]  # one call per layer per step
-    decoder = GateTrace(*(torch.cat(parts) for parts in zip(*top_calls, strict=True)))
+    recorder, attention = GateRecorder(model), []
+    memory, state = recorder.encode(src, src_len)
+    for token in [BOS, *hyp.tokens]:
+        token = torch.tensor([token], device=src.device)
+        _, state, attn = recorder.decode_step(token, state, memory)
+        attention.append(attn[0])
+    top_layer = model.cfg.dec_layers - 1
+    steps = [
+        (g.input, g.forget, g.output, c, h)
+        for layer, g, c, h in recorder.calls
+        if layer == top_layer
+    ]
+    decoder = GateTrace(*(torch.cat(parts) for parts in zip(*steps, strict=True)))
 
     return Inspection(
         sentence=sentence,
@@ -101,11 +100,7 @@ def inspect_sentence(translator: Translator, sentence: str, *, beam: int = 5) ->
 
 def figures(ins: Inspection) -> dict[str, object]:
     """The pictures, by name: attention, encoder gates, decoder gates, cell units."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     src, out = [_label(p) for p in ins.src_pieces], [_label(p) for p in ins.out_pieces]
     figs = {}
 
@@ -113,8 +108,7 @@ def figures(ins: Inspection) -> dict[str, object]:
     image = ax.imshow(ins.attention.numpy(), cmap="Blues", vmin=0, vmax=1, aspect="auto")
     ax.set_xticks(range(len(src)), src, rotation=60, ha="right")
     ax.set_yticks(range(len(out)), out)
-    ax.set_xlabel("source pieces")
-    ax.set_ylabel("output pieces")
+    ax.set(xlabel="source pieces", ylabel="output pieces")
     ax.set_title("Attention: which source pieces each output piece looked at")
     fig.colorbar(image, ax=ax, fraction=0.04)
     figs["attention"] = fig
@@ -124,29 +118,17 @@ def figures(ins: Inspection) -> dict[str, object]:
         ("encoder, backward", ins.encoder["backward"], src),
         ("decoder", ins.decoder, out),
     ]
-    fig, axes = plt.subplots(
-        len(panels), 1, figsize=(max(7, 0.45 * max(len(src), len(out)) + 2), 9)
-    )
+    width = max(7, 0.45 * max(len(src), len(out)) + 2)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(width, 9))
     for ax, (title, trace, labels) in zip(axes, panels, strict=True):
         steps = range(len(labels))
         for gate, color in (("input", "tab:green"), ("forget", "tab:red"), ("output", "tab:blue")):
-            ax.plot(
-                steps,
-                getattr(trace, gate).mean(-1).numpy(),
-                marker="o",
-                color=color,
-                label=f"{gate} gate (mean over units)",
-            )
-        ax.set_ylim(0, 1.2)  # headroom for the legend
-        ax.set_ylabel("gate value")
+            mean = getattr(trace, gate).mean(-1).numpy()
+            ax.plot(steps, mean, marker="o", color=color, label=f"{gate} gate (mean over units)")
+        ax.set(ylim=(0, 1.2), ylabel="gate value")  # headroom for the legend
         norm = ax.twinx()
-        norm.plot(
-            steps,
-            trace.cell.norm(dim=-1).numpy(),
-            color="black",
-            linestyle="--",
-            label="memory cell norm |c|",
-        )
+        cell = trace.cell.norm(dim=-1).numpy()
+        norm.plot(steps, cell, color="black", linestyle="--", label="memory cell norm |c|")
         norm.set_ylabel("|c|")
         ax.set_xticks(steps, labels, rotation=45, ha="right")
         ax.set_title(title)
@@ -160,10 +142,9 @@ def figures(ins: Inspection) -> dict[str, object]:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     for ax, (title, trace, labels) in zip(axes, [panels[0], panels[2]], strict=True):
         units = trace.cell.abs().mean(0).topk(min(UNITS_SHOWN, trace.cell.size(-1))).indices
-        limit = float(trace.cell[:, units].abs().max())
-        image = ax.imshow(
-            trace.cell[:, units].T.numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto"
-        )
+        cells = trace.cell[:, units].T
+        limit = float(cells.abs().max())
+        image = ax.imshow(cells.numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
         ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right")
         ax.set_yticks(range(len(units)), [f"unit {u}" for u in units.tolist()])
         ax.set_title(f"{title}: the {len(units)} most active memory cells")
@@ -175,24 +156,13 @@ def figures(ins: Inspection) -> dict[str, object]:
 
 def write(ins: Inspection, path: Path) -> None:
     """A .png (all pictures stacked) or a self-contained .html page."""
-    import matplotlib.pyplot as plt
-
-    figs = figures(ins)
-    images = {name: _png(fig) for name, fig in figs.items()}
-    for fig in figs.values():
-        plt.close(fig)
+    images = {name: png(fig, dpi=110) for name, fig in figures(ins).items()}
     if path.suffix == ".png":
         _stack_pngs(list(images.values()), path)
         return
-    body = "".join(
-        f'<figure><img alt="{name}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
-        f"<figcaption>{CAPTIONS[name]}</figcaption></figure>"
-        for name, png in images.items()
-    )
-    path.write_text(
-        PAGE.format(src=html.escape(ins.sentence), out=html.escape(ins.translation), body=body),
-        encoding="utf-8",
-    )
+    body = "".join(embedded(image, CAPTIONS[name], alt=name) for name, image in images.items())
+    src, out = html.escape(ins.sentence), html.escape(ins.translation)
+    path.write_text(PAGE.format(src=src, out=out, body=body), encoding="utf-8")
 
 
 CAPTIONS = {
@@ -213,25 +183,15 @@ def _label(piece: str) -> str:
     return piece.replace("\u2581", "_")
 
 
-def _png(fig) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    return buffer.getvalue()
-
-
 def _stack_pngs(pngs: list[bytes], path: Path) -> None:
     import matplotlib.image as mpimg
-    import matplotlib.pyplot as plt
 
+    plt = pyplot()
     images = [mpimg.imread(io.BytesIO(png)) for png in pngs]
     height = sum(img.shape[0] for img in images) / 110
     width = max(img.shape[1] for img in images) / 110
-    fig, axes = plt.subplots(
-        len(images),
-        1,
-        figsize=(width, height),
-        gridspec_kw={"height_ratios": [img.shape[0] for img in images]},
-    )
+    ratios = {"height_ratios": [img.shape[0] for img in images]}
+    fig, axes = plt.subplots(len(images), 1, figsize=(width, height), gridspec_kw=ratios)
     for ax, img in zip(axes, images, strict=True):
         ax.imshow(img)
         ax.axis("off")

@@ -24,7 +24,7 @@ class MetricsLog:
     """metrics.jsonl events, plus a progress bar on a terminal or periodic log lines."""
 
     def __init__(
-        self, out_dir: Path, log_every: int, interactive: bool, *, resumed_at: int | None = None
+        self, out_dir: Path, log_every: int, interactive: bool, resumed_at: int | None = None
     ):
         """`resumed_at`: the step of the checkpoint a resumed run starts from. Events
         after it (logged before a crash, and about to be logged again) are dropped,

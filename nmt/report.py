@@ -9,14 +9,14 @@ source-length bucket, the sentences whose sentence-BLEU dropped most.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 from dataclasses import asdict, dataclass, field
 
 from sacrebleu.metrics import BLEU, CHRF, TER
 from sacrebleu.significance import PairedTest
+
+from nmt.figures import embedded, png, pyplot
 
 BUCKETS = [(1, 10), (11, 20), (21, 30), (31, 10_000)]  # source words
 DROPS_SHOWN = 10
@@ -194,117 +194,81 @@ def render_text(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
+TESTS = {"bs": "paired bootstrap resampling", "ar": "approximate randomization"}
+
+
 def render_markdown(report: Report) -> str:
     header, rows = _table(report)
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(row) + " |" for row in rows]
+    out = [_markdown_row(header), "|" + "---|" * len(header), *map(_markdown_row, rows)]
     out += ["", "Signatures:", ""] + [f"- {n}: `{s}`" for n, s in report.signatures.items()]
     if report.test:
-        test = "paired bootstrap resampling" if report.test == "bs" else "approximate randomization"
-        out += ["", f"p-values: {test} against the first system ({report.systems[0].name})."]
-    buckets = [r for r in report.systems if r.bleu_by_length]
-    if buckets:
+        name = report.systems[0].name
+        out += ["", f"p-values: {TESTS[report.test]} against the first system ({name})."]
+    if buckets := [r for r in report.systems if r.bleu_by_length]:
         labels = list(buckets[0].bleu_by_length)
-        out += [
-            "",
-            "BLEU by source length (words, sentences):",
-            "",
-            "| system | " + " | ".join(labels) + " |",
-            "|" + "---|" * (len(labels) + 1),
-        ]
-        out += [
-            f"| {r.name} | " + " | ".join(f"{r.bleu_by_length[x]:.1f}" for x in labels) + " |"
-            for r in buckets
-        ]
+        out += ["", "BLEU by source length (words, sentences):", ""]
+        out += [_markdown_row(["system", *labels]), "|" + "---|" * (len(labels) + 1)]
+        for r in buckets:
+            out.append(_markdown_row([r.name, *(f"{v:.1f}" for v in r.bleu_by_length.values())]))
     if report.drops:
-        out += [
-            "",
-            f"Largest sentence-BLEU drops, {report.systems[1].name} vs {report.systems[0].name}:",
-            "",
-        ]
+        names = report.systems[1].name, report.systems[0].name
+        out += ["", "Largest sentence-BLEU drops, {} vs {}:".format(*names), ""]
         for d in report.drops:
-            out.append(
-                f"- line {d['line']} (-{d['drop']}): "
-                + " / ".join(
-                    f"{k}: {html.escape(str(v))}" for k, v in d.items() if k not in ("line", "drop")
-                )
+            texts = (
+                f"{k}: {html.escape(str(v))}" for k, v in d.items() if k not in ("line", "drop")
             )
+            out.append(f"- line {d['line']} (-{d['drop']}): " + " / ".join(texts))
     return "\n".join(out) + "\n"
+
+
+def _markdown_row(cells) -> str:
+    return "| " + " | ".join(cells) + " |"
 
 
 def render_html(report: Report) -> str:
     """A self-contained page: the table, signatures, pictures (embedded PNG), drops."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    header, rows = _table(report)
-    table = "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
-    table += (
-        "".join(
-            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
-        )
-        + "</table>"
-    )
+    plt = pyplot()
     sigs = "".join(
         f"<li>{html.escape(n)}: <code>{html.escape(s)}</code></li>"
         for n, s in report.signatures.items()
     )
-
-    figures = []
     fig, ax = plt.subplots(figsize=(8, 3.6))
     for r in report.systems:
         ax.hist(r.sentence_bleu, bins=20, range=(0, 100), alpha=0.55, label=r.name)
-    ax.set_xlabel("sentence BLEU")
-    ax.set_ylabel("sentences")
-    ax.set_title("Sentence-level BLEU distribution")
+    ax.set(xlabel="sentence BLEU", ylabel="sentences", title="Sentence-level BLEU distribution")
     ax.legend()
-    figures.append(("Sentence-level BLEU", _png(fig)))
-    plt.close(fig)
-    with_buckets = [r for r in report.systems if r.bleu_by_length]
-    if with_buckets:
+    pictures = embedded(png(fig), "Sentence-level BLEU")
+    if with_buckets := [r for r in report.systems if r.bleu_by_length]:
         labels = list(with_buckets[0].bleu_by_length)
         fig, ax = plt.subplots(figsize=(8, 3.6))
         width = 0.8 / len(with_buckets)
         for k, r in enumerate(with_buckets):
             xs = [i + k * width for i in range(len(labels))]
-            ax.bar(xs, [r.bleu_by_length[x] for x in labels], width, label=r.name)
+            ax.bar(xs, list(r.bleu_by_length.values()), width, label=r.name)
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(labels))], labels)
-        ax.set_xlabel("source length in words (sentences)")
-        ax.set_ylabel("BLEU")
+        ax.set(xlabel="source length in words (sentences)", ylabel="BLEU")
         ax.set_title("BLEU by source length")
         ax.legend()
-        figures.append(("BLEU by source length", _png(fig)))
-        plt.close(fig)
-    pictures = "".join(
-        f'<figure><img alt="{html.escape(t)}" src="data:image/png;base64,{png}">'
-        f"<figcaption>{html.escape(t)}</figcaption></figure>"
-        for t, png in figures
-    )
+        pictures += embedded(png(fig), "BLEU by source length")
     drops = ""
     if report.drops:
-        keys = [k for k in report.drops[0] if k not in ("line",)]
-        drops = (
-            "<h2>Largest sentence-BLEU drops</h2><table><tr><th>line</th>"
-            + "".join(f"<th>{html.escape(k)}</th>" for k in keys)
-            + "</tr>"
-            + "".join(
-                f"<tr><td>{d['line']}</td>"
-                + "".join(f"<td>{html.escape(str(d[k]))}</td>" for k in keys)
-                + "</tr>"
-                for d in report.drops
-            )
-            + "</table>"
-        )
+        keys = [k for k in report.drops[0] if k != "line"]
+        rows = [[d["line"], *(d[k] for k in keys)] for d in report.drops]
+        drops = "<h2>Largest sentence-BLEU drops</h2>" + _html_table(["line", *keys], rows)
     note = ""
     if report.test:
-        test = "paired bootstrap resampling" if report.test == "bs" else "approximate randomization"
-        note = (
-            f"<p>± is the 95% confidence interval; p-values: {test} against "
-            f"{html.escape(report.systems[0].name)}.</p>"
-        )
+        against = html.escape(report.systems[0].name)
+        note = f"<p>± is the 95% confidence interval; p-values: {TESTS[report.test]} against "
+        note += f"{against}.</p>"
+    table = _html_table(*_table(report))
     return PAGE.format(table=table, note=note, sigs=sigs, pictures=pictures, drops=drops)
+
+
+def _html_table(header: list, rows: list[list]) -> str:
+    def row(tag: str, cells) -> str:
+        return "<tr>" + "".join(f"<{tag}>{html.escape(str(c))}</{tag}>" for c in cells) + "</tr>"
+
+    return "<table>" + row("th", header) + "".join(row("td", r) for r in rows) + "</table>"
 
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8">
@@ -316,9 +280,3 @@ th{{background:#f3f3f3}}code{{font-size:12px}}img{{max-width:100%}}figure{{margi
 </style></head><body><h1>Evaluation report</h1>{table}{note}<h2>Signatures</h2><ul>{sigs}</ul>
 <h2>Pictures</h2>{pictures}{drops}</body></html>
 """
-
-
-def _png(fig) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    return base64.b64encode(buffer.getvalue()).decode()

@@ -11,6 +11,8 @@ from collections.abc import Iterable
 
 import sentencepiece as spm
 
+from nmt.config import DataConfig
+
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 
 
@@ -49,6 +51,21 @@ class Tokenizer:
 
     def id_to_piece(self, ids: list[int]) -> list[str]:
         return [self._sp.id_to_piece(i) for i in ids]
+
+
+def build_tokenizers(
+    cfg: DataConfig, src: list[str], tgt: list[str]
+) -> tuple[Tokenizer, Tokenizer]:
+    """SentencePiece as `cfg` says, on the training text: one joint model, or one per side."""
+    options = dict(
+        vocab_size=cfg.vocab_size,
+        model_type=cfg.spm_model,
+        character_coverage=cfg.character_coverage,
+    )
+    if cfg.joint_vocab:
+        joint = Tokenizer(train_spm(src + tgt, **options))
+        return joint, joint
+    return Tokenizer(train_spm(src, **options)), Tokenizer(train_spm(tgt, **options))
 
 
 def train_spm(

@@ -24,8 +24,10 @@ from pathlib import Path
 import torch
 
 from nmt.config import Config
-from nmt.data import StreamingCorpus, stream_pairs
-from nmt.train import build_tokenizers, train
+from nmt.corpus import training_corpus
+from nmt.data import tokenizer_text
+from nmt.tokenizer import build_tokenizers
+from nmt.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,13 +56,11 @@ def reset_peak() -> None:
 
 
 def drive_pipeline(cfg: Config, marks: list[int]) -> None:
-    tokenizers = build_tokenizers(cfg)  # from the first data.spm_sample pairs
+    tokenizers = build_tokenizers(cfg.data, *tokenizer_text(cfg.data))  # the first spm_sample
     now, peak = rss_mib()
     print(f"after SentencePiece training: RSS {now:.0f} MiB, peak {peak:.0f} MiB; peak reset")
     reset_peak()
-    corpus = StreamingCorpus(
-        lambda: stream_pairs(cfg.data, cfg.data.train), tokenizers, cfg.data, seed=1
-    )
+    corpus = training_corpus(cfg.data, tokenizers, seed=1)  # data.streaming: a stream
     print(f"{'pairs read':>12} {'batches':>9} {'RSS MiB':>8} {'peak MiB':>9} {'seconds':>8}")
     start, pairs, batches = time.perf_counter(), 0, 0
     pending = list(marks)

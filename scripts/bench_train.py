@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
 import resource
 import subprocess
@@ -22,81 +23,65 @@ import time
 import torch
 
 from nmt.config import Config
-from nmt.data import Batches, clean, collate, load_split, tokenize
+from nmt.corpus import collate, training_corpus
+from nmt.data import tokenizer_text
 from nmt.model import Seq2Seq
-from nmt.tokenizer import PAD
-from nmt.train import (
-    build_optimizer,
-    build_tokenizers,
-    keep_freed_memory_mapped,
-    resolve_precision,
-    train_step,
-)
+from nmt.optimize import TrainingLoss, build_optimizer, train_step
+from nmt.plan import Kernels, keep_freed_memory_mapped, plan_for, resolve_device
+from nmt.tokenizer import PAD, build_tokenizers
 
 
 def measure(cfg: Config, precision: str, steps: int, warmup: int) -> dict:
     torch.manual_seed(cfg.train.seed)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolve_precision(precision, device)  # refuses what `nmt train` refuses, e.g. bf16 on AVX2
-    if device.type == "cpu":
-        keep_freed_memory_mapped()  # as `nmt train` does
-    data = load_split(cfg.data, cfg.data.train)
-    tokenizers = build_tokenizers(cfg, data)
-    data, _ = clean(tokenize(data, *tokenizers, cfg.data), cfg.data)
-    src_ids, tgt_ids = data["src_ids"][:], data["tgt_ids"][:]
-    batches = Batches([len(x) for x in src_ids], [len(x) for x in tgt_ids], cfg.data.max_tokens, 0)
-    batches = batches.epoch(0)[: warmup + steps]
-    model = Seq2Seq(cfg.model, len(tokenizers[0]), len(tokenizers[1]), pad=PAD).to(device).train()
-    optimizer = build_optimizer(cfg.train, model)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    # the plan `nmt train` makes, so that it refuses what training refuses (bf16 on AVX2)
+    plan = plan_for(resolve_device("auto"), precision, training=True, model=cfg.model)
+    if plan.keep_freed_memory:
+        keep_freed_memory_mapped()
+    tokenizers = build_tokenizers(cfg.data, *tokenizer_text(cfg.data))
+    corpus = training_corpus(cfg.data, tokenizers, seed=0)  # epoch 0 in training order
+    batches = list(itertools.islice(corpus.batches(0), warmup + steps))
+    model = Seq2Seq(cfg.model, len(tokenizers[0]), len(tokenizers[1]), pad=PAD)
+    model = model.to(plan.device).train()
+    objective = TrainingLoss(model, plan, cfg.train.label_smoothing)
+    optimizer, scaler = build_optimizer(cfg.train, model), plan.scaler()
 
-    def part(batch: list[int]) -> dict:
-        return collate([src_ids[j] for j in batch], [tgt_ids[j] for j in batch])
+    def step(batch) -> dict:  # collated in the step, as `nmt train` does
+        return train_step(objective, [collate(*batch)], optimizer, scaler, cfg=cfg.train, plan=plan)
 
-    def step(batch: list[int]) -> dict:
-        return train_step(
-            model,
-            [part(batch)],
-            optimizer,
-            scaler,
-            cfg=cfg.train,
-            precision=precision,
-            device=device,
-        )
-
-    flops_per_token = count_flops(model, part(batches[0]))
+    cpu = plan_for(torch.device("cpu"), "fp32", training=True, model=cfg.model)
+    flops_per_token = count_flops(model, collate(*batches[0]), cpu.kernels)
     tokens = 0
     for i, batch in enumerate(batches):
         if i == warmup:
-            if device.type == "cuda":
+            if plan.device.type == "cuda":
                 torch.cuda.synchronize()
             start, tokens = time.perf_counter(), 0
         stats = step(batch)
         tokens += stats["tokens"]
     float(stats["loss"])  # wait for the device
     seconds = time.perf_counter() - start
-    busy = gpu_busy(step, batches[-5:]) if device.type == "cuda" else {}
+    cuda = plan.device.type == "cuda"
+    busy = gpu_busy(step, batches[-5:]) if cuda else {}
+    tgt_lengths = [len(t) - 1 for _, tgt in corpus.batches(0) for t in tgt]
     return {
-        "precision": precision,
-        "device": str(device),
+        "precision": plan.precision,
+        "device": str(plan.device),
         "threads": torch.get_num_threads(),
         "steps": len(batches) - warmup,
         "tok_per_s": round(tokens / seconds),
         "tokens_per_step": round(tokens / (len(batches) - warmup)),
-        "tgt_tokens_per_sentence": round(sum(len(t) - 1 for t in tgt_ids) / len(tgt_ids), 2),
+        "tgt_tokens_per_sentence": round(sum(tgt_lengths) / len(tgt_lengths), 2),
         "mflop_per_token": round(flops_per_token / 1e6, 1),
         "gflop_per_s": round(flops_per_token * tokens / seconds / 1e9, 1),
         "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
-        "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)
-        if device.type == "cuda"
-        else None,
+        "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
         **busy,
     }
 
 
-def gpu_busy(step, batches: list[list[int]]) -> dict:
+def gpu_busy(step, batches: list) -> dict:
     """A profile of `step` over a few more batches on the GPU: kernels launched per
     step and the fraction of the wall time the GPU spends in them (low: the host is
     the bound)."""
@@ -123,17 +108,17 @@ def gpu_busy(step, batches: list[list[int]]) -> dict:
         return {"profile_error": f"{type(err).__name__}: {err}"}
 
 
-def count_flops(model: Seq2Seq, batch: dict) -> float:
+def count_flops(model: Seq2Seq, batch: dict, kernels: Kernels) -> float:
     """Matmul FLOPs of one forward + backward pass per target token, counted by torch.
 
-    Counted on a CPU copy of the model: torch's counter does not see cuDNN's LSTM,
-    which would leave out the encoder on a GPU.
+    Counted on a CPU copy of the model with the CPU's kernels: torch's counter does
+    not see cuDNN's LSTM, which would leave out the encoder on a GPU.
     """
     from torch.utils.flop_counter import FlopCounterMode
 
     model = copy.deepcopy(model).cpu()  # a throwaway copy: its gradients are never read
     with FlopCounterMode(display=False) as counter:
-        model(batch["src"], batch["src_len"], batch["tgt_in"], batch["tgt_out"]).backward()
+        model.loss(*batch.values(), kernels=kernels).backward()
     return counter.get_total_flops() / int((batch["tgt_out"] != PAD).sum())
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
 import pytest
+import torch
 
 import nmt.config
+from nmt.optimize import TrainingLoss, train_step
+from nmt.plan import DTYPES, plan_for
 
 WORDS = {  # "German" -> "English"
     "der": "the",
@@ -116,3 +120,20 @@ def assert_as_accurate(candidate: dict, reference: dict, exact: dict) -> None:
             candidate_error,
             reference_error,
         )
+
+
+def cpu_plan(model_cfg, precision: str = "fp32"):
+    """The CPU training plan for a model; bf16 and fp16 as asked, even where this CPU
+    would refuse them."""
+    plan = plan_for(torch.device("cpu"), "fp32", training=True, model=model_cfg)
+    if precision == "fp32":
+        return plan
+    kernels = dataclasses.replace(plan.kernels, dtype=DTYPES[precision])
+    return dataclasses.replace(plan, precision=precision, kernels=kernels)
+
+
+def train_one_step(model, batches: list, optimizer, scaler, cfg, precision: str = "fp32") -> dict:
+    """One `train_step` of a bare model on CPU batches."""
+    plan = cpu_plan(model.cfg, precision)
+    objective = TrainingLoss(model, plan, cfg.label_smoothing)
+    return train_step(objective, batches, optimizer, scaler, cfg=cfg, plan=plan)

@@ -8,18 +8,16 @@ import datasets
 import pytest
 
 from nmt.config import DataConfig
-from nmt.data import (
+from nmt.corpus import (
     Batches,
-    DataError,
     StreamingCorpus,
     clean,
-    load_split,
-    read_lines,
+    inference_batches,
     shuffled,
-    sorted_batches,
-    stream_pairs,
+    token_batches,
     tokenize,
 )
+from nmt.data import DataError, load_split, read_lines, stream_pairs
 from nmt.tokenizer import BOS, EOS, Tokenizer, train_spm
 
 PAIRS = [
@@ -150,13 +148,30 @@ def test_batches_keep_the_budget_cover_every_example_and_depend_only_on_seed_and
     assert epoch0 != Batches(src, tgt, max_tokens=100, seed=4).epoch(0)
 
 
-def test_inference_batches_cover_every_sentence_once():
+def test_inference_batches_cover_every_sentence_once_longest_first():
     lengths = [5, 1, 9, 3, 3, 30, 2]
 
-    batches = sorted_batches(lengths, max_tokens=12)
+    batches = inference_batches(lengths, max_tokens=12)
 
     assert sorted(i for b in batches for i in b) == list(range(7))
+    assert [lengths[i] for b in batches for i in b] == sorted(lengths, reverse=True)
     assert all(len(b) * max(lengths[i] for i in b) <= 12 or len(b) == 1 for b in batches)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_token_batches_are_the_fewest_consecutive_batches_within_the_budget(seed):
+    rng = random.Random(seed)
+    sizes = [rng.randint(1, 40) for _ in range(200)]
+    order = rng.sample(range(200), 200)
+
+    batches = token_batches(order, sizes, max_tokens=64)
+
+    assert [i for b in batches for i in b] == order  # consecutive, nothing lost or moved
+    for b, following in zip(batches, [*batches[1:], None], strict=True):
+        assert len(b) == 1 or len(b) * max(sizes[i] for i in b) <= 64
+        if following:  # greedy: the next example would have broken the budget
+            grown = [*b, following[0]]
+            assert len(grown) * max(sizes[i] for i in grown) > 64
 
 
 def streaming_corpus(corpus_dir, **options) -> tuple[StreamingCorpus, list[tuple]]:

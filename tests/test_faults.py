@@ -21,6 +21,7 @@ import torch
 from nmt import checkpoint
 from nmt.cli import main
 from nmt.model import Seq2Seq
+from nmt.optimize import NonFiniteError
 from nmt.train import RunError, train
 from tests.conftest import tiny_config, tiny_train_args
 
@@ -126,18 +127,18 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_from_step_0(toy_corpus
 
 
 def poison_training_steps(monkeypatch, bad_steps: set[int]) -> None:
-    """Training forward passes number `bad_steps` (1-based) return a NaN loss."""
-    forward, calls = Seq2Seq.forward, [0]
+    """Training losses number `bad_steps` (1-based) are NaN."""
+    loss, calls = Seq2Seq.loss, [0]
 
     def poisoned(self, *args, **kwargs):
-        loss = forward(self, *args, **kwargs)
+        value = loss(self, *args, **kwargs)
         if self.training:
             calls[0] += 1
             if calls[0] in bad_steps:
-                return loss * float("nan")
-        return loss
+                return value * float("nan")
+        return value
 
-    monkeypatch.setattr(Seq2Seq, "forward", poisoned)
+    monkeypatch.setattr(Seq2Seq, "loss", poisoned)
 
 
 def test_non_finite_steps_are_skipped_counted_and_leave_the_parameters_finite(
@@ -164,7 +165,7 @@ def test_too_many_non_finite_steps_in_a_row_stop_the_run_and_keep_the_last_check
         toy_corpus, "train.valid_every=2", "train.max_nonfinite=3", "train.log_every=1"
     )
 
-    with pytest.raises(RunError) as err:
+    with pytest.raises(NonFiniteError) as err:
         train(cfg, run)
 
     assert str(err.value) == (

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from nmt.cli import main
-from nmt.inside import inspect_sentence
+from nmt.inside import GateRecorder, inspect_sentence
+from nmt.tokenizer import BOS, EOS
 from nmt.translate import Translator
 
 
@@ -16,7 +17,7 @@ def inspection(trained_run):
     return inspect_sentence(Translator.load(trained_run), "Der hund sieht eine katze.", beam=3)
 
 
-def test_attention_rows_sum_to_one_over_real_source_positions(inspection):
+def test_the_attention_picture_has_a_row_per_output_piece_each_summing_to_one(inspection):
     attention = inspection.attention
 
     assert attention.shape == (len(inspection.out_pieces), len(inspection.src_pieces))
@@ -24,16 +25,32 @@ def test_attention_rows_sum_to_one_over_real_source_positions(inspection):
     assert (attention >= 0).all()
 
 
-def test_recorded_decoder_gates_reproduce_the_translation(trained_run, inspection):
+def test_the_gate_recorder_decodes_as_the_model_and_records_its_states(trained_run, inspection):
     translator = Translator.load(trained_run)
+    model = translator.model
+    src_ids = translator.encode([inspection.sentence])[0]
+    src, src_len = torch.tensor([src_ids]), torch.tensor([len(src_ids)])
+    hyp = translator.translate([inspection.sentence], beam=3)[0][0]
+    recorder = GateRecorder(model)
 
-    again = translator.translate([inspection.sentence], beam=3)[0][0]
+    memory, state = recorder.encode(src, src_len)
+    own_memory, own_state = model.encode(src, src_len)
+    total, hidden = 0.0, []
+    for token, following in zip([BOS, *hyp.tokens], [*hyp.tokens, EOS], strict=True):
+        logp, state, _ = recorder.decode_step(torch.tensor([token]), state, memory)
+        own_logp, own_state, _ = model.decode_step(torch.tensor([token]), own_state, own_memory)
+        torch.testing.assert_close(logp, own_logp, rtol=1e-5, atol=1e-5)
+        total += logp[0, following].item()
+        hidden.append(own_state.h[-1])
 
-    assert again.text == inspection.translation
+    assert total == pytest.approx(hyp.logprob, abs=1e-3)  # what the translation scored
+    recorded = torch.cat([h for layer, _, _, h in recorder.calls if layer == 0])
+    torch.testing.assert_close(recorded, torch.cat(hidden), rtol=1e-5, atol=1e-6)
     trace = inspection.decoder
     assert trace.input.shape == trace.cell.shape == (len(inspection.out_pieces), 128)
     for gate in (trace.input, trace.forget, trace.output):
         assert ((gate > 0) & (gate < 1)).all()
+    torch.testing.assert_close(trace.hidden, trace.output * trace.cell.tanh())  # h = o tanh(c)
     assert inspection.encoder["forward"].cell.shape[0] == len(inspection.src_pieces)
 
 
@@ -48,7 +65,7 @@ def test_inspect_writes_a_page_with_the_pictures_embedded(trained_run, tmp_path)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
-def test_inspecting_leaves_the_translators_own_cell_in_place(trained_run, precision):
+def test_inspecting_leaves_the_translator_as_it_was(trained_run, precision):
     translator = Translator.load(trained_run, precision=precision)
     lines = ["Der hund sieht eine katze.", "Ein mann läuft."]
     before = translator.translate(lines, beam=3)

@@ -11,11 +11,12 @@ import torch
 import torch.nn.functional as F
 
 from nmt.config import ModelConfig
-from nmt.data import collate
-from nmt.loss import projected_cross_entropy
-from nmt.model import Seq2Seq, autocast
+from nmt.corpus import collate
+from nmt.kernels.fused_loss import projected_cross_entropy
+from nmt.model import Seq2Seq
+from nmt.plan import DTYPES, Kernels
 from nmt.tokenizer import PAD
-from tests.conftest import assert_as_accurate, gradients
+from tests.conftest import assert_as_accurate, cpu_plan, gradients
 from tests.test_model import random_batch
 
 
@@ -54,18 +55,12 @@ def test_loss_and_gradients_equal_logits_then_cross_entropy(smoothing, chunk_row
 
 
 def model_loss_and_gradients(model, batch, fused: bool, precision="fp32"):
-    with autocast(torch.device("cpu"), precision):
-        if fused:
-            loss = model(*batch.values(), label_smoothing=0.1)
-        else:
-            logits = model(batch["src"], batch["src_len"], batch["tgt_in"])
-            loss = F.cross_entropy(
-                logits.to(torch.promote_types(logits.dtype, torch.float32)).flatten(0, 1),
-                batch["tgt_out"].flatten(),
-                ignore_index=PAD,
-                label_smoothing=0.1,
-                reduction="sum",
-            )
+    """The model's loss through the fused kernel or its reference (full logits, then
+    F.cross_entropy), and every parameter's gradient."""
+    dtype = DTYPES[precision] if precision != "fp32" else None
+    kernels = Kernels(loss="fused" if fused else "reference", dtype=dtype)
+    with cpu_plan(model.cfg, precision).autocast():
+        loss = model.loss(*batch.values(), label_smoothing=0.1, kernels=kernels)
     loss.backward()
     return loss.detach(), gradients(model)
 

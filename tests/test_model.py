@@ -5,11 +5,14 @@ import torch
 import torch.nn.functional as F
 
 from nmt.config import ModelConfig, TrainConfig
-from nmt.data import collate
-from nmt.model import Dropout, Seq2Seq
+from nmt.corpus import collate
+from nmt.kernels.dropout import uniform16_dropout
+from nmt.model import Seq2Seq
+from nmt.optimize import build_optimizer
+from nmt.plan import Kernels
 from nmt.search import greedy
 from nmt.tokenizer import BOS, EOS, PAD
-from nmt.train import build_optimizer, train_step
+from tests.conftest import train_one_step
 
 VARIANTS = [
     dict(attention="general", input_feed=True),
@@ -116,15 +119,7 @@ def test_tiny_model_learns_to_reverse_sequences(options):
     for step in range(400):
         rows = range((step * 64) % 2944, (step * 64) % 2944 + 64)
         batch = collate([src[i] for i in rows], [tgt[i] for i in rows])
-        train_step(
-            model,
-            [batch],
-            optimizer,
-            scaler,
-            cfg=train_cfg,
-            precision="fp32",
-            device=torch.device("cpu"),
-        )
+        train_one_step(model, [batch], optimizer, scaler, train_cfg)
     test_src, test_tgt = reversal_data(200, seed=1)
     batch = collate(test_src, test_tgt)
     out = greedy(
@@ -162,14 +157,8 @@ def test_an_overflowing_fp16_step_is_skipped_and_counted_not_applied():
     src, tgt = random_batch()
     before = {k: v.clone() for k, v in model.state_dict().items()}
 
-    stats = train_step(
-        model,
-        [collate(src, tgt)],
-        optimizer,
-        scaler,
-        cfg=TrainConfig(),
-        precision="fp16",
-        device=torch.device("cpu"),
+    stats = train_one_step(
+        model, [collate(src, tgt)], optimizer, scaler, TrainConfig(), precision="fp16"
     )
 
     assert stats["skipped"] == 1
@@ -188,14 +177,10 @@ def test_per_sentence_normalization_scales_the_gradient_not_the_reported_loss():
     stats = {}
     for normalization in ("tokens", "sentences"):
         model = small_model()  # the same weights each time, no dropout
-        stats[normalization] = train_step(
-            model,
-            [batch],
-            build_optimizer(TrainConfig(), model),
-            torch.amp.GradScaler("cpu", enabled=False),
-            cfg=TrainConfig(loss_normalization=normalization, clip_norm=1e9),
-            precision="fp32",
-            device=torch.device("cpu"),
+        cfg = TrainConfig(loss_normalization=normalization, clip_norm=1e9)
+        scaler = torch.amp.GradScaler("cpu", enabled=False)
+        stats[normalization] = train_one_step(
+            model, [batch], build_optimizer(cfg, model), scaler, cfg
         )
 
     ratio = stats["sentences"]["grad_norm"] / stats["tokens"]["grad_norm"]
@@ -205,10 +190,9 @@ def test_per_sentence_normalization_scales_the_gradient_not_the_reported_loss():
 
 @pytest.mark.parametrize("p", [0.3, 0.1])
 def test_dropout_keeps_each_element_with_probability_1_minus_p_and_keeps_the_mean(p):
-    dropout = Dropout(p).train()
     x = torch.full((1001, 999), 2.0, requires_grad=True)  # an odd number of elements
     torch.manual_seed(0)
-    out = dropout(x)
+    out = uniform16_dropout(x, p)
     kept = out != 0
     # 5 standard deviations of the kept fraction over 1e6 Bernoulli draws
     assert abs(kept.double().mean() - (1 - p)) < 5 * ((p * (1 - p)) / x.numel()) ** 0.5
@@ -218,7 +202,19 @@ def test_dropout_keeps_each_element_with_probability_1_minus_p_and_keeps_the_mea
     out.sum().backward()
     torch.testing.assert_close(x.grad, out.detach() / 2)  # the same mask and scale
     torch.manual_seed(0)
-    torch.testing.assert_close(dropout(x), out)  # seeded: the same mask again
-    assert not torch.equal(dropout(x), out)  # and a new one on the next call
-    assert dropout.eval()(x) is x
-    assert dropout.train()(x.detach().bfloat16()).dtype == torch.bfloat16
+    torch.testing.assert_close(uniform16_dropout(x, p), out)  # seeded: the same mask again
+    assert not torch.equal(uniform16_dropout(x, p), out)  # and a new one on the next call
+    assert uniform16_dropout(x.detach().bfloat16(), p).dtype == torch.bfloat16
+
+
+def test_a_model_in_eval_mode_drops_nothing_whatever_its_kernels():
+    model = small_model(dropout=0.5)
+    src, tgt = random_batch()
+    batch = collate(src, tgt)
+    inputs = (batch["src"], batch["src_len"], batch["tgt_in"])
+
+    reference = model(*inputs)
+    fast = model(*inputs, Kernels(dropout="uniform16", teacher_forcing="deferred"))
+
+    torch.testing.assert_close(fast, reference)
+    torch.testing.assert_close(model(*inputs), reference)  # no mask drawn

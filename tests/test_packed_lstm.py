@@ -8,9 +8,10 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nmt.config import ModelConfig
-from nmt.data import collate
-from nmt.model import Seq2Seq, cpu_runs
-from nmt.packed_lstm import bidirectional_lstm
+from nmt.corpus import collate
+from nmt.kernels.packed_lstm import bidirectional_lstm
+from nmt.model import Seq2Seq
+from nmt.plan import Kernels, cpu_runs
 from tests.conftest import assert_as_accurate
 from tests.test_model import random_batch
 
@@ -100,16 +101,25 @@ def test_under_bf16_it_is_as_accurate_as_nn_lstm_on_each_sequence_alone():
     assert_as_accurate(got, reference, exact)
 
 
-def test_the_model_encodes_alike_for_training_and_for_decoding():
-    """Training on a CPU encodes with this layer, decoding (no gradients) with
-    nn.LSTM: the two must give the same memory and initial decoder state."""
+def test_the_model_encodes_alike_with_this_layer_and_with_nn_lstm():
+    """Training on a CPU encodes with this layer, decoding with nn.LSTM: the two must
+    give the same memory and initial decoder state, and the same gradients."""
     torch.manual_seed(0)
     cfg = ModelConfig(emb_dim=8, enc_hidden=6, enc_layers=2, dec_hidden=10, dropout=0.0)
     model = Seq2Seq(cfg, 15, 15).double()
     batch = collate(*random_batch(n=5, vocab=15, seed=1))
-    training = model.encode(batch["src"], batch["src_len"])
-    with torch.no_grad():
-        decoding = model.encode(batch["src"], batch["src_len"])
-    for got, want in zip(training, decoding, strict=True):
-        for a, b in zip(got, want, strict=True):
-            torch.testing.assert_close(a.detach(), b, rtol=1e-12, atol=1e-12)
+    encoded = {}
+    for kernels in (Kernels(encoder="packed"), Kernels(encoder="torch")):
+        memory, state = model.encode(batch["src"], batch["src_len"], kernels)
+        results = [memory.values, memory.keys, *state]
+        weights = [torch.linspace(-1, 1, t.numel(), dtype=torch.float64) for t in results]
+        sum((t.flatten() * w).sum() for t, w in zip(results, weights, strict=True)).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        model.zero_grad(set_to_none=True)
+        encoded[kernels.encoder] = results, grads
+    (packed, packed_grads), (reference, reference_grads) = encoded.values()
+    for a, b in zip(packed, reference, strict=True):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-12, atol=1e-12)
+    assert packed_grads.keys() == reference_grads.keys() and "encoder.weight_hh_l1" in packed_grads
+    for name, grad in reference_grads.items():
+        torch.testing.assert_close(packed_grads[name], grad, rtol=1e-10, atol=1e-12, msg=name)

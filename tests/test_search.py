@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import itertools
+import math
 from typing import NamedTuple
 
 import pytest
 import torch
 
 from nmt.ensemble import Ensemble
-from nmt.search import BeamOptions, beam_search, greedy, length_penalty, sample, top_k
+from nmt.scoring import BeamOptions, length_penalty
+from nmt.search import beam_search, greedy, sample, top_k
 
 PAD, BOS, EOS = 0, 1, 2
 SPECIALS = {"bos": BOS, "eos": EOS, "pad": PAD}
@@ -139,6 +141,56 @@ def test_with_a_length_penalty_a_live_beam_may_still_overtake_a_better_logprob()
     assert best_seq == [3, 4, EOS]
     assert found.tokens[0, 0, 1:4].tolist() == best_seq
     assert found.scores[0, 0].item() == pytest.approx(best_score, abs=1e-5)
+
+
+def test_a_sentence_stops_at_k_finished_hypotheses_even_where_a_live_beam_would_win():
+    """fairseq's rule, as the beam_search docstring says: the same table as above, but
+    the second beam finishes at step 1 too, so the K = 2 finished ones end the search
+    before w3 w4 EOS (the exhaustive best under alpha = 2) is reached."""
+    table = random_table(steps=3, vocab=6, seed=14)
+    table[0, BOS] = torch.tensor([1e-9, 1e-9, 0.5, 0.4, 0.05, 0.05]).log()
+    table[1, 3] = torch.tensor([1e-9, 1e-9, 0.01, 0.02, 0.95, 0.02]).log()
+    table[2, 4] = torch.tensor([1e-9, 1e-9, 0.98, 0.01, 0.005, 0.005]).log()
+    table[1, 4] = table[1, 5] = torch.tensor([1e-9, 1e-9, 0.9, 0.04, 0.03, 0.03]).log()
+
+    found = search(table, [[5]], [3], beam_size=2, alpha=2.0)
+
+    assert exhaustive_best(table, 3, 2.0)[1] == [3, 4, EOS]
+    assert found.tokens[0, 0, 1:2].tolist() == [EOS]  # what the rule stops with
+    assert found.scores[0, 0].item() == pytest.approx(math.log(0.5) / length_penalty(1, 2.0))
+
+
+@pytest.mark.parametrize("beta", [0.2, 1.0])
+def test_a_wide_beam_with_a_coverage_penalty_finds_the_exhaustive_best(beta):
+    # the scripted model attends to source position t % 3 at step t
+    table = random_table(steps=4, vocab=6, seed=15)
+
+    def penalized(seq) -> float:
+        coverage = [sum(t % 3 == j for t in range(len(seq))) for j in range(3)]
+        return beta * sum(math.log(min(max(c, 1e-6), 1.0)) for c in coverage)
+
+    found = search(table, [[5, 4, 3]], [4], beam_size=40, alpha=0.6, beta=beta)
+
+    scored = [(score + penalized(seq), seq) for score, seq in exhaustive(table, 4, 0.6)]
+    best_score, best_seq = max(scored)
+    assert found.tokens[0, 0, 1 : len(best_seq) + 1].tolist() == best_seq
+    assert found.scores[0, 0].item() == pytest.approx(best_score, abs=1e-4)
+
+
+def test_sampling_among_the_top_k_draws_only_them_and_each_of_them():
+    table = random_table(steps=2, vocab=8, seed=16)  # the second step must end with EOS
+    table[0, BOS] = torch.tensor([-1e9, -1e9, 0.0, -0.5, -0.6, -3.0, -3.5, -4.0]).log_softmax(-1)
+    src = torch.full((400, 1), 5)
+
+    torch.manual_seed(0)
+    drawn = sample(ScriptedModel(table), src, torch.ones(400, dtype=torch.long),
+                   max_len=torch.full((400,), 2), temperature=1.0, top_k=3, **SPECIALS)  # fmt: skip
+
+    first = drawn.tokens[:, 0, 1]
+    assert set(first.tolist()) == {EOS, 3, 4}  # the three most likely, no other
+    ended = first == EOS
+    logp = table[0, BOS, first] + torch.where(ended, 0.0, table[1, first, EOS])
+    assert drawn.logprob[:, 0].tolist() == pytest.approx(logp.tolist(), abs=1e-5)
 
 
 def test_finished_sentences_leaving_in_groups_or_one_by_one_give_the_same_results():

@@ -8,12 +8,20 @@ import sys
 
 import datasets
 import pytest
+import sentencepiece as spm
 import torch
 
-import nmt.data
-import nmt.train
+import nmt.corpus
+import nmt.optimize
+import nmt.plan
+from nmt.checkpoint import Progress
 from nmt.cli import main
-from nmt.train import RunError, resolve_precision, train
+from nmt.config import TrainConfig
+from nmt.data import tokenizer_text
+from nmt.optimize import learning_rate
+from nmt.tokenizer import build_tokenizers
+from nmt.train import RunError, record_validation, train
+from nmt.translate import Translator
 from tests.conftest import make_pairs, tiny_config, tiny_train_args
 
 
@@ -152,7 +160,7 @@ def test_a_second_run_on_the_same_data_maps_the_tokenized_cache(toy_corpus, tmp_
     shutil.copytree(toy_corpus, corpus, ignore=shutil.ignore_patterns("cache"))
     cfg = tiny_config(corpus, "train.max_steps=3", f"data.cache_dir={tmp_path / 'cache'}")
     train(cfg, tmp_path / "first")
-    with caplog.at_level("INFO", logger="nmt.data"):
+    with caplog.at_level("INFO", logger="nmt.corpus"):
         train(cfg, tmp_path / "second")  # SentencePiece is deterministic: the same tokenizers
 
     assert "tokenized training split from" in caplog.text
@@ -179,10 +187,10 @@ def test_an_updated_hub_dataset_is_tokenized_again_not_read_from_the_cache(
     publish(make_pairs(100, seed=1), mtime=1_700_000_000)
     cache = f"data.cache_dir={tmp_path / 'cache'}"
     cfg = tiny_config(toy_corpus, f"data.hub={hub}", "data.train=train", cache)
-    tokenizers = nmt.train.build_tokenizers(cfg)
-    first, _ = nmt.data.training_split(cfg.data, tokenizers)
+    tokenizers = build_tokenizers(cfg.data, *tokenizer_text(cfg.data))
+    first, _ = nmt.corpus.training_split(cfg.data, tokenizers)
     publish(make_pairs(150, seed=3), mtime=1_700_000_100)
-    second, _ = nmt.data.training_split(cfg.data, tokenizers)
+    second, _ = nmt.corpus.training_split(cfg.data, tokenizers)
 
     assert (len(first), len(second)) == (100, 150)
     assert len(list((tmp_path / "cache").iterdir())) == 2
@@ -192,17 +200,17 @@ def test_a_run_that_loses_the_race_to_write_the_cache_keeps_its_data_quietly(
     toy_corpus, tmp_path, caplog, monkeypatch
 ):
     cfg = tiny_config(toy_corpus, f"data.cache_dir={tmp_path / 'cache'}")
-    tokenizers = nmt.train.build_tokenizers(cfg)
-    clean = nmt.data.clean
+    tokenizers = build_tokenizers(cfg.data, *tokenizer_text(cfg.data))
+    clean = nmt.corpus.clean
 
     def clean_while_another_run_finishes_first(*args, **kwargs):
-        monkeypatch.setattr(nmt.data, "clean", clean)
-        nmt.data.training_split(cfg.data, tokenizers)  # the other run writes the cache
+        monkeypatch.setattr(nmt.corpus, "clean", clean)
+        nmt.corpus.training_split(cfg.data, tokenizers)  # the other run writes the cache
         return clean(*args, **kwargs)
 
-    monkeypatch.setattr(nmt.data, "clean", clean_while_another_run_finishes_first)
-    with caplog.at_level("INFO", logger="nmt.data"):
-        ds, counts = nmt.data.training_split(cfg.data, tokenizers)
+    monkeypatch.setattr(nmt.corpus, "clean", clean_while_another_run_finishes_first)
+    with caplog.at_level("INFO", logger="nmt.corpus"):
+        ds, counts = nmt.corpus.training_split(cfg.data, tokenizers)
 
     assert "cached by another run" in caplog.text
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
@@ -225,7 +233,7 @@ def test_bf16_on_a_cpu_without_bf16_kernels_is_a_clear_error(
     toy_corpus, tmp_path, capsys, monkeypatch
 ):
     """Not a run 40x slower than fp32: oneDNN falls back to scalar loops there."""
-    monkeypatch.setattr(nmt.train, "cpu_runs", lambda precision: False)
+    monkeypatch.setattr(nmt.plan, "cpu_runs", lambda precision: False)
     with pytest.raises(SystemExit) as exit_:
         main([*tiny_train_args(toy_corpus, "train.precision=bf16"), "--out", str(tmp_path / "r")])
 
@@ -243,16 +251,35 @@ def test_bf16_on_a_cpu_without_bf16_kernels_is_a_clear_error(
         ("fpu avx2 avx512f amx_bf16 amx_tile", True),
     ],
 )
-def test_auto_precision_on_a_cpu_is_bf16_only_with_bf16_units(tmp_path, monkeypatch, flags, units):
+def test_cpu_flags_tell_whether_the_cpu_multiplies_bf16_in_hardware(tmp_path, flags, units):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\nbugs\t\t: spectre_v1\n")
-    assert nmt.train.cpu_has_bf16_units(cpuinfo) is units
-    monkeypatch.setattr(nmt.train, "cpu_has_bf16_units", lambda: units)
-    assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if units else "fp32")
+    assert nmt.plan.cpu_has_bf16_units(cpuinfo) is units
+
+
+@pytest.mark.parametrize("units", [False, True])
+def test_auto_precision_trains_in_bf16_only_on_a_cpu_with_bf16_units(
+    toy_corpus, tmp_path, monkeypatch, units
+):
+    monkeypatch.setattr(nmt.plan, "cpu_has_bf16_units", lambda: units)
+    monkeypatch.setattr(nmt.plan, "cpu_runs", lambda precision: True)  # as on such a CPU
+    autocast = []  # what each training step's forward ran under
+    forward = nmt.optimize.TrainingLoss.forward
+
+    def spied(self, *batch):
+        on = torch.is_autocast_enabled("cpu")
+        autocast.append(torch.get_autocast_dtype("cpu") if on else None)
+        return forward(self, *batch)
+
+    monkeypatch.setattr(nmt.optimize.TrainingLoss, "forward", spied)
+    cfg = tiny_config(toy_corpus, "train.precision=auto", "train.max_steps=2")
+    train(cfg, tmp_path / "run")
+
+    assert autocast == [torch.bfloat16 if units else None] * 2
 
 
 def test_without_a_readable_cpuinfo_auto_precision_on_a_cpu_is_fp32(tmp_path):
-    assert not nmt.train.cpu_has_bf16_units(tmp_path / "missing")
+    assert not nmt.plan.cpu_has_bf16_units(tmp_path / "missing")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
@@ -260,7 +287,7 @@ def test_cpu_training_keeps_freed_buffers_instead_of_faulting_them_back_in():
     """Each step's large temporaries must not come back as fresh pages every time."""
     script = """
 import resource, torch
-from nmt.train import keep_freed_memory_mapped
+from nmt.plan import keep_freed_memory_mapped
 def faults():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(5):
@@ -268,10 +295,70 @@ def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 unmapped = faults()
 keep_freed_memory_mapped()
-faults()  # the heap grows once
+faults(), faults()  # the heap grows to hold them (twice: how it grows depends on the imports)
 print(unmapped, faults())
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     unmapped, kept = map(int, out.stdout.split())
     assert unmapped > 4 * 2**24 * 4 // 4096  # each 64 MB buffer faulted in anew
     assert kept < unmapped // 20
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (dict(), {1: 1e-3, 100: 1e-3}),
+        (dict(warmup_steps=4), {1: 2.5e-4, 2: 5e-4, 4: 1e-3, 50: 1e-3}),
+        (dict(schedule="inverse_sqrt", warmup_steps=4), {2: 5e-4, 4: 1e-3, 16: 5e-4, 64: 2.5e-4}),
+        (dict(schedule="plateau", min_lr=3e-4), {1: 3e-4}),  # with lr_scale 0.25: the floor
+    ],
+)
+def test_learning_rate_schedules_give_their_known_values(options, expected):
+    cfg = TrainConfig(lr=1e-3, **options)
+    scale = 0.25 if cfg.schedule == "plateau" else 1.0
+
+    found = {step: learning_rate(cfg, step, scale) for step in expected}
+
+    assert found == pytest.approx(expected)
+
+
+def test_a_plateau_halves_the_learning_rate_after_decay_patience_bad_validations():
+    cfg, progress = TrainConfig(schedule="plateau", decay_patience=2, decay_factor=0.5), Progress()
+
+    improved = [record_validation(progress, {"bleu": b}, cfg) for b in (10, 12, 11, 12, 13)]
+
+    assert improved == [True, True, False, False, True]
+    assert progress.lr_scale == 0.5 and progress.best_bleu == 13 and progress.bad_validations == 0
+
+
+def test_reset_optimizer_resumes_the_weights_with_a_fresh_optimizer_and_schedule(
+    toy_corpus, tmp_path
+):
+    run = tmp_path / "run"
+    cfg = tiny_config(toy_corpus, "train.max_steps=4", "train.warmup_steps=10", "train.log_every=1")
+    train(cfg, run)
+    before = torch.load(run / "last.pt", weights_only=True)
+
+    main(["-q", "train", "--resume", "--reset-optimizer", "--out", str(run), "train.max_steps=6"])
+
+    after = torch.load(run / "last.pt", weights_only=True)
+    progress = after["state"]["progress"]
+    assert (progress["step"], progress["schedule_start"]) == (6, 4)
+    steps = {float(s["step"]) for s in after["state"]["optimizer"]["state"].values()}
+    assert steps == {2.0}  # Adam's moments and counts restarted at the resume, not at 4 + 2
+    events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    lrs = [e["lr"] for e in events if e["event"] == "train"]
+    assert lrs[-2:] == pytest.approx([0.003 * 1 / 10, 0.003 * 2 / 10])  # warm-up again
+    assert any(not torch.equal(before["model"][k], after["model"][k]) for k in before["model"])
+
+
+def test_a_bpe_run_trains_bpe_pieces_and_translates(toy_corpus, tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config(toy_corpus, "train.max_steps=3", "data.spm_model=bpe"), run)
+
+    sp = spm.SentencePieceProcessor(model_file=str(run / "src.model"))
+    scores = [sp.get_score(i) for i in range(4, len(sp))]  # after the specials
+    # BPE scores a piece by its merge rank (0, -1, -2, ...); unigram by a log-probability
+    assert all(score == int(score) for score in scores) and len(set(scores)) > 10
+    translated = Translator.load(run).translate(["Der hund läuft.", ""], beam=2)
+    assert [len(h) for h in translated] == [1, 1] and translated[1][0].text == ""

@@ -76,27 +76,57 @@ def test_nbest_lists_are_sorted_by_score(translator):
         assert [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
 
 
-def test_ensembles_of_one_checkpoint_or_two_equal_ones_equal_that_checkpoint(run, translator):
+@pytest.fixture(scope="module")
+def two_checkpoints(run, tmp_path_factory) -> tuple:
+    """The trained checkpoint and another model of the same shape: its weights moved."""
+    folder = tmp_path_factory.mktemp("two")
+    cfg, model, tokenizers, _ = checkpoint.load(run / "best.pt")
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn_like(param) * 0.05)
+    checkpoint.save(folder / "moved.pt", cfg=cfg, model=model, tokenizers=tokenizers)
+    return run / "best.pt", folder / "moved.pt"
+
+
+def test_an_ensemble_of_one_checkpoint_equals_that_checkpoint(translator):
     sources = [s for s, _ in make_pairs(8, seed=7)]
+    tokenizers = (translator.src_tok, translator.tgt_tok)
     single = translator.translate(sources, beam=3)
-    of_one = Translator(
-        Ensemble([translator.model]), (translator.src_tok, translator.tgt_tok), translator.cfg
+    of_one = Translator(Ensemble([translator.model]), tokenizers, translator.cfg).translate(
+        sources, beam=3
     )
-    of_two = Translator.load([run / "best.pt", run / "best.pt"])
 
-    for ensemble in (of_one, of_two):
-        result = ensemble.translate(sources, beam=3)
-        assert [h[0].text for h in result] == [h[0].text for h in single]
-        assert [h[0].score for h in result] == pytest.approx([h[0].score for h in single], abs=1e-5)
+    assert [h[0].text for h in of_one] == [h[0].text for h in single]
+    assert [h[0].score for h in of_one] == pytest.approx([h[0].score for h in single], abs=1e-5)
 
 
-def test_the_average_of_two_identical_checkpoints_equals_either(run, tmp_path):
-    checkpoint.average([run / "best.pt", run / "best.pt"], tmp_path / "avg.pt")
+def test_an_ensemble_scores_the_mean_of_its_members_log_probabilities(two_checkpoints):
+    sources = [s for s, _ in make_pairs(12, seed=8)]
+    ensemble = Translator.load(list(two_checkpoints))
+    members = [Translator.load(path) for path in two_checkpoints]
+
+    hyps = [h[0] for h in ensemble.translate(sources, beam=3)]
+    texts = [h.text for h in hyps]
+    alone = [m.score(sources, texts) for m in members]
+
+    assert alone[0] != pytest.approx(alone[1], abs=0.1)  # two different models
+    same = [i for i, h in enumerate(hyps) if ensemble.tgt_tok.encode([h.text])[0] == list(h.tokens)]
+    assert len(same) >= 6
+    for i in same:  # forced decoding re-tokenizes the text: where that gives the same pieces
+        assert hyps[i].logprob == pytest.approx((alone[0][i] + alone[1][i]) / 2, abs=1e-3)
+
+
+def test_the_average_of_two_checkpoints_is_the_mean_of_their_parameters(two_checkpoints, tmp_path):
+    checkpoint.average(list(two_checkpoints), tmp_path / "avg.pt")
 
     _, averaged, _, state = checkpoint.load(tmp_path / "avg.pt")
-    _, original, _, _ = checkpoint.load(run / "best.pt")
-    for name, tensor in original.state_dict().items():
-        assert torch.equal(averaged.state_dict()[name], tensor), name
+    (_, a, _, _), (_, b, _, _) = (checkpoint.load(path) for path in two_checkpoints)
+    a, b = a.state_dict(), b.state_dict()
+    assert any(not torch.equal(a[name], b[name]) for name in a)
+    for name, tensor in averaged.state_dict().items():
+        torch.testing.assert_close(tensor, (a[name] + b[name]) / 2, msg=name)
+    assert averaged.generator.weight is averaged.tgt_embed.weight  # still tied
     assert state == {}
 
 
@@ -148,7 +178,7 @@ def test_half_precision_on_a_cpu_without_its_kernels_is_a_one_line_error(
 ):
     """Not a translation several times slower than fp32: oneDNN would fall back to
     scalar loops."""
-    monkeypatch.setattr("nmt.translate.cpu_runs", lambda precision: precision == "fp32")
+    monkeypatch.setattr("nmt.plan.cpu_runs", lambda precision: precision == "fp32")
     source = tmp_path / "in.de"
     source.write_text("Ein kind.\n", encoding="utf-8")
 
@@ -179,3 +209,21 @@ def test_unknown_outputs_take_the_source_piece_they_attend_to(translator):
 
     assert replaced.text.startswith("the dog")
     assert source[where].replace("\u2581", "") in replaced.text
+
+
+def test_replace_unk_puts_source_pieces_where_the_model_writes_unknowns(run, tmp_path):
+    cfg, model, tokenizers, _ = checkpoint.load(run / "best.pt")
+    with torch.no_grad():  # a model that writes <unk> at every step
+        model.generator.bias[UNK] += 1e4
+    unknowing = tmp_path / "unk.pt"
+    checkpoint.save(unknowing, cfg=cfg, model=model, tokenizers=tokenizers)
+    line = b"Der hund sieht eine katze.\n"
+
+    plain = nmt("translate", str(unknowing), stdin=line).stdout.decode()
+    replaced = nmt("translate", str(unknowing), "decode.replace_unk=true", stdin=line)
+
+    assert plain == "\n"  # detokenizing drops <unk>
+    text = replaced.stdout.decode()
+    assert replaced.returncode == 0 and text.strip()
+    source = "".join(tokenizers[0].pieces(line.decode().strip())).replace("\u2581", "")
+    assert set(text.replace(" ", "").strip()) <= set(source)

@@ -12,26 +12,26 @@ node, so backward only scales them by the incoming gradient.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 
+class _Options(NamedTuple):
+    ignore_index: int
+    smoothing: float
+    dtype: torch.dtype  # the products'
+    chunk_rows: int
+    group_rows: int
+    wants_grad: bool
+
+
 class _ProjectedCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(
-        ctx,
-        hidden,
-        weight,
-        bias,
-        target,
-        ignore_index,
-        smoothing,
-        dtype,
-        chunk_rows,
-        group_rows,
-        wants_grad,
-    ):
+    def forward(ctx, hidden, weight, bias, target, options: _Options):
+        ignore_index, smoothing, dtype, chunk_rows, group_rows, wants_grad = options
         vocab = weight.size(0)
         ctx.dtypes = hidden.dtype, weight.dtype, bias.dtype
         hidden, weight_c, bias_c = hidden.to(dtype), weight.to(dtype), bias.to(dtype)
@@ -86,16 +86,7 @@ class _ProjectedCrossEntropy(torch.autograd.Function):
         ctx.used = True
         # in place: the saved gradients are this function's own and not needed again
         grads = zip(ctx.saved_tensors, ctx.dtypes, strict=True)
-        return (
-            *(grad.mul_(grad_total).to(dtype) for grad, dtype in grads),
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-        )
+        return (*(grad.mul_(grad_total).to(dtype) for grad, dtype in grads), None, None)
 
 
 def projected_cross_entropy(
@@ -107,6 +98,7 @@ def projected_cross_entropy(
     ignore_index: int,
     label_smoothing: float = 0.0,
     dtype: torch.dtype | None = None,
+    chunk_elements: int = 2**21,
     chunk_rows: int | None = None,
     group_rows: int | None = None,
 ) -> Tensor:
@@ -118,24 +110,14 @@ def projected_cross_entropy(
     ignore_index=..., label_smoothing=...)` gives, without the (M, V) logits in memory.
     Differentiable once, the loss being the last node of the graph. `dtype`: the
     one the output layer's products run in (autocast's under AMP; default hidden's).
+    `chunk_elements`: fp32 logits per chunk (the plan's `Kernels.loss_chunk`).
     """
-    # chunks of ~8 MB of fp32 logits on a CPU (cache-sized); larger on a GPU (fewer launches)
-    elements = 2**26 if hidden.is_cuda else 2**21
-    chunk_rows = chunk_rows or max(1, elements // weight.size(0))
+    chunk_rows = chunk_rows or max(1, chunk_elements // weight.size(0))
     # the gradient products run over groups of up to 2**25 logits (128 MB in fp32)
     group_rows = group_rows or max(chunk_rows, 2**25 // weight.size(0))
     # forward runs with grad mode off, and ctx.needs_input_grad ignores torch.no_grad()
     wants_grad = torch.is_grad_enabled() and any(x.requires_grad for x in (hidden, weight, bias))
-    dtype = dtype or hidden.dtype
-    return _ProjectedCrossEntropy.apply(
-        hidden,
-        weight,
-        bias,
-        target,
-        ignore_index,
-        label_smoothing,
-        dtype,
-        chunk_rows,
-        group_rows,
-        wants_grad,
+    options = _Options(
+        ignore_index, label_smoothing, dtype or hidden.dtype, chunk_rows, group_rows, wants_grad
     )
+    return _ProjectedCrossEntropy.apply(hidden, weight, bias, target, options)

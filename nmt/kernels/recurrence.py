@@ -16,7 +16,7 @@ through which the shared tensors enter the loop, runs after every step's backwar
 shared gradients with one large matrix product each: dW = sum_t dgates_t^T [x_t, h_t]
 over all T * N rows at once, dkeys = sum_t dscores_t^T q_t as one batched product.
 
-Same function as `Seq2Seq._step` applied T times (tests/test_recurrence.py compares
+Same function as `Seq2Seq`'s stepwise teacher forcing (tests/test_recurrence.py compares
 values and every gradient); Luong attention (dot, general) with input feeding only.
 """
 
@@ -27,6 +27,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
+
+from nmt.gates import lstm_cell
 
 
 class _Records:
@@ -82,15 +84,11 @@ class _LSTMStep(torch.autograd.Function):
         xh = torch.cat([*inputs, h], 1)
         records.xh[layer] = buf = records.buffer(records.xh[layer], xh)
         buf[t] = xh
-        gates = torch.addmm(bias, xh, weight.t())
-        i, f, g, o = gates.chunk(4, 1)
-        i, f, g, o = i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
-        c_new = torch.addcmul(f * c, i, g)
-        tanh_c = c_new.tanh()
-        ctx.save_for_backward(weight, c, i, f, g, o, tanh_c)
+        h_new, c_new, gates = lstm_cell(torch.addmm(bias, xh, weight.t()), c)
+        ctx.save_for_backward(weight, c, *gates)  # i, f, g, o, tanh(c')
         ctx.records, ctx.layer, ctx.t = records, layer, t
         ctx.widths = [x.size(1) for x in inputs] + [h.size(1)]
-        return o * tanh_c, c_new
+        return h_new, c_new
 
     @staticmethod
     @once_differentiable

@@ -4,7 +4,6 @@ translations."""
 
 from __future__ import annotations
 
-import copy
 import subprocess
 import sys
 
@@ -13,15 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from nmt import checkpoint
-from nmt.cpu_decode import (
-    FusedLSTMCell,
-    Int8Linear,
-    PackedLinear,
-    int8_available,
-    packed_fp32_available,
-    prepare_decoder,
-)
-from nmt.model import PrecisionError, Seq2Seq
+from nmt.kernels.prepared import FusedLSTMCell, Int8Linear, PackedLinear, PreparedModel
+from nmt.model import Seq2Seq
+from nmt.plan import PrecisionError, int8_available, packed_fp32_available, plan_for
 from nmt.tokenizer import PAD
 from nmt.translate import Translator
 from tests.conftest import make_pairs
@@ -76,9 +69,11 @@ def test_the_packed_cell_equals_torch_lstm_cell_to_rounding():
 @needs_packed
 def test_loaded_fp32_translations_are_those_of_the_unprepared_model(trained_run):
     loaded = Translator.load(trained_run)  # prepared: the model is frozen
-    assert isinstance(loaded.model.generator, PackedLinear)
+    assert isinstance(loaded.decoder, PreparedModel)
+    assert isinstance(loaded.decoder.layers.combine, PackedLinear)
     cfg, model, tokenizers, _ = checkpoint.load(trained_run / "best.pt")
     plain = Translator(model.eval(), tokenizers, cfg)
+    assert plain.decoder is plain.model
     lines = [src for src, _ in make_pairs(60, seed=7)]
 
     for beam in (1, 5):
@@ -99,8 +94,9 @@ def test_prepared_fp32_decodes_other_shapes_as_the_unprepared_model(trained_run,
     torch.manual_seed(0)  # untrained weights: the comparison needs no training
     model = Seq2Seq(cfg.model, *map(len, tokenizers), pad=PAD).eval()
     plain = Translator(model, tokenizers, cfg)
-    prepared = Translator(copy.deepcopy(model), tokenizers, cfg, frozen=True)
-    assert isinstance(prepared.model.generator, PackedLinear)
+    plan = plan_for(torch.device("cpu"), "fp32", training=False, model=cfg.model, prepared=True)
+    prepared = Translator(model, tokenizers, cfg, plan)
+    assert isinstance(prepared.decoder, PreparedModel)
     assert_same_translations(prepared, plain, [src for src, _ in make_pairs(20, seed=5)], beam=3)
 
 
@@ -163,10 +159,10 @@ def test_int8_translations_match_fp32(trained_run):
 
 
 @needs_int8
-def test_int8_only_quantizes_a_model_on_the_cpu(trained_run):
-    _, model, _, _ = checkpoint.load(trained_run / "best.pt")
+def test_int8_decodes_on_the_cpu_only(trained_run):
+    cfg, _, _, _ = checkpoint.load(trained_run / "best.pt")
     with pytest.raises(PrecisionError, match="CPU only"):
-        prepare_decoder(model.to("meta"), "int8")
+        plan_for(torch.device("meta"), "int8", training=False, model=cfg.model)
 
 
 @needs_int8
@@ -190,11 +186,12 @@ def test_evaluate_model_translates_in_the_precision_asked_for(trained_run, tmp_p
 
     prepared = []
 
-    def record(model, precision):
-        prepared.append(precision)
-        prepare_decoder(model, precision)
+    class Recorded(PreparedModel):
+        def __init__(self, model, kind):
+            prepared.append(kind)
+            super().__init__(model, kind)
 
-    monkeypatch.setattr(nmt.translate, "prepare_decoder", record)
+    monkeypatch.setattr(nmt.translate, "PreparedModel", Recorded)
     pairs = make_pairs(20, seed=9)
     src, ref = tmp_path / "src.de", tmp_path / "ref.en"
     src.write_text("".join(s + "\n" for s, _ in pairs))

@@ -1,0 +1,132 @@
+"""The decoder step's products, prepared once for translation on a CPU.
+
+Beam search spends most of its time in three products per step and beam row: the
+decoder LSTM's gates, the attentional `combine` layer and the output layer (after
+`out_proj` where the embeddings are tied). While a checkpoint translates their
+weights never change, so `PreparedModel`, a wrapper that search cannot tell from the
+model, prepares them once (figures in docs/benchmarks.md):
+
+- fp32: each weight reordered into oneDNN's blocked layout. torch's own CPU product
+  (MKL's sgemm) repacks the weight at every call, much of a call on a step's few
+  rows: 2.9-3.9 ms against 0.46-0.68 ms for an 8000 x 512 layer on 5 rows.
+- int8 (`--precision int8`): dynamic quantization, fbgemm's u8 x s8 kernels: weight
+  rows scaled to int8 once, activations at every call by their range (7 bits), sums
+  in int32, results in fp32. The step's inputs are mostly tanh outputs in (-1, 1).
+
+The LSTM's two products become one, over cat([x, h]) with weight [W_ih, W_hh] and bias
+b_ih + b_hh. The encoder, embeddings, attention and softmax stay as they are. These
+are snapshots without gradients: only a model whose weights no longer change may be
+prepared (`Translator.load`'s). torch's `torch.ops.mkldnn` and `torch.ops.quantized`
+operators (deprecated in favour of torchao) are checked for by `nmt.plan`.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import Tensor, nn
+
+from nmt.gates import lstm_cell
+from nmt.model import DecoderState, Memory, Seq2Seq, StepLayers
+
+# The row count oneDNN chooses the packed layout for; it serves other counts as
+# well (5 to 1,000 rows measured), and beam search's rows change at every step.
+_PACKED_FOR_ROWS = 256
+
+
+class _PreparedLinear(nn.Module):
+    """`F.linear(x, weight, bias)` from a copy of the weights prepared once:
+    x (..., in) fp32 -> (..., out) fp32. Subclasses prepare and multiply."""
+
+    kind = ""
+
+    def __init__(self, weight: Tensor):
+        super().__init__()
+        self.in_features, self.out_features = weight.size(1), weight.size(0)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, {self.kind}"
+
+
+class PackedLinear(_PreparedLinear):
+    """fp32, the weight in oneDNN's blocked layout."""
+
+    kind = "packed fp32"
+
+    def __init__(self, weight: Tensor, bias: Tensor | None):
+        super().__init__(weight)
+        weight = weight.detach().float().cpu()
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, _PACKED_FOR_ROWS)
+        self.bias = None if bias is None else bias.detach().float().cpu()
+
+    def forward(self, x: Tensor) -> Tensor:
+        rows = x.reshape(-1, self.in_features)
+        out = torch.ops.mkldnn._linear_pointwise(rows, self.packed, self.bias, "none", [], "")
+        return out.view(*x.shape[:-1], self.out_features)
+
+
+class Int8Linear(_PreparedLinear):
+    """Weight rows in int8, each with its own scale."""
+
+    kind = "int8"
+
+    def __init__(self, weight: Tensor, bias: Tensor | None):
+        super().__init__(weight)
+        weight = weight.detach().float().cpu()
+        scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127.0  # (out,)
+        zero = torch.zeros(weight.size(0), dtype=torch.long)
+        with warnings.catch_warnings():  # torch's deprecation notice for quantized tensors
+            warnings.simplefilter("ignore")
+            q = torch.quantize_per_channel(weight, scale.double(), zero, 0, torch.qint8)
+            b = None if bias is None else bias.detach().float().cpu()
+            self.packed = torch.ops.quantized.linear_prepack(q, b)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # reduce_range: 7-bit activations, so u8 x s8 pair sums cannot saturate int16
+        # in the AVX2 kernels (what torch's own dynamic quantization does on x86)
+        return torch.ops.quantized.linear_dynamic(x, self.packed, reduce_range=True)
+
+
+class FusedLSTMCell:
+    """The decoder's cell function (`StepLayers.cell`) with each layer's gates from
+    one prepared product over [x, h].
+
+    In int8 both halves share one activation scale: h and the fed-back output are
+    tanh outputs within (-1, 1), and so were the embeddings of the two Multi30k
+    models measured, the demo's and the peers' size (|e| < 0.56).
+    """
+
+    def __init__(self, lstm: nn.LSTM, linear: type[_PreparedLinear]):
+        self.layers = [
+            linear(torch.cat([w_ih, w_hh], 1), b_ih + b_hh)
+            for w_ih, w_hh, b_ih, b_hh in lstm.all_weights
+        ]
+
+    def __call__(self, layer: int, x: Tensor, state: tuple[Tensor, Tensor]):
+        """x (N, I), state (h, c) each (N, H) -> the next (h, c)."""
+        h, c = state
+        h, c, _ = lstm_cell(self.layers[layer](torch.cat([x, h], -1)), c)
+        return h, c
+
+
+class PreparedModel:
+    """A Seq2Seq (in eval mode) whose decoder step multiplies with weights prepared once,
+    "packed" (fp32) or "int8": its decoder LSTM, `combine`, output projection and output
+    layer. The model itself is left as it is."""
+
+    def __init__(self, model: Seq2Seq, kind: str):
+        linear = {"packed": PackedLinear, "int8": Int8Linear}[kind]
+        self.model = model
+        outputs = [model.out_proj, model.generator]
+        self.layers = StepLayers(
+            cell=FusedLSTMCell(model.decoder, linear),
+            combine=linear(model.combine.weight, model.combine.bias),
+            output=nn.Sequential(*(linear(m.weight, m.bias) for m in outputs if m is not None)),
+        )
+
+    def encode(self, src: Tensor, src_len: Tensor) -> tuple[Memory, DecoderState]:
+        return self.model.encode(src, src_len)
+
+    def decode_step(self, token: Tensor, state: DecoderState, memory: Memory):
+        return self.model.decode_step(token, state, memory, self.layers)

@@ -1,0 +1,243 @@
+"""How a model runs here: device, precision and kernels, decided once and passed down.
+
+`plan_for` reads the facts (the device, the precision asked for, training or
+inference, the model's shape, this CPU's flags and this torch build's operators)
+and returns a frozen `Plan`. The model gets the plan's `Kernels`; training,
+search and translation read the rest. Nothing else asks which device it is on
+(autocast, the gradient scaler and the distributed backend aside).
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from nmt.config import ModelConfig, NmtError
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class PrecisionError(NmtError):
+    """A precision asked for where it cannot run well: this device, CPU or torch build."""
+
+
+@dataclass(frozen=True)
+class Kernels:
+    """Which implementation runs each model stage; the defaults are the references
+    that `nmt.model` holds, the others live in `nmt.kernels`."""
+
+    encoder: str = "torch"  # "torch": nn.LSTM on packed sequences | "packed": one node a layer
+    teacher_forcing: str = "stepwise"  # "stepwise" | "whole": one LSTM call | "deferred"
+    loss: str = "reference"  # "reference": full logits | "fused": output layer and loss in chunks
+    loss_chunk: int = 2**21  # fp32 logits per chunk of the fused loss
+    dropout: str = "torch"  # "torch" | "uniform16": CPU masks from 16-bit uniforms
+    # what kernels that run with autocast off multiply in; None: their inputs' dtype
+    dtype: torch.dtype | None = None
+
+
+REFERENCE = Kernels()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How to run one model here: made by `plan_for`, never edited."""
+
+    device: torch.device
+    precision: str  # "fp32" | "bf16" | "fp16" | "int8"
+    kernels: Kernels = field(default_factory=Kernels)
+    # inference: the decoder step multiplies with the "module"'s weights, or with weights
+    # "packed" (fp32) or "int8", prepared once by nmt.kernels.prepared
+    decoder_weights: str = "module"
+    weight_dtype: torch.dtype | None = None  # inference: weights cast once to this
+    src_multiple: int = 1  # decoding batches' source width rounded up to a multiple of this
+    shrink_step: int = 1  # finished sentences leave a search in groups of this many
+    pinned_copies: bool = False  # batches go to the device from pinned memory, without a wait
+    keep_freed_memory: bool = False  # glibc keeps large freed buffers (keep_freed_memory_mapped)
+
+    def autocast(self) -> torch.autocast:
+        """The one mixed-precision context: on for bf16 and fp16, a no-op for fp32 and for
+        int8 (whose products are its prepared layers' own)."""
+        low = self.precision in ("bf16", "fp16")
+        return torch.autocast(self.device.type, dtype=DTYPES.get(self.precision), enabled=low)
+
+    def scaler(self) -> torch.amp.GradScaler:
+        """fp16's loss scaler; a no-op in the other precisions."""
+        return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+
+    def to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A collated batch on the device; source lengths stay on the CPU, where packing
+        needs them. From pageable memory a copy waits for the GPU's queue to drain, from
+        pinned memory it does not."""
+        if not self.pinned_copies:
+            return {k: v.to(self.device) for k, v in batch.items()}
+        return {
+            k: v if k == "src_len" else v.pin_memory().to(self.device, non_blocking=True)
+            for k, v in batch.items()
+        }
+
+    def device_rng_state(self) -> torch.Tensor | None:
+        """The GPU's random generator state (dropout masks there), None on a CPU."""
+        return torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+
+    def set_device_rng_state(self, state: torch.Tensor | None) -> None:
+        if state is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state, self.device)
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto: the GPU if there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def plan_for(
+    device: torch.device,
+    precision: str,
+    *,
+    training: bool,
+    model: ModelConfig,
+    prepared: bool = False,
+) -> Plan:
+    """The plan for training (precision: a `train.precision`, auto included) or for
+    inference (fp32, bf16, fp16 or int8). `prepared`: inference may prepare the decoder's
+    weights once, which only a model whose weights no longer change allows (int8 always
+    prepares them)."""
+    cpu = device.type == "cpu"
+    precision = resolve_precision(precision, device) if training else precision
+    if cpu and not cpu_runs(precision):
+        what, slower, instead = (
+            (f"train.precision={precision}", f"trains about 40x slower in {precision}", "auto")
+            if training
+            else (f"precision {precision}", "translates several times slower", "int8")
+        )
+        raise PrecisionError(
+            f"{what} needs a CPU with AVX-512: this one has no {precision} kernels and "
+            f"{slower} than in fp32; use fp32 or {instead}"
+        )
+    low = precision in ("bf16", "fp16")
+    # The deferred input-feeding loop was measured faster on a CPU and on a GPU under
+    # AMP (docs/benchmarks.md); a GPU in fp32 keeps the step-by-step loop: the deferred
+    # one measured 0.84x there (CUDA's lstm_cell fuses the gate arithmetic into one
+    # kernel, the deferred loop's cell does not: the likely reason).
+    feeds_back = model.input_feed or model.attention == "bahdanau"
+    if not feeds_back:
+        teacher_forcing = "whole"
+    elif model.input_feed and model.attention != "bahdanau" and (cpu or low):
+        teacher_forcing = "deferred"
+    else:
+        teacher_forcing = "stepwise"
+    kernels = Kernels(
+        # nn.LSTM's backward on packed sequences runs per-step autograd ops on a CPU;
+        # without gradients, and with cuDNN, nn.LSTM is as fast or faster
+        encoder="packed" if cpu and training else "torch",
+        teacher_forcing=teacher_forcing,
+        loss="fused",
+        # cache-sized chunks of fp32 logits on a CPU (8 MB); larger on a GPU: fewer launches
+        loss_chunk=2**21 if cpu else 2**26,
+        dropout="uniform16" if cpu else "torch",  # a GPU keeps torch's fused kernel
+        dtype=DTYPES[precision] if low else None,
+    )
+    if training:
+        return Plan(device, precision, kernels, pinned_copies=not cpu, keep_freed_memory=cpu)
+    if precision == "int8" and not cpu:
+        raise PrecisionError("int8 decoding runs on the CPU only")
+    if precision == "int8" and not int8_available():
+        raise PrecisionError("int8 needs torch's quantized CPU operators, which this build lacks")
+    decoder_weights = "module"
+    if precision == "int8":
+        decoder_weights = "int8"
+    elif precision == "fp32" and cpu and prepared and packed_fp32_available():
+        decoder_weights = "packed"
+    return Plan(
+        device,
+        precision,
+        kernels,
+        decoder_weights=decoder_weights,
+        # under inference_mode autocast keeps no cast cache: weights in low precision once
+        weight_dtype=DTYPES[precision] if low else None,
+        # few distinct source widths and row counts: on a CPU oneDNN builds bf16 and fp16
+        # kernels for each new shape, so shapes that recur across batches save that
+        src_multiple=16,
+        shrink_step=16 if cpu and low else 1,
+        pinned_copies=not cpu,
+    )
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """A `train.precision` for this device. auto: bf16 on a GPU that has it, else fp16
+    on CUDA; on a CPU bf16 where it has bf16 matrix units (AMX, AVX-512 BF16), else fp32."""
+    cpu = device.type == "cpu"
+    if precision == "fp16" and cpu:  # oneDNN has no fp16 LSTM
+        raise PrecisionError("train.precision=fp16 needs a GPU; on a CPU use fp32 or auto")
+    if precision != "auto":
+        return precision
+    if not cpu:
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if cpu_has_bf16_units() else "fp32"
+
+
+def cpu_runs(precision: str) -> bool:
+    """Whether oneDNN has kernels for `precision`'s products on this CPU; bf16 and fp16
+    need AVX-512 or newer. Without them autocast's products fall back to scalar loops:
+    a demo-config training step ran 44x slower in bf16 than in fp32 on an AVX2 EPYC,
+    and beam search 5-6x slower (docs/benchmarks.md)."""
+    if precision == "bf16":
+        return torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    if precision == "fp16":
+        return torch.ops.mkldnn._is_mkldnn_fp16_supported()
+    return True
+
+
+def cpu_has_bf16_units(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether the CPU multiplies bf16 in hardware (AMX or AVX-512 BF16), from Linux's
+    CPU flags; elsewhere False. bf16 training measured 1.14-1.21x fp32 on a Xeon with
+    AMX (docs/benchmarks.md); AVX-512 BF16 without AMX is not measured."""
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return False
+    flags = next(
+        (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")),
+        [],
+    )
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def int8_available() -> bool:
+    """Whether this torch build can run int8 products on this CPU."""
+    engines = torch.backends.quantized.supported_engines
+    return hasattr(torch.ops.quantized, "linear_dynamic") and (
+        "x86" in engines or "fbgemm" in engines or "qnnpack" in engines
+    )
+
+
+def packed_fp32_available() -> bool:
+    """Whether this torch build has oneDNN's prepacked fp32 linear."""
+    return (
+        torch.backends.mkldnn.is_available()
+        and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    )
+
+
+def keep_freed_memory_mapped() -> None:
+    """Lets glibc keep large freed buffers for reuse instead of returning them to the OS.
+
+    glibc serves large allocations with mmap and unmaps them on free, so a CPU
+    training step faulted its large temporaries (logits, gate records) back in page
+    by page: 24,000-27,000 page faults and 55-80 ms of system time a step at the
+    peers' model size, against 85-484 faults and 5-23 ms with them kept
+    (docs/benchmarks.md). Does nothing where the C library is not glibc.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h>
+    if hasattr(libc, "mallopt"):
+        libc.mallopt(m_mmap_threshold, 1 << 30)  # up to 1 GiB from the heap
+        libc.mallopt(m_trim_threshold, 2**31 - 1)  # and keep its top (a C int: the most)
