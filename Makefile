@@ -24,14 +24,14 @@ $(VENV)/.installed: pyproject.toml
 data:
 	@MULTI30K_DIR=$(MULTI30K_DIR) bash scripts/prepare_data.sh
 
-# Train (or finish an interrupted run), translate the test set, score it.
+# Train (or finish an interrupted run), then translate its test split (data.test) and
+# score it: RUN/test_2016_flickr.hyp.en and RUN/bleu.json.
 demo: setup
 	@set -e; dir=$$(MULTI30K_DIR=$(MULTI30K_DIR) bash scripts/prepare_data.sh); \
 	if [ -f $(RUN)/last.pt ]; then $(NMT) train --resume --out $(RUN); \
-	else $(NMT) train $(CONFIG) --out $(RUN) data.train=$$dir/train data.valid=$$dir/val; fi; \
-	$(NMT) translate $(RUN) -i $$dir/$(TEST_SPLIT).de.gz -o $(RUN)/$(TEST_SPLIT).hyp.en; \
-	$(NMT) evaluate --hyp $(RUN)/$(TEST_SPLIT).hyp.en --ref $$dir/$(TEST_SPLIT).en.gz \
-		--src $$dir/$(TEST_SPLIT).de.gz --format json -o $(RUN)/bleu.json
+	else $(NMT) train $(CONFIG) --out $(RUN) data.train=$$dir/train data.valid=$$dir/val \
+		data.test=$$dir/$(TEST_SPLIT); fi; \
+	$(NMT) evaluate --model $(RUN) --format json -o $(RUN)/bleu.json
 
 test: setup
 	$(VENV)/bin/ruff check nmt tests scripts

@@ -1,10 +1,9 @@
 """Self-contained checkpoints: config, SentencePiece models, weights and training state.
 
-One `.pt` file is enough to rebuild the model and its tokenizers anywhere. Files
-are written atomically (temp file, fsync, rename) and read with
-`torch.load(weights_only=True)`, so a checkpoint can never run code. A run's
-`last.pt` also holds everything resuming needs: the `Progress`, the optimizer and
-scaler, every rank's random generator.
+One `.pt` file rebuilds the model and its tokenizers anywhere. Files are written
+atomically (temp file, fsync, rename) and read with `torch.load(weights_only=True)`, so
+a checkpoint can never run code. A run's `last.pt` also holds all resuming needs: the
+`Progress`, the optimizer and scaler, every rank's random generator.
 """
 
 from __future__ import annotations
@@ -34,23 +33,11 @@ class CheckpointError(NmtError):
     """A checkpoint that is missing, truncated, foreign or unsafe to load."""
 
 
-def save(
-    path: Path,
-    *,
-    cfg: Config,
-    model: Seq2Seq,
-    tokenizers: tuple[Tokenizer, Tokenizer],
-    state: dict[str, Any] | None = None,
-) -> None:
-    """`state` holds what resuming needs (optimizer, schedule, RNG, position)."""
-    payload = {
-        "format": FORMAT,
-        "config": cfg.to_dict(),
-        "spm": [_bytes_tensor(tok.model_bytes) for tok in tokenizers],
-        "model": model.state_dict(),
-        "state": state or {},
-    }
-    _write(path, payload)
+def save(path: Path, *, cfg: Config, model: Seq2Seq, tokenizers, state: dict | None = None):
+    """`tokenizers`: (src, tgt); `state`: what resuming needs (`training_state`)."""
+    spm = [torch.frombuffer(bytearray(t.model_bytes), dtype=torch.uint8) for t in tokenizers]
+    payload = {"format": FORMAT, "config": cfg.to_dict(), "spm": spm}
+    _write(path, {**payload, "model": model.state_dict(), "state": state or {}})
 
 
 def _write(path: Path, payload: dict[str, Any]) -> None:
@@ -91,19 +78,14 @@ def load(path: Path, device: str | torch.device = "cpu") -> tuple[Config, Seq2Se
 
 
 def average(paths: list[Path], out: Path) -> None:
-    """Writes the parameter average of checkpoints of one model (last-k averaging).
-
-    The result keeps the first checkpoint's config and tokenizers and no
-    training state: it is for translating, not for resuming.
-    """
+    """Writes the parameter average of checkpoints of one model (last-k averaging), with
+    the first one's config and tokenizers and no training state: for translating."""
     ckpts = [_read(p) for p in paths]
-    first = ckpts[0]
+    first, shapes = ckpts[0], {k: v.shape for k, v in ckpts[0]["model"].items()}
     for path, ckpt in zip(paths[1:], ckpts[1:], strict=True):
-        same_shapes = ckpt["model"].keys() == first["model"].keys() and all(
-            ckpt["model"][k].shape == v.shape for k, v in first["model"].items()
-        )
         same_spm = all(torch.equal(a, b) for a, b in zip(ckpt["spm"], first["spm"], strict=True))
-        if ckpt["config"]["model"] != first["config"]["model"] or not same_shapes or not same_spm:
+        same = ckpt["config"]["model"] == first["config"]["model"] and same_spm
+        if not same or {k: v.shape for k, v in ckpt["model"].items()} != shapes:
             raise CheckpointError(f"{path} holds another model than {paths[0]}: cannot average")
     weights = {
         name: (sum(c["model"][name].double() for c in ckpts) / len(ckpts)).to(tensor.dtype)
@@ -127,10 +109,6 @@ def _read(path: Path, device: str | torch.device = "cpu") -> dict[str, Any]:
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an nmt checkpoint")
     return ckpt
-
-
-def _bytes_tensor(data: bytes) -> torch.Tensor:
-    return torch.frombuffer(bytearray(data), dtype=torch.uint8).clone()
 
 
 @dataclass
@@ -162,16 +140,10 @@ def save_run(out_dir: Path, cfg: Config, model, tokenizers, *, state: dict, best
 
 def training_state(progress: Progress, optimizer, scaler, rng_states: list, *, plan: Plan) -> dict:
     """What resuming needs; `rng_states`: every rank's CPU generator, in rank order."""
-    return {
-        "progress": dataclasses.asdict(progress),
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict(),
-        "rng": {
-            "torch": rng_states[0],
-            "ranks": rng_states if len(rng_states) > 1 else None,
-            "cuda": plan.device_rng_state(),
-        },
-    }
+    ranks = rng_states if len(rng_states) > 1 else None
+    rng = {"torch": rng_states[0], "ranks": ranks, "cuda": plan.device_rng_state()}
+    state = {"progress": dataclasses.asdict(progress), "optimizer": optimizer.state_dict()}
+    return {**state, "scaler": scaler.state_dict(), "rng": rng}
 
 
 def restore_training(
@@ -180,8 +152,7 @@ def restore_training(
     """Puts `training_state`'s `saved` back: this rank's generators (`world`: the ranks'
     World; `seed`: the run's), the optimizer and scaler unless `reset` (then the schedule
     restarts too)."""
-    progress, rank, ranks = Progress(**saved["progress"]), world.rank, world.size
-    rng = saved["rng"]
+    progress, rank, ranks, rng = Progress(**saved["progress"]), world.rank, world.size, saved["rng"]
     states = rng.get("ranks") or [rng["torch"]]
     if len(states) == ranks:
         torch.set_rng_state(states[rank])

@@ -109,15 +109,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                 raise DataError(f"{path} has {len(hyps)} lines but {ref_path} has {len(ref)}")
     if src is not None and len(src) != len(refs[0]):
         raise DataError(f"{args.src} has {len(src)} lines but {args.ref[0]} has {len(refs[0])}")
-    report = evaluate(
-        systems,
-        refs,
-        src=src,
-        metrics=tuple(args.metrics),
-        chrf_plus=args.chrf_plus,
-        test=args.paired,
-        samples=args.samples,
-    )
+    tests = {"test": args.paired, "samples": args.samples, "chrf_plus": args.chrf_plus}
+    report = evaluate(systems, refs, src=src, metrics=tuple(args.metrics), **tests)
     if args.output:  # the report goes to the file, a text summary to the terminal
         Path(args.output).write_text(render(report, args.format), encoding="utf-8")
         sys.stdout.write(render(report, "text"))
@@ -129,9 +122,7 @@ def _system_names(paths: list[str]) -> list[str]:
     """Each system's file name, or its path as given where two files share a name
     (runs/a/test.en and runs/b/test.en)."""
     names = [Path(path).name for path in paths]
-    return [
-        path if names.count(name) > 1 else name for name, path in zip(names, paths, strict=True)
-    ]
+    return [path if names.count(Path(path).name) > 1 else Path(path).name for path in paths]
 
 
 def _read_nonempty(path: str) -> list[str]:
@@ -156,7 +147,8 @@ def _translate_for_evaluation(args, src, refs) -> tuple[list[str], list[list[str
         data = translator.cfg.data
         test = load_split(data, data.test)
         src, refs, args.ref = test["src"][:], [test["tgt"][:]], [f"{data.test} ({data.tgt_lang})"]
-        hyp = Path(args.output or f"{Path(data.test).name}.{data.tgt_lang}").with_suffix(".hyp")
+        name = f"{Path(data.test).name}.hyp.{data.tgt_lang}"  # beside the report
+        hyp = Path(args.output).parent / name if args.output else Path(name)
     else:
         hyp = Path(args.output).with_suffix(".hyp") if args.output else Path(args.src + ".hyp")
     hyps = translator.translate(src)
@@ -167,7 +159,7 @@ def _translate_for_evaluation(args, src, refs) -> tuple[list[str], list[list[str
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
-    from nmt.curves import plot_learning_curves
+    from nmt.metrics import plot_learning_curves
 
     out = Path(args.output or Path(args.run) / "curves.png")
     plot_learning_curves(Path(args.run) / "metrics.jsonl", out)

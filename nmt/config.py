@@ -91,12 +91,9 @@ class ModelConfig:
                 "model.attention=dot needs model.dec_hidden == 2 * model.enc_hidden, "
                 f"got {self.dec_hidden} and 2 * {self.enc_hidden}"
             )
-        if self.bridge == "copy" and (
-            2 * self.enc_hidden != self.dec_hidden or self.enc_layers != self.dec_layers
-        ):
-            raise ConfigError(
-                "model.bridge=copy needs dec_hidden == 2 * enc_hidden and equal layer counts"
-            )
+        same = 2 * self.enc_hidden == self.dec_hidden and self.enc_layers == self.dec_layers
+        if self.bridge == "copy" and not same:
+            raise ConfigError("model.bridge=copy needs dec_hidden == 2 * enc_hidden, equal layers")
 
 
 @dataclass(frozen=True)
@@ -144,10 +141,8 @@ class TrainConfig:
         _positive("train", self, "valid_every", "valid_batch_tokens", "max_nonfinite")
         if self.schedule == "inverse_sqrt" and self.warmup_steps <= 0:
             raise ConfigError("train.schedule=inverse_sqrt needs train.warmup_steps > 0")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ConfigError(
-                f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}"
-            )
+        if not 0.0 <= (smoothing := self.label_smoothing) < 1.0:
+            raise ConfigError(f"train.label_smoothing must be in [0, 1), got {smoothing}")
 
 
 @dataclass(frozen=True)
@@ -165,10 +160,8 @@ class DecodeConfig:
     def __post_init__(self):
         _positive("decode", self, "beam_size", "max_tokens", "min_len")
         for name in ("alpha", "beta", "no_repeat_ngram"):
-            if getattr(self, name) < 0:
-                raise ConfigError(
-                    f"config key 'decode.{name}' must be >= 0, got {getattr(self, name)}"
-                )
+            if (value := getattr(self, name)) < 0:
+                raise ConfigError(f"config key 'decode.{name}' must be >= 0, got {value}")
 
 
 @dataclass(frozen=True)
@@ -292,10 +285,8 @@ def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
 
 def _positive(section: str, obj: Any, *names: str) -> None:
     for name in names:
-        if getattr(obj, name) <= 0:
-            raise ConfigError(
-                f"config key '{section}.{name}' must be > 0, got {getattr(obj, name)}"
-            )
+        if (value := getattr(obj, name)) <= 0:
+            raise ConfigError(f"config key '{section}.{name}' must be > 0, got {value}")
 
 
 def _nearest(word: str, candidates: typing.Iterable[str]) -> str:

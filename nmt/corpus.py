@@ -1,9 +1,9 @@
 """Tokenized corpora and their batches: tokenizing once, cleaning, token-budget batching.
 
-Training pairs are tokenized once with `map(batched=True)` (and cached), or on the
-fly from a stream; one batcher (`token_batches`) cuts them, and translation's
-sentences, into batches of similar lengths under a token budget. Training batches
-are a pure function of (seed, epoch), so a run can resume mid-epoch.
+Training pairs are tokenized once with `map(batched=True)` (and cached), or on the fly
+from a stream; one batcher (`token_batches`) cuts them, and translation's sentences, into
+batches of similar lengths under a token budget. Training batches are a pure function
+of (seed, epoch), so a run can resume mid-epoch.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import os
 import random
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
@@ -78,12 +77,9 @@ def training_split(
 ) -> tuple[datasets.Dataset, dict[str, int]]:
     """The cleaned, tokenized training split (`src_ids`, `tgt_ids`) and the cleaning counts.
 
-    Kept as Arrow under `data.cache_dir`, keyed by the source files (a Hub
-    dataset's revision, as `datasets` hashes it), the cleaning settings and the
-    tokenizers: a later run or another rank with the same data
-    and SentencePiece models memory-maps it instead of tokenizing again. `raw`:
-    the split's text if already loaded.
-    """
+    Kept as Arrow under `data.cache_dir`, keyed by the source files (a Hub dataset's
+    revision), the cleaning settings and the tokenizers: a later run or another rank
+    memory-maps it instead of tokenizing again. `raw`: the split's text if loaded."""
     cache = _cache_path(cfg, tokenizers)
     if cache is not None and (cache / "counts.json").is_file():
         log.info("tokenized training split from %s", cache)
@@ -127,26 +123,16 @@ def _cache_path(cfg: DataConfig, tokenizers: tuple[Tokenizer, Tokenizer]) -> Pat
     return Path(cfg.cache_dir).expanduser() / f"tokenized-{key.hexdigest()[:24]}"
 
 
-@dataclass(frozen=True)
-class Batches:
-    """Token-budget batches over fixed sequence lengths; a pure function of (seed, epoch)."""
-
-    src_lengths: list[int]
-    tgt_lengths: list[int]
-    max_tokens: int
-    seed: int
-
-    def epoch(self, epoch: int) -> list[list[int]]:
-        """The batches (lists of example indices) of one epoch, in training order.
-
-        Examples are shuffled, then stably sorted by length so equal lengths mix
-        differently each epoch; a batch holds similar lengths and its padded
-        size (rows * longest side) stays within `max_tokens`.
-        """
-        rng = random.Random(epoch_seed(self.seed, epoch))
-        order = list(range(len(self.src_lengths)))
-        rng.shuffle(order)
-        return budget_batches(order, self.src_lengths, self.tgt_lengths, self.max_tokens, rng)
+def epoch_batches(
+    src_lengths: list[int], tgt_lengths: list[int], max_tokens: int, seed: int, epoch: int
+) -> list[list[int]]:
+    """One epoch's batches (lists of example indices) in training order, a pure function
+    of (seed, epoch): shuffled, then stably sorted by length, so that equal lengths mix
+    differently each epoch (`budget_batches`)."""
+    rng = random.Random(epoch_seed(seed, epoch))
+    order = list(range(len(src_lengths)))
+    rng.shuffle(order)
+    return budget_batches(order, src_lengths, tgt_lengths, max_tokens, rng)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -188,17 +174,16 @@ IdBatch = tuple[list[list[int]], list[list[int]]]  # source ids and target ids o
 
 
 class InMemoryCorpus:
-    """Tokenized training pairs held in memory; `Batches` decides each epoch's order."""
+    """Tokenized training pairs held in memory; `epoch_batches` decides each epoch's order."""
 
     def __init__(self, ds: datasets.Dataset, cfg: DataConfig, seed: int):
         self.src_ids, self.tgt_ids = ds["src_ids"][:], ds["tgt_ids"][:]
-        self.index = Batches(
-            [len(x) for x in self.src_ids], [len(x) for x in self.tgt_ids], cfg.max_tokens, seed
-        )
+        lengths = [len(x) for x in self.src_ids], [len(x) for x in self.tgt_ids]
+        self.order = (*lengths, cfg.max_tokens, seed)
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[IdBatch]:
         """Epoch `epoch`'s batches from the `start`-th on."""
-        for batch in self.index.epoch(epoch)[start:]:
+        for batch in epoch_batches(*self.order, epoch)[start:]:
             yield [self.src_ids[i] for i in batch], [self.tgt_ids[i] for i in batch]
 
 

@@ -1,9 +1,8 @@
 """Parallel text on Hugging Face `datasets`: where a split's pairs come from.
 
-A split comes from the Hub, from line-aligned files (`PREFIX.de` + `PREFIX.en`,
-plain or .gz) or from one .tsv / .jsonl file, and always becomes a
-`datasets.Dataset` with `src` and `tgt` text columns, or a stream of pairs.
-Tokenizing and batching them is `nmt.corpus`'s.
+A split comes from the Hub, line-aligned files (`PREFIX.de` + `PREFIX.en`, plain or .gz)
+or one .tsv / .jsonl file, and becomes a `datasets.Dataset` with `src` and `tgt` text
+columns, or a stream of pairs. Tokenizing and batching them is `nmt.corpus`'s.
 """
 
 from __future__ import annotations

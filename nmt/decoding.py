@@ -49,9 +49,9 @@ def decode(
     cfg: DecodeConfig,
     sampling: Sampling | None = None,
 ) -> list[list[Hypothesis]]:
-    """`options.nbest` hypotheses (text left empty) per sequence of source ids (pieces +
-    EOS), best first, searched by `model` (or drawn, with `sampling`); a beam of 1 is
-    greedy search. An empty sequence gives EMPTY. Batches of `cfg.max_tokens`."""
+    """`options.nbest` hypotheses (text left empty) per sequence of source ids (pieces + EOS),
+    best first, searched (a beam of 1: greedily) or drawn (`sampling`) in batches of
+    `cfg.max_tokens` tokens; an empty sequence gives EMPTY."""
     results = [[EMPTY] * options.nbest for _ in src_ids]
     lengths = [len(ids) for ids in src_ids]
     specials = {"bos": BOS, "eos": EOS, "pad": PAD, "shrink_step": plan.shrink_step}

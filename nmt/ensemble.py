@@ -29,10 +29,8 @@ class Ensemble:
         self, token: Tensor, state: Members, memory: Members
     ) -> tuple[Tensor, Members, Tensor | None]:
         """-> mean log-probabilities (N, V), the members' states, mean attention (N, S)."""
-        steps = [
-            model.decode_step(token, s, m)
-            for model, s, m in zip(self.models, state, memory, strict=True)
-        ]
+        members = zip(self.models, state, memory, strict=True)
+        steps = [model.decode_step(token, s, m) for model, s, m in members]
         logp = torch.stack([logp for logp, _, _ in steps]).mean(0)
         attns = [attn for _, _, attn in steps]
         attn = None if any(a is None for a in attns) else torch.stack(attns).mean(0)

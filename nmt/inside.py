@@ -1,8 +1,7 @@
 """`nmt inspect`: one sentence through a trained model, with its attention, gates and cells.
 
-The encoder is re-run with `ExplicitLSTM` (the same weights, gate by gate); the
-decoder re-decodes the model's own translation with a cell function that
-records its gates. Pictures are drawn with matplotlib (Agg, no display needed).
+The encoder is re-run gate by gate (`nmt.gates.lstm_gates`, the same weights); the decoder
+re-decodes the translation through a `GateRecorder`. Pictures: matplotlib (Agg).
 """
 
 from __future__ import annotations
@@ -72,16 +71,11 @@ def inspect_sentence(translator: Translator, sentence: str, *, beam: int = 5) ->
 
     recorder, attention = GateRecorder(model), []
     memory, state = recorder.encode(src, src_len)
-    for token in [BOS, *hyp.tokens]:
-        token = torch.tensor([token], device=src.device)
+    for token in torch.tensor([BOS, *hyp.tokens], device=src.device)[:, None]:
         _, state, attn = recorder.decode_step(token, state, memory)
         attention.append(attn[0])
-    top_layer = model.cfg.dec_layers - 1
-    steps = [
-        (g.input, g.forget, g.output, c, h)
-        for layer, g, c, h in recorder.calls
-        if layer == top_layer
-    ]
+    calls = recorder.calls[model.cfg.dec_layers - 1 :: model.cfg.dec_layers]  # the top layer's
+    steps = [(gates.input, gates.forget, gates.output, c, h) for _, gates, c, h in calls]
     decoder = GateTrace(*(torch.cat(parts) for parts in zip(*steps, strict=True)))
 
     return Inspection(

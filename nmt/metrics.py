@@ -1,15 +1,19 @@
 """What training measures and records: validation BLEU (SacreBLEU, with its
-signature; full reports are nmt.report) and the run's metrics.jsonl log.
+signature; full reports are nmt.report), the run's metrics.jsonl log, and its
+learning curves drawn from that log.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
 from pathlib import Path
 
 from sacrebleu.metrics import BLEU
+
+from nmt.figures import pyplot
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +80,8 @@ class MetricsLog:
         if self.bar is None:
             log.info("%s %s", kind, line)
         elif kind == "train":
-            self.bar.set_postfix_str(
-                f"loss={record['loss']:.3f} lr={record['lr']:.2e} tok/s={record['tok_per_s']}"
-            )
+            loss, lr, rate = record["loss"], record["lr"], record["tok_per_s"]
+            self.bar.set_postfix_str(f"loss={loss:.3f} lr={lr:.2e} tok/s={rate}")
         else:
             self.bar.write(f"{kind} {line}")
         if self.board:
@@ -87,22 +90,17 @@ class MetricsLog:
                     self.board.add_scalar(f"{kind}/{key}", value, record["step"])
 
     def close(self) -> None:
-        self.file.close()
-        if self.bar is not None:
-            self.bar.close()
-        if self.board:
-            self.board.close()
+        for sink in (self.file, self.bar, self.board):
+            if sink is not None:
+                sink.close()
 
 
 def _truncate(path: Path, step: int) -> None:
     kept = []
     for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if event.get("step", 0) <= step:
-            kept.append(line + "\n")
+        with contextlib.suppress(json.JSONDecodeError):  # a line cut short by a crash
+            if json.loads(line).get("step", 0) <= step:
+                kept.append(line + "\n")
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(kept), encoding="utf-8")
     tmp.replace(path)
@@ -114,3 +112,34 @@ def _tensorboard(out_dir: Path):
     except ImportError:  # tensorboard is optional
         return None
     return SummaryWriter(str(out_dir / "tensorboard"))
+
+
+PANELS = [  # (title, event, key)
+    ("training loss (label-smoothed)", "train", "loss"),
+    ("validation loss", "valid", "loss"),
+    ("validation perplexity", "valid", "ppl"),
+    ("validation BLEU (greedy)", "valid", "bleu"),
+    ("learning rate", "train", "lr"),
+    ("training speed (target tokens/s)", "train", "tok_per_s"),
+]
+
+
+def plot_learning_curves(metrics: Path, out: Path) -> None:
+    plt = pyplot()
+    if not metrics.is_file():
+        raise FileNotFoundError(metrics)
+    events = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
+    for ax, (title, kind, key) in zip(axes.flat, PANELS, strict=True):
+        points = [(e["step"], e[key]) for e in events if e.get("event") == kind and key in e]
+        if points:
+            steps, values = zip(*points, strict=True)
+            ax.plot(steps, values, marker="o" if kind == "valid" else None, markersize=3)
+        ax.set_title(title, fontsize=10)
+        ax.ticklabel_format(axis="y", style="plain", useOffset=False)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"Learning curves: {metrics.parent.name}")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)

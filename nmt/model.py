@@ -1,14 +1,14 @@
 """LSTM encoder-decoder with attention: Luong (dot, general) or Bahdanau (additive).
 
-Shapes: N batch rows (batch * beam during search), S source length, T target
-length, E embedding dim, H decoder hidden dim, M = 2 * encoder hidden (the
-bidirectional memory width), L decoder layers, V vocabulary size.
+Shapes: N batch rows (batch * beam during search), S source length, T target length,
+E embedding dim, H decoder hidden dim, M = 2 * encoder hidden (the bidirectional memory
+width), L decoder layers, V vocabulary size.
 
-Four stages, each a plain reference here with one entry point that a plan's
-`Kernels` may steer to a fast path in `nmt.kernels`: the encoder and the decoder
-step (`encode` and `decode_step`, which search calls), teacher forcing and the
-output layer with its loss (`forward`, `loss`). Both search calls return immutable
-tuples re-indexed with `.select(rows)`, so beam search never looks inside them.
+Four stages, each a plain reference here with one entry point that a plan's `Kernels`
+may steer to a fast path in `nmt.kernels`: the encoder and the decoder step (`encode`,
+`decode_step`: search's calls, returning tuples it re-indexes with `.select(rows)`
+without looking inside), teacher forcing and the output layer with its loss
+(`forward`, `loss`).
 """
 
 from __future__ import annotations
@@ -143,11 +143,6 @@ class Seq2Seq(nn.Module):
             self.src_embed.weight[self.pad].zero_()
             self.tgt_embed.weight[self.pad].zero_()
 
-    @property
-    def feeds_back(self) -> bool:
-        """Whether each decoder step depends on the previous step's attention."""
-        return self.cfg.input_feed or self.cfg.attention == "bahdanau"
-
     def _dropout(self, kernels: Kernels) -> Callable[[Tensor], Tensor]:
         """Dropout as the kernels draw its masks; the identity in eval mode."""
         if not self.training or self.cfg.dropout == 0:
@@ -272,19 +267,15 @@ class Seq2Seq(nn.Module):
         drop = self._dropout(kernels)
         embedded = drop(self.tgt_embed(tgt_in))  # (N, T, E)
         if kernels.teacher_forcing == "deferred":  # the stepwise loop's steps, in nmt.kernels
-            if not self.cfg.input_feed or self.cfg.attention == "bahdanau":
-                raise ValueError("the deferred loop is Luong attention with input feeding")
-            dtype = kernels.dtype or embedded.dtype
-            keys, values, mask = memory.keys, memory.values, memory.mask
-            decoder, combine = self.decoder, self.combine.weight
+            assert self.cfg.input_feed and self.cfg.attention != "bahdanau", "Luong with feeding"
+            dtype, combine = kernels.dtype or embedded.dtype, self.combine.weight
             return input_feeding_loop(
-                embedded, state.h, state.c, keys, values, mask, decoder, combine, drop, dtype=dtype
+                embedded, state, memory, self.decoder, combine, drop, dtype=dtype
             )
         if kernels.teacher_forcing == "whole":
-            # Without feedback the decoder LSTM runs over the whole target in one
-            # fused call and attention is one batched matmul.
-            if self.feeds_back:
-                raise ValueError("a decoder that feeds back cannot run over the whole target")
+            # without feedback the decoder LSTM runs over the whole target in one fused
+            # call, and attention is one batched matmul
+            assert not self.cfg.input_feed and self.cfg.attention != "bahdanau", "no feedback"
             hidden, _ = self.decoder(embedded, (state.h, state.c))  # (N, T, H)
             context, _ = self.attention(hidden, memory)
             return drop(torch.tanh(self.combine(torch.cat([context, hidden], -1))))

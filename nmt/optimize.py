@@ -69,17 +69,14 @@ def train_step(
     world: World = distributed.ALONE,
     idle: bool = False,
 ) -> dict[str, Any]:
-    """One optimizer step over `parts` (accumulated batches) on the summed loss
-    divided by their target tokens or sentences (`cfg.loss_normalization`); the
-    loss it returns is per target token either way.
+    """One optimizer step over `parts` (accumulated batches) on the summed loss over their
+    target tokens or sentences (`cfg.loss_normalization`); the loss returned is per token.
 
-    `objective`: a `TrainingLoss` or its DDP wrapper. `tokens`, `sentences`: those of
-    every rank's parts (default: these parts'). `idle`: this rank has no batch in the
-    step; it runs `parts` with weight 0 only to join the gradient all-reduce.
-    A non-finite loss or gradient skips the update: `skipped` is then 1, a device
-    tensor like `loss` and `grad_norm`, so the step never waits for the device.
-    The optimizer must be fused (`build_optimizer`).
-    """
+    `objective`: a `TrainingLoss` or its DDP wrapper. `tokens`, `sentences`: every rank's
+    (default: these parts'). `idle`: this rank has no batch; it runs `parts` with weight 0
+    only to join the gradient all-reduce. A non-finite loss or gradient skips the update:
+    `skipped` is then 1, a device tensor like `loss` and `grad_norm`, so the step never
+    waits for the device. The optimizer must be fused (`build_optimizer`)."""
     tokens = tokens or sum(int((p["tgt_out"] != PAD).sum()) for p in parts)
     sentences = sentences or sum(p["tgt_out"].size(0) for p in parts)
     divisor = tokens if cfg.loss_normalization == "tokens" else sentences
@@ -90,9 +87,7 @@ def train_step(
         accumulating = i < len(parts) - 1 and isinstance(objective, DistributedDataParallel)
         with objective.no_sync() if accumulating else contextlib.nullcontext():
             with plan.autocast():  # the loss itself is fp32 (nmt.kernels.fused_loss)
-                loss = weight * objective(
-                    part["src"], part["src_len"], part["tgt_in"], part["tgt_out"]
-                )
+                loss = weight * objective(**part)
             scaler.scale(loss).backward()  # a no-op scaler unless in fp16
         total += loss.detach()
     scaler.unscale_(optimizer)  # so clipping sees the true gradient norm
@@ -135,11 +130,8 @@ class SkippedSteps:
         self.since_check.zero_()
         progress.skipped_steps, progress.nonfinite_in_row = progress.skipped_steps + skipped, in_row
         if skipped:
-            log.warning(
-                "step %d: %d updates skipped since the last check for a non-finite loss or "
-                "gradient (%d in a row)",
-                *(progress.step, skipped, in_row),
-            )
+            message = "step %d: %d updates skipped since the last check for a non-finite loss"
+            log.warning(message + " or gradient (%d in a row)", progress.step, skipped, in_row)
         if in_row >= limit:
             raise NonFiniteError(
                 f"stopped at step {progress.step}: {in_row} steps in a row had a non-finite "

@@ -68,11 +68,10 @@ class Plan:
         return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
 
     def to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """A collated batch on the device; source lengths stay on the CPU, where packing
-        needs them. From pageable memory a copy waits for the GPU's queue to drain, from
-        pinned memory it does not."""
-        if not self.pinned_copies:
-            return {k: v.to(self.device) for k, v in batch.items()}
+        """A collated batch on the device, its source lengths on the CPU (where packing needs
+        them); through pinned memory, since from pageable memory a copy waits for the GPU."""
+        if not self.pinned_copies:  # the CPU
+            return batch
         return {
             k: v if k == "src_len" else v.pin_memory().to(self.device, non_blocking=True)
             for k, v in batch.items()
@@ -123,13 +122,12 @@ def plan_for(
     # AMP (docs/benchmarks.md); a GPU in fp32 keeps the step-by-step loop: the deferred
     # one measured 0.84x there (CUDA's lstm_cell fuses the gate arithmetic into one
     # kernel, the deferred loop's cell does not: the likely reason).
-    feeds_back = model.input_feed or model.attention == "bahdanau"
-    if not feeds_back:
+    luong = model.attention != "bahdanau"
+    teacher_forcing = "stepwise"
+    if luong and not model.input_feed:  # no feedback: one LSTM call over the target
         teacher_forcing = "whole"
-    elif model.input_feed and model.attention != "bahdanau" and (cpu or low):
+    elif luong and (cpu or low):
         teacher_forcing = "deferred"
-    else:
-        teacher_forcing = "stepwise"
     kernels = Kernels(
         # nn.LSTM's backward on packed sequences runs per-step autograd ops on a CPU;
         # without gradients, and with cuDNN, nn.LSTM is as fast or faster
@@ -147,24 +145,14 @@ def plan_for(
         raise PrecisionError("int8 decoding runs on the CPU only")
     if precision == "int8" and not int8_available():
         raise PrecisionError("int8 needs torch's quantized CPU operators, which this build lacks")
-    decoder_weights = "module"
-    if precision == "int8":
-        decoder_weights = "int8"
-    elif precision == "fp32" and cpu and prepared and packed_fp32_available():
-        decoder_weights = "packed"
-    return Plan(
-        device,
-        precision,
-        kernels,
-        decoder_weights=decoder_weights,
-        # under inference_mode autocast keeps no cast cache: weights in low precision once
-        weight_dtype=DTYPES[precision] if low else None,
-        # few distinct source widths and row counts: on a CPU oneDNN builds bf16 and fp16
-        # kernels for each new shape, so shapes that recur across batches save that
-        src_multiple=16,
-        shrink_step=16 if cpu and low else 1,
-        pinned_copies=not cpu,
-    )
+    packed = precision == "fp32" and cpu and prepared and packed_fp32_available()
+    weights = "int8" if precision == "int8" else "packed" if packed else "module"
+    # under inference_mode autocast keeps no cast cache: weights in low precision once;
+    # few distinct source widths and row counts: on a CPU oneDNN builds bf16 and fp16
+    # kernels for each new shape, so shapes that recur across batches save that
+    shapes = {"src_multiple": 16, "shrink_step": 16 if cpu and low else 1}
+    weight_dtype = DTYPES[precision] if low else None
+    return Plan(device, precision, kernels, weights, weight_dtype, **shapes, pinned_copies=not cpu)
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -197,31 +185,25 @@ def cpu_has_bf16_units(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     CPU flags; elsewhere False. bf16 training measured 1.14-1.21x fp32 on a Xeon with
     AMX (docs/benchmarks.md); AVX-512 BF16 without AMX is not measured."""
     try:
-        text = cpuinfo.read_text(errors="replace")
+        lines = cpuinfo.read_text(errors="replace").splitlines()
     except OSError:
         return False
-    flags = next(
-        (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")),
-        [],
-    )
+    flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def int8_available() -> bool:
     """Whether this torch build can run int8 products on this CPU."""
-    engines = torch.backends.quantized.supported_engines
-    return hasattr(torch.ops.quantized, "linear_dynamic") and (
-        "x86" in engines or "fbgemm" in engines or "qnnpack" in engines
+    engines = set(torch.backends.quantized.supported_engines)
+    return hasattr(torch.ops.quantized, "linear_dynamic") and bool(
+        engines & {"x86", "fbgemm", "qnnpack"}
     )
 
 
 def packed_fp32_available() -> bool:
     """Whether this torch build has oneDNN's prepacked fp32 linear."""
-    return (
-        torch.backends.mkldnn.is_available()
-        and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
-        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-    )
+    ops = ("_reorder_linear_weight", "_linear_pointwise")
+    return torch.backends.mkldnn.is_available() and all(hasattr(torch.ops.mkldnn, o) for o in ops)
 
 
 def keep_freed_memory_mapped() -> None:

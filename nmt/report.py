@@ -1,10 +1,9 @@
 """Evaluation reports through SacreBLEU's own classes.
 
-Corpus BLEU, chrF (or chrF++) and TER with their signatures, for one or more
-systems against one or more references; the first system is the baseline the
-others are tested against (paired bootstrap resampling or approximate
-randomization, as sacrebleu computes them). Breakdowns: length ratio, BLEU by
-source-length bucket, the sentences whose sentence-BLEU dropped most.
+Corpus BLEU, chrF (or chrF++) and TER with their signatures, for systems against one or
+more references; the first system is the baseline the others are tested against (paired
+bootstrap resampling or approximate randomization, as sacrebleu computes them).
+Breakdowns: length ratio, BLEU by source length, the largest sentence-BLEU drops.
 """
 
 from __future__ import annotations
@@ -128,30 +127,26 @@ def _largest_drops(systems, results, refs, src) -> list[dict]:
     """Where the second system's sentence-BLEU fell most below the baseline's."""
     base, other = results[0].sentence_bleu, results[1].sentence_bleu
     order = sorted(range(len(base)), key=lambda i: other[i] - base[i])[:DROPS_SHOWN]
-    return [
-        {
+    (first, first_hyps), (second, second_hyps) = systems[:2]
+    drops = []
+    for i in (i for i in order if other[i] < base[i]):
+        drop = {
             "line": i + 1,
             "drop": round(base[i] - other[i], 1),
             "source": src[i] if src else "",
-            "reference": refs[0][i],
-            systems[0][0]: systems[0][1][i],
-            systems[1][0]: systems[1][1][i],
         }
-        for i in order
-        if other[i] < base[i]
-    ]
+        drops.append(
+            {**drop, "reference": refs[0][i], first: first_hyps[i], second: second_hyps[i]}
+        )
+    return drops
 
 
 # ---- rendering ---------------------------------------------------------------------------
 
 
 def render(report: Report, fmt: str) -> str:
-    return {
-        "json": render_json,
-        "text": render_text,
-        "markdown": render_markdown,
-        "html": render_html,
-    }[fmt](report)
+    renderers = {"json": render_json, "text": render_text, "markdown": render_markdown}
+    return {**renderers, "html": render_html}[fmt](report)
 
 
 def render_json(report: Report) -> str:

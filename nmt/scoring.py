@@ -1,12 +1,10 @@
 """What the searches look for, and may generate: options, scores and step rules.
 
 Shapes: B sentences, n hypotheses each, L longest output + 1, N decoder rows, V
-vocabulary size. A finished hypothesis scores its log-probability over GNMT's length
-penalty, plus its coverage penalty. A step rule takes the step's log-probabilities
-(N, V) and a `Step`, edits them in place (-inf: never) and returns them; the searches
-apply `step_rules` in turn, as Hugging Face's logits processors are applied: PAD and
-BOS never, EOS not before the minimum length and always at a row's length limit, and
-optionally no repeated n-grams. A new mask is one more rule.
+vocabulary size. A step rule edits the step's log-probabilities (N, V) in place (-inf:
+never); the searches apply `step_rules` in turn, as Hugging Face applies its logits
+processors: PAD and BOS never, EOS not before the minimum length and always at a row's
+length limit, optionally no repeated n-grams. A new mask is one more rule.
 """
 
 from __future__ import annotations

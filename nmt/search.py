@@ -1,16 +1,14 @@
 """Greedy, sampling and batched beam search over any model with `encode` and `decode_step`.
 
-Shapes: B sentences, A of them in the batch, K beams, N decoder rows (A * K; A
-at the first step), L = longest output + 1 (BOS first), S source length, V
-vocabulary size.
+Shapes: B sentences, A of them in the batch, K beams, N decoder rows (A * K; A at the
+first step), L = longest output + 1 (BOS first), S source length, V vocabulary size.
 
-The model contract: `encode(src, src_len) -> (memory, state)` and
-`decode_step(token (N,), state, memory) -> (logp (N, V) fp32, state, attn)`,
-where logp is a fresh tensor search may edit in place and attn is the step's
-attention over the source, (N, S), or None. Memory and state only need
-`.select(rows)`: the state has one row per hypothesis (per sentence at the first
-step, where all of a sentence's hypotheses are BOS), the memory one row per
-sentence, shared by its K consecutive state rows. Search never looks inside them.
+The model contract: `encode(src, src_len) -> (memory, state)` and `decode_step(token
+(N,), state, memory) -> (logp (N, V) fp32, state, attn)`, where logp is a fresh tensor
+search may edit in place and attn the step's attention over the source, (N, S), or
+None. Memory and state only need `.select(rows)`: the state has a row per hypothesis
+(per sentence at the first step, where all of its hypotheses are BOS), the memory a
+row per sentence, shared by its K consecutive state rows.
 
 Each step's log-probabilities pass through the `nmt.scoring` rules in turn; every
 sentence has its own output limit (`max_len`, (B,)). A sentence that is done leaves the
@@ -161,15 +159,12 @@ def beam_search(
     pad: int,
     shrink_step: int = 1,
 ) -> Hypotheses:
-    """The n = options.nbest best hypotheses per sentence, best first.
-
-    A finished hypothesis scores its log-probability / `length_penalty(length, alpha)`
-    (length counts EOS, not BOS), plus the coverage penalty. Of each step's 2K best
-    continuations, those ending in EOS among the top K join the sentence's pool of K
-    finished ones; the K best others stay live. A sentence stops once it has K finished
-    (fairseq's rule: a live beam might still have overtaken one) or no live beam can
-    enter its n best, and leaves the batch in groups of `shrink_step` sentences.
-    """
+    """The n = options.nbest best hypotheses per sentence, best first, scored by their
+    log-probability / `length_penalty(length, alpha)` (length counts EOS, not BOS) plus
+    the coverage penalty. Of each step's 2K best continuations, those ending in EOS among
+    the top K join the sentence's pool of K finished ones; the K best others stay live.
+    A sentence stops once it has K finished (fairseq's rule: a live beam might still have
+    overtaken one) or no live beam can enter its n best, and leaves the batch then."""
     K, n = options.beam_size, options.nbest
     memory, state = model.encode(src, src_len)  # one state row per sentence until step 0
     live = _start(src, src_len, max_len, K, bos, pad, with_coverage=options.beta > 0)
@@ -207,7 +202,7 @@ def beam_search(
         alive_score, keep = cand_score.masked_fill(ends, NEG_INF).topk(K, dim=1)
         alive = cand.gather(keep)._replace(score=alive_score)
         # (A, K) state rows; at step 0 every beam continues its sentence's one row
-        parent = beam.gather(1, keep) + limits.offset if t else limits.sentence.expand(A, K)
+        parent = beam.gather(1, keep) + limits.sentence * K if t else limits.sentence.expand(A, K)
         state = state.select(parent.flatten())  # N = A * K rows
         live = live._replace(alive=alive, done=done)
 
@@ -234,18 +229,15 @@ def beam_search(
 def _start(src, src_len, max_len, K: int, bos: int, pad: int, *, with_coverage: bool) -> _Beamed:
     """Every sentence searching, its K live beams BOS (one of them scored 0: they are
     one), its finished pool empty."""
-    B, device = src.size(0), src.device
-
-    def empty() -> Beams:
-        tokens = src.new_full((B, K, int(max_len.max()) + 1), pad)
-        tokens[:, :, 0] = bos
-        score = torch.full((B, K), NEG_INF, device=device)
-        coverage = torch.zeros(B, K, src.size(1) if with_coverage else 0, device=device)
-        return Beams(tokens, torch.full_like(tokens, -1), score, score.clone(), coverage)
-
-    alive, done = empty(), empty()
+    B, S, device = src.size(0), src.size(1), src.device
+    tokens = src.new_full((B, K, int(max_len.max()) + 1), pad)
+    tokens[:, :, 0] = bos
+    score = torch.full((B, K), NEG_INF, device=device)
+    coverage = torch.zeros(B, K, S if with_coverage else 0, device=device)
+    done = Beams(tokens, torch.full_like(tokens, -1), score, score.clone(), coverage)
+    alive = Beams(*(x.clone() for x in done))
     alive.score[:, 0] = 0.0
-    src_mask = (torch.arange(src.size(1), device=device) < src_len[:, None].to(device))[:, None]
+    src_mask = (torch.arange(S, device=device) < src_len[:, None].to(device))[:, None]
     searching = torch.ones(B, dtype=torch.bool, device=device)
     return _Beamed(torch.arange(B, device=device), searching, max_len, src_mask, alive, done)
 
@@ -269,15 +261,13 @@ class _Limits(NamedTuple):
     rows: Tensor  # (A * K,) each row's output limit
     first: int  # the smallest limit, as a Python int (no host sync per step)
     sentence: Tensor  # (A, 1) 0 ... A - 1
-    offset: Tensor  # (A, 1) the first row of each sentence
     penalty: Tensor  # (A,) the length penalty at each sentence's limit: the largest
 
     @classmethod
     def of(cls, max_len: Tensor, K: int, alpha: float) -> _Limits:
         sentence = torch.arange(max_len.numel(), device=max_len.device)[:, None]
         penalty = length_penalty(max_len.float(), alpha)
-        rows = max_len.repeat_interleave(K)
-        return cls(rows, int(max_len.min()), sentence, sentence * K, penalty)
+        return cls(max_len.repeat_interleave(K), int(max_len.min()), sentence, penalty)
 
 
 def _hand_in(live, over: Tensor, results, handed, shrink_step: int):

@@ -41,27 +41,18 @@ class Tokenizer:
 
     def decode(self, ids: list[list[int]]) -> list[str]:
         """Detokenized text; ids stop at the first EOS and specials are dropped."""
-        cleaned = []
-        for row in ids:
-            row = list(row)
-            if EOS in row:
-                row = row[: row.index(EOS)]
-            cleaned.append([i for i in row if i > EOS])
-        return self._sp.decode(cleaned)
+        rows = [list(row) for row in ids]
+        rows = [row[: row.index(EOS)] if EOS in row else row for row in rows]
+        return self._sp.decode([[i for i in row if i > EOS] for row in rows])
 
     def id_to_piece(self, ids: list[int]) -> list[str]:
         return [self._sp.id_to_piece(i) for i in ids]
 
 
-def build_tokenizers(
-    cfg: DataConfig, src: list[str], tgt: list[str]
-) -> tuple[Tokenizer, Tokenizer]:
+def build_tokenizers(cfg: DataConfig, src: list[str], tgt: list[str]) -> tuple[Tokenizer, ...]:
     """SentencePiece as `cfg` says, on the training text: one joint model, or one per side."""
-    options = dict(
-        vocab_size=cfg.vocab_size,
-        model_type=cfg.spm_model,
-        character_coverage=cfg.character_coverage,
-    )
+    options = {"vocab_size": cfg.vocab_size, "model_type": cfg.spm_model}
+    options["character_coverage"] = cfg.character_coverage
     if cfg.joint_vocab:
         joint = Tokenizer(train_spm(src + tgt, **options))
         return joint, joint
@@ -83,21 +74,11 @@ def train_spm(
     """
     sentences = [s for s in sentences if s.strip()]
     model = io.BytesIO()
-    options = dict(
-        sentence_iterator=iter(sentences),
-        model_writer=model,
-        vocab_size=vocab_size,
-        model_type=model_type,
-        character_coverage=character_coverage,
-        input_sentence_size=seed_sentences,
-        shuffle_input_sentence=True,
-        pad_id=PAD,
-        unk_id=UNK,
-        bos_id=BOS,
-        eos_id=EOS,
-        num_threads=1,  # deterministic: the same corpus gives the same model
-        minloglevel=2,
-    )
+    options = dict(sentence_iterator=iter(sentences), model_writer=model, vocab_size=vocab_size)
+    options.update(model_type=model_type, character_coverage=character_coverage)
+    options.update(input_sentence_size=seed_sentences, shuffle_input_sentence=True, minloglevel=2)
+    options.update(pad_id=PAD, unk_id=UNK, bos_id=BOS, eos_id=EOS)
+    options.update(num_threads=1)  # deterministic: the same corpus gives the same model
     try:
         spm.SentencePieceTrainer.train(**options)
     except RuntimeError as err:  # "Vocabulary size too high (N). Please set it to a value <= M."

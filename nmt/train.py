@@ -1,15 +1,11 @@
 """The training loop: the run directory, tokenizers and data, the steps, validation, resume.
 
-A run directory holds `config.yaml`, `src.model`/`tgt.model` (SentencePiece),
-`last.pt`, `best.pt` and `metrics.jsonl`. Everything a resumed run needs
-(optimizer, schedule, scaler, RNG, the position in the epoch, early stopping)
-is in `last.pt`, so stopping after N steps (or being killed after the
-checkpoint of step N) and resuming gives the same parameters as one unbroken run.
-
-Under torchrun each step's group of batches is dealt out across the ranks
-(`nmt.distributed`): the global batch of one process accumulating
-`accum_steps * world_size` batches. Each rank draws its own dropout masks, so only
-without dropout do the ranks train exactly as that one process would.
+A run directory holds `config.yaml`, `src.model`/`tgt.model` (SentencePiece), `last.pt`,
+`best.pt` and `metrics.jsonl`. `last.pt` holds all a resumed run needs, so stopping
+after N steps (or a kill after step N's checkpoint) and resuming gives the parameters
+of one unbroken run. Under torchrun each step's batches are dealt out across the ranks
+(`nmt.distributed`): one process's global batch of `accum_steps * world_size` batches;
+each rank draws its own dropout masks, so only without dropout is it that process's run.
 """
 
 from __future__ import annotations

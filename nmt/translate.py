@@ -1,10 +1,8 @@
 """Translating text with trained models: raw text in, detokenized text out.
 
-A `Translator` wraps a model (or an `Ensemble` of them) and its two tokenizers.
-Within each chunk it sorts sentences by length into token-budget batches and
-restores the input order, and it always returns one result per input line:
-empty input gives an empty output, over-long input is translated from its
-truncated start.
+A `Translator` holds a model (or an `Ensemble`), its two tokenizers and a plan, and
+always returns one result per input line, in input order (`nmt.decoding`): empty
+input gives an empty output, over-long input is translated from its truncated start.
 """
 
 from __future__ import annotations
@@ -94,17 +92,8 @@ class Translator:
             yield from results
         self._warn_truncated(truncated)
 
-    def _translate(
-        self,
-        lines: list[str],
-        *,
-        beam: int | None = None,
-        nbest: int = 1,
-        alpha: float | None = None,
-        max_tokens: int | None = None,
-        sampling: Sampling | None = None,
-    ) -> tuple[list[list[Hypothesis]], int]:
-        """-> the n-best lists, and how many lines were truncated."""
+    def _translate(self, lines, *, beam=None, nbest=1, alpha=None, max_tokens=None, sampling=None):
+        """-> the n-best lists (`translate`'s options), and how many lines were truncated."""
         nbest = 1 if sampling else nbest  # one draw per line, empty lines included
         options = self._options(beam, nbest, alpha)
         cfg = self.cfg.decode
@@ -114,18 +103,14 @@ class Translator:
         texts = iter(self.tgt_tok.decode([h.tokens for hyps in found for h in hyps]))
         results = [[dataclasses.replace(h, text=next(texts)) for h in hyps] for hyps in found]
         if self.cfg.decode.replace_unk:
-            results = [
-                [self._replace_unk(line, h) for h in hyps]
-                for line, hyps in zip(lines, results, strict=True)
-            ]
+            pairs = zip(lines, results, strict=True)
+            results = [[self._replace_unk(line, h) for h in hyps] for line, hyps in pairs]
         return results, truncated
 
     def _warn_truncated(self, count: int) -> None:
         if count:
-            limit = self.cfg.data.max_len
-            log.warning(
-                "%d input lines exceed %d pieces: translated their first %d", count, limit, limit
-            )
+            n = self.cfg.data.max_len
+            log.warning("%d input lines exceed %d pieces: translated their first %d", count, n, n)
 
     @torch.inference_mode()
     def score(self, src_lines: list[str], tgt_lines: list[str]) -> list[float]:
@@ -166,16 +151,10 @@ class Translator:
         return [x[:limit] + [EOS] for x in ids], sum(len(x) > limit for x in ids)
 
     def _options(self, beam: int | None, nbest: int, alpha: float | None) -> BeamOptions:
-        decode = self.cfg.decode
-        beam = max(decode.beam_size if beam is None else beam, nbest)
-        return BeamOptions(
-            beam_size=beam,
-            alpha=decode.alpha if alpha is None else alpha,
-            beta=decode.beta,
-            min_len=decode.min_len,
-            no_repeat_ngram=decode.no_repeat_ngram,
-            nbest=nbest,
-        )
+        d = self.cfg.decode
+        beam = max(d.beam_size if beam is None else beam, nbest)
+        alpha = d.alpha if alpha is None else alpha
+        return BeamOptions(beam, alpha, d.beta, d.min_len, d.no_repeat_ngram, nbest)
 
     def _replace_unk(self, line: str, hyp: Hypothesis) -> Hypothesis:
         """Each <unk> output piece becomes the source piece it attended to most."""
@@ -191,8 +170,7 @@ class Translator:
 
 
 def _checkpoint_file(path: Path) -> Path:
-    if path.is_dir():
-        return next(
-            (p for p in (path / "best.pt", path / "last.pt") if p.exists()), path / "best.pt"
-        )
-    return path
+    """A run directory's best.pt, else its last.pt; a file is itself."""
+    if not path.is_dir():
+        return path
+    return next((p for p in (path / "best.pt", path / "last.pt") if p.exists()), path / "best.pt")

@@ -13,7 +13,7 @@ import datasets
 import torch
 
 from nmt.config import Config
-from nmt.corpus import Batches, collate
+from nmt.corpus import collate, epoch_batches
 from nmt.decoding import decode
 from nmt.metrics import bleu
 from nmt.plan import Plan
@@ -42,7 +42,7 @@ def validate(model, valid: ValidSet, tgt_tok: Tokenizer, plan: Plan, cfg: Config
     model.eval()
     budget, lengths = cfg.train.valid_batch_tokens, [len(x) for x in valid.src_ids]
     loss_sum, count = 0.0, 0
-    for batch in Batches(lengths, [len(x) for x in valid.tgt_ids], budget, 0).epoch(0):
+    for batch in epoch_batches(lengths, [len(x) for x in valid.tgt_ids], budget, 0, 0):
         part = collate([valid.src_ids[i] for i in batch], [valid.tgt_ids[i] for i in batch])
         part = plan.to_device(part)
         parts = (part["src"], part["src_len"], part["tgt_in"], part["tgt_out"])
@@ -53,10 +53,6 @@ def validate(model, valid: ValidSet, tgt_tok: Tokenizer, plan: Plan, cfg: Config
     found = decode(model, valid.src_ids, greedy, plan=plan, cfg=decode_cfg)
     hyps = tgt_tok.decode([hyps[0].tokens for hyps in found])
     model.train(was_training)
-    loss = loss_sum / max(count, 1)
-    score, _ = bleu(hyps, valid.refs)
-    return {
-        "loss": round(loss, 4),
-        "ppl": round(math.exp(min(loss, 50)), 2),
-        "bleu": round(score, 2),
-    }
+    loss, (score, _) = loss_sum / max(count, 1), bleu(hyps, valid.refs)
+    ppl = math.exp(min(loss, 50))
+    return {"loss": round(loss, 4), "ppl": round(ppl, 2), "bleu": round(score, 2)}

@@ -2,6 +2,7 @@
 
     python scripts/bench_ab.py --baseline 2ba44ec --run RUN [--onmt-model M.pt]
         [--rounds 3] [--train-steps 40] [--skip-train] [--skip-translate]
+        [--configs demo peers] [--beams 5 1] [--precisions fp32 int8]
 
 The baseline is checked out into a temporary git worktree. Every measurement runs in
 a fresh process of one tree or the other (PYTHONPATH picks the tree), the trees
@@ -86,6 +87,9 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=40)
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--skip-translate", action="store_true")
+    parser.add_argument("--configs", nargs="+", default=[name for name, _ in TRAIN_CONFIGS])
+    parser.add_argument("--beams", type=int, nargs="+", default=[5, 1])
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "int8"])
     parser.add_argument(
         "--multi30k", type=Path, default=Path(os.environ.get("MULTI30K_DIR", MULTI30K))
     )
@@ -106,16 +110,17 @@ def main() -> None:
             trees = [("this", ROOT), ("base", base)]
             for r in range(args.rounds):
                 order = trees if r % 2 == 0 else trees[::-1]
-                for config, overrides in () if args.skip_train else TRAIN_CONFIGS:
+                configs = [c for c in TRAIN_CONFIGS if c[0] in args.configs]
+                for config, overrides in () if args.skip_train else configs:
                     for name, tree in order:
                         rate = train_rate(tree, [*overrides, *data], args.train_steps)
                         record(f"train {config} fp32 tok/s", name, rate)
-                for beam in () if args.skip_translate or not args.run else (5, 1):
+                for beam in () if args.skip_translate or not args.run else args.beams:
                     if args.onmt_model:
                         onmt = (Path(args.onmt_model), Path(args.peers), read_lines(ref))
                         peer = bench_onmt(*onmt, beam, BATCH_SENTS, 0.0)
                         record(f"beam {beam} OpenNMT-py sent/s", "onmt", peer["sent_per_s"])
-                    for precision in ("fp32", "int8"):
+                    for precision in args.precisions:
                         texts = []
                         for name, tree in order:
                             run = str(Path(args.run).resolve())

@@ -9,9 +9,9 @@ import pytest
 
 from nmt.config import DataConfig
 from nmt.corpus import (
-    Batches,
     StreamingCorpus,
     clean,
+    epoch_batches,
     inference_batches,
     shuffled,
     token_batches,
@@ -137,15 +137,13 @@ def test_cleaning_counts_each_reason(toy_corpus):
 def test_batches_keep_the_budget_cover_every_example_and_depend_only_on_seed_and_epoch():
     src = [(i * 7) % 23 + 1 for i in range(500)]
     tgt = [(i * 5) % 19 + 2 for i in range(500)]
-    batches = Batches(src, tgt, max_tokens=100, seed=3)
-
-    epoch0 = batches.epoch(0)
+    epoch0 = epoch_batches(src, tgt, 100, seed=3, epoch=0)
 
     assert sorted(i for b in epoch0 for i in b) == list(range(500))
     assert all(len(b) * max(max(src[i], tgt[i]) for i in b) <= 100 for b in epoch0)
-    assert epoch0 == Batches(src, tgt, max_tokens=100, seed=3).epoch(0)
-    assert epoch0 != batches.epoch(1)
-    assert epoch0 != Batches(src, tgt, max_tokens=100, seed=4).epoch(0)
+    assert epoch0 == epoch_batches(src, tgt, 100, seed=3, epoch=0)
+    assert epoch0 != epoch_batches(src, tgt, 100, seed=3, epoch=1)
+    assert epoch0 != epoch_batches(src, tgt, 100, seed=4, epoch=0)
 
 
 def test_inference_batches_cover_every_sentence_once_longest_first():

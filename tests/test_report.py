@@ -186,6 +186,24 @@ def test_model_option_translates_then_scores_and_keeps_the_hypotheses(trained_ru
     assert json.loads(report.read_text())["systems"][0]["name"] == "report.hyp"
 
 
+def test_model_option_without_a_source_scores_the_runs_own_test_split(
+    trained_run, toy_corpus, tmp_path
+):
+    report = tmp_path / "report.json"
+    common = ("--metrics", "bleu", "--format", "json")
+
+    result = run("nmt", "-q", "evaluate", "--model", str(trained_run), *common, "-o", str(report))
+
+    assert result.returncode == 0, result.stderr
+    hyps = tmp_path / "val.hyp.en"  # data.test is the toy corpus's val split
+    assert len(hyps.read_text().splitlines()) == len(
+        (toy_corpus / "val.en").read_text().splitlines()
+    )
+    again = run("nmt", "evaluate", "--hyp", str(hyps), "--ref", str(toy_corpus / "val.en"), *common)
+    bleu = json.loads(report.read_text())["bleu"]
+    assert bleu == json.loads(again.stdout)["bleu"] and bleu > 0
+
+
 def test_two_references_chrf_plus_and_approximate_randomization():
     good, bad = degrade(REFS, 0.1, 1), degrade(REFS, 0.5, 2)
     second_ref = degrade(REFS, 0.05, 3)

@@ -266,10 +266,10 @@ def test_auto_precision_trains_in_bf16_only_on_a_cpu_with_bf16_units(
     autocast = []  # what each training step's forward ran under
     forward = nmt.optimize.TrainingLoss.forward
 
-    def spied(self, *batch):
+    def spied(self, **batch):
         on = torch.is_autocast_enabled("cpu")
         autocast.append(torch.get_autocast_dtype("cpu") if on else None)
-        return forward(self, *batch)
+        return forward(self, **batch)
 
     monkeypatch.setattr(nmt.optimize.TrainingLoss, "forward", spied)
     cfg = tiny_config(toy_corpus, "train.precision=auto", "train.max_steps=2")

@@ -89,13 +89,10 @@ class Int8Linear(_PreparedLinear):
 
 
 class FusedLSTMCell:
-    """The decoder's cell function (`StepLayers.cell`) with each layer's gates from
-    one prepared product over [x, h].
-
-    In int8 both halves share one activation scale: h and the fed-back output are
-    tanh outputs within (-1, 1), and so were the embeddings of the two Multi30k
-    models measured, the demo's and the peers' size (|e| < 0.56).
-    """
+    """The decoder's cell function (`StepLayers.cell`), each layer's gates from one
+    prepared product over [x, h]. In int8 both share one activation scale: h and the
+    fed-back output are tanh outputs in (-1, 1), and so were the embeddings of the two
+    Multi30k models measured, the demo's and the peers' size (|e| < 0.56)."""
 
     def __init__(self, lstm: nn.LSTM, linear: type[_PreparedLinear]):
         self.layers = [

@@ -23,6 +23,7 @@ values and every gradient); Luong attention (dot, general) with input feeding on
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -170,11 +171,8 @@ class _CombineStep(torch.autograd.Function):
 
 def input_feeding_loop(
     embedded: Tensor,
-    h: Tensor,
-    c: Tensor,
-    keys: Tensor,
-    values: Tensor,
-    mask: Tensor,
+    state: NamedTuple,
+    memory: NamedTuple,
     lstm: torch.nn.LSTM,
     combine: Tensor,
     dropout: Callable[[Tensor], Tensor],
@@ -183,12 +181,13 @@ def input_feeding_loop(
 ) -> Tensor:
     """Runs the Luong input-feeding decoder over the target.
 
-    embedded (N, T, E) target embeddings (dropout applied); h, c (L, N, H) initial
-    state; keys (N, S, H), values (N, S, M), mask (N, S) the memory; `lstm` holds the
+    embedded (N, T, E) target embeddings (dropout applied); `state`: the initial h, c
+    (L, N, H); `memory`: keys (N, S, H), values (N, S, M), mask (N, S); `lstm` holds the
     decoder weights; `combine` (H, M + H). -> attentional outputs (N, T, H), dropout
-    applied, as `Seq2Seq._step` returns them step by step. `dtype`: the one the
-    products run in (autocast's under AMP); the loop runs with autocast off.
+    applied, as the model's stepwise loop returns them. `dtype`: the one the products
+    run in (autocast's under AMP); the loop runs with autocast off.
     """
+    h, c, keys, values, mask = state.h, state.c, memory.keys, memory.values, memory.mask
     layers, steps = h.size(0), embedded.size(1)
     records = _Records(steps, layers)
     shared = []
