@@ -2,7 +2,7 @@
 
     python scripts/bench_ab.py --baseline 2ba44ec --run RUN [--onmt-model M.pt]
         [--rounds 3] [--train-steps 40] [--skip-train] [--skip-translate]
-        [--configs demo peers] [--beams 5 1] [--precisions fp32 int8]
+        [--configs demo peers] [--beams 5 1] [--precisions fp32 int8] [--repeats 1]
 
 The baseline is checked out into a temporary git worktree. Every measurement runs in
 a fresh process of one tree or the other (PYTHONPATH picks the tree), the trees
@@ -12,8 +12,8 @@ taking turns round by round, so a slow spell of the shared machine hits both:
   configuration and on the peers' (`bench_vs_peers.PEER_MODEL`), target tokens/s;
 - translation: each tree's `Translator` over RUN on test_2016_flickr, beam 5 and
   greedy, fp32 and int8, sentences/s, model loading excluded (as bench_translate.py
-  times it); with --onmt-model, OpenNMT-py 3.5.1 on the same sentences in the same
-  rounds (`bench_translate.bench_onmt`).
+  times it), the fastest of --repeats passes in that process; with --onmt-model,
+  OpenNMT-py 3.5.1 on the same sentences in the same rounds (`bench_translate.bench_onmt`).
 
 It prints each round's figures, then per row the median of the per-round ratios
 (this checkout / baseline, and against OpenNMT-py).
@@ -43,15 +43,18 @@ from pathlib import Path
 from nmt.data import read_lines
 from nmt.translate import Translator
 torch.set_num_threads(2)
-run, src, precision, beam, batch_sents = sys.argv[1:6]
+run, src, precision, beam, batch_sents, repeats = sys.argv[1:7]
 lines = read_lines(Path(src))
 translator = Translator.load(run, precision=precision)
 mean_len = sum(len(x) for x in translator.encode(lines)) / len(lines)
 options = {"beam": int(beam), "alpha": 0.0, "max_tokens": int(int(batch_sents) * mean_len)}
 translator.translate(lines[:100], **options)  # warm-up
-start = time.perf_counter()
-hyps = translator.translate(lines, **options)
-seconds = time.perf_counter() - start
+seconds = []
+for _ in range(int(repeats)):
+    start = time.perf_counter()
+    hyps = translator.translate(lines, **options)
+    seconds.append(time.perf_counter() - start)
+seconds = min(seconds)  # the shared machine's noise only ever adds time
 print(json.dumps({"sent_per_s": len(lines) / seconds, "text": [h[0].text for h in hyps]}))
 """
 
@@ -90,6 +93,7 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=[name for name, _ in TRAIN_CONFIGS])
     parser.add_argument("--beams", type=int, nargs="+", default=[5, 1])
     parser.add_argument("--precisions", nargs="+", default=["fp32", "int8"])
+    parser.add_argument("--repeats", type=int, default=1, help="translation passes per process")
     parser.add_argument(
         "--multi30k", type=Path, default=Path(os.environ.get("MULTI30K_DIR", MULTI30K))
     )
@@ -125,6 +129,7 @@ def main() -> None:
                         for name, tree in order:
                             run = str(Path(args.run).resolve())
                             worker = [run, str(src), precision, str(beam), str(BATCH_SENTS)]
+                            worker.append(str(args.repeats))
                             result = in_tree(tree, ["-c", TRANSLATE, *worker])
                             texts.append(result["text"])
                             record(f"beam {beam} {precision} sent/s", name, result["sent_per_s"])
