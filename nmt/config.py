@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -57,10 +58,16 @@ class DataConfig:
     sort_pool: int = 10_000  # streaming: pairs sorted by length together into batches
     spm_sample: int = 500_000  # streaming: SentencePiece learns from the first this many pairs
 
+    ALLOWED: ClassVar = {
+        **dict.fromkeys(("max_len", "vocab_size", "max_tokens", "num_proc"), "[1, inf)"),
+        **dict.fromkeys(("shuffle_buffer", "sort_pool", "spm_sample"), "[1, inf)"),
+        "max_ratio": "[1, inf)",
+        "character_coverage": "(0, 1]",
+        "spm_model": ("unigram", "bpe"),
+    }
+
     def __post_init__(self):
-        _choice("data.spm_model", self.spm_model, ("unigram", "bpe"))
-        _positive("data", self, "max_len", "max_ratio", "vocab_size", "max_tokens", "num_proc")
-        _positive("data", self, "shuffle_buffer", "sort_pool", "spm_sample")
+        _check_values("data", self)
         if self.src_lang == self.tgt_lang:
             raise ConfigError(f"data.src_lang and data.tgt_lang are both {self.src_lang!r}")
 
@@ -80,12 +87,17 @@ class ModelConfig:
     share_embeddings: bool = False  # source and target share one embedding (joint vocab)
     init_range: float = 0.1  # parameters start uniform in [-init_range, init_range]
 
+    ALLOWED: ClassVar = {
+        **dict.fromkeys(("emb_dim", "enc_hidden", "enc_layers", "dec_hidden"), "[1, inf)"),
+        "dec_layers": "[1, inf)",
+        "dropout": "[0, 1)",
+        "init_range": "[0, inf)",
+        "attention": ("dot", "general", "bahdanau"),
+        "bridge": ("linear", "copy", "zero"),
+    }
+
     def __post_init__(self):
-        _choice("model.attention", self.attention, ("dot", "general", "bahdanau"))
-        _choice("model.bridge", self.bridge, ("linear", "copy", "zero"))
-        _positive("model", self, "emb_dim", "enc_hidden", "enc_layers", "dec_hidden", "dec_layers")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        _check_values("model", self)
         if self.attention == "dot" and 2 * self.enc_hidden != self.dec_hidden:
             raise ConfigError(
                 "model.attention=dot needs model.dec_hidden == 2 * model.enc_hidden, "
@@ -132,17 +144,24 @@ class TrainConfig:
     max_nonfinite: int = 20
     valid_batch_tokens: int = 6000  # source tokens per validation decoding batch
 
+    ALLOWED: ClassVar = {
+        **dict.fromkeys(("max_steps", "accum_steps", "log_every", "valid_every"), "[1, inf)"),
+        **dict.fromkeys(("max_nonfinite", "valid_batch_tokens", "decay_patience"), "[1, inf)"),
+        **dict.fromkeys(("seed", "max_epochs", "warmup_steps", "threads", "patience"), "[0, inf)"),
+        **dict.fromkeys(("max_time", "weight_decay", "min_lr"), "[0, inf)"),
+        **dict.fromkeys(("lr", "clip_norm"), "(0, inf)"),
+        **dict.fromkeys(("betas", "label_smoothing"), "[0, 1)"),
+        "decay_factor": "(0, 1)",
+        "optimizer": ("adam", "adamw"),
+        "schedule": ("constant", "inverse_sqrt", "plateau"),
+        "precision": ("auto", "fp32", "fp16", "bf16"),
+        "loss_normalization": ("tokens", "sentences"),
+    }
+
     def __post_init__(self):
-        _choice("train.optimizer", self.optimizer, ("adam", "adamw"))
-        _choice("train.schedule", self.schedule, ("constant", "inverse_sqrt", "plateau"))
-        _choice("train.precision", self.precision, ("auto", "fp32", "fp16", "bf16"))
-        _choice("train.loss_normalization", self.loss_normalization, ("tokens", "sentences"))
-        _positive("train", self, "max_steps", "lr", "clip_norm", "accum_steps", "log_every")
-        _positive("train", self, "valid_every", "valid_batch_tokens", "max_nonfinite")
+        _check_values("train", self)
         if self.schedule == "inverse_sqrt" and self.warmup_steps <= 0:
             raise ConfigError("train.schedule=inverse_sqrt needs train.warmup_steps > 0")
-        if not 0.0 <= (smoothing := self.label_smoothing) < 1.0:
-            raise ConfigError(f"train.label_smoothing must be in [0, 1), got {smoothing}")
 
 
 @dataclass(frozen=True)
@@ -157,11 +176,13 @@ class DecodeConfig:
     no_repeat_ngram: int = 0  # never repeat an n-gram of this size; 0: off
     replace_unk: bool = False  # replace <unk> outputs by the source piece they attend to
 
+    ALLOWED: ClassVar = {
+        **dict.fromkeys(("beam_size", "max_tokens", "min_len"), "[1, inf)"),
+        **dict.fromkeys(("alpha", "beta", "max_len_a", "max_len_b", "no_repeat_ngram"), "[0, inf)"),
+    }
+
     def __post_init__(self):
-        _positive("decode", self, "beam_size", "max_tokens", "min_len")
-        for name in ("alpha", "beta", "no_repeat_ngram"):
-            if (value := getattr(self, name)) < 0:
-                raise ConfigError(f"config key 'decode.{name}' must be >= 0, got {value}")
+        _check_values("decode", self)
 
 
 @dataclass(frozen=True)
@@ -174,14 +195,19 @@ class Config:
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: typing.Sequence[str] = ()) -> Config:
         path = Path(path)
+        if not path.is_file():
+            what = "is not a file" if path.exists() else "does not exist"
+            raise ConfigError(f"config file {path} {what}")
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not valid UTF-8") from None
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark else ""
             raise ConfigError(f"{path}{where}: not valid YAML") from None
+        if raw is None:  # its defaults would name no data
+            raise ConfigError(f"config file {path} is empty")
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
         return cls.from_dict(apply_overrides(raw, overrides))
@@ -275,18 +301,40 @@ def _yaml11_float(text: str) -> float | str:
         return text
 
 
-def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(
-            f"config key '{key}' must be one of {', '.join(allowed)}; got {value!r}"
-            f"{_nearest(value, allowed)}"
-        )
+def _check_values(section: str, obj: Any) -> None:
+    """Every number of a section finite, and every value among its field's `ALLOWED`:
+    an interval ("[0, 1)") of numbers, or a tuple of choices."""
+    for name, value in dataclasses.asdict(obj).items():
+        key, allowed = f"{section}.{name}", obj.ALLOWED.get(name)
+        if isinstance(allowed, tuple) and value not in allowed:
+            raise ConfigError(
+                f"config key '{key}' must be one of {', '.join(allowed)}; got {value!r}"
+                f"{_nearest(value, allowed)}"
+            )
+        for number in value if isinstance(value, tuple) else [value]:
+            if isinstance(number, float) and not math.isfinite(number):
+                raise ConfigError(f"config key '{key}' must be finite, got {number}")
+            if isinstance(allowed, str) and not within(number, allowed):
+                raise ConfigError(f"config key '{key}' must be {describe(allowed)}, got {value}")
 
 
-def _positive(section: str, obj: Any, *names: str) -> None:
-    for name in names:
-        if (value := getattr(obj, name)) <= 0:
-            raise ConfigError(f"config key '{section}.{name}' must be > 0, got {value}")
+def parse_interval(text: str) -> tuple[float, float, bool, bool]:
+    """ "[0, 1)" -> (0.0, 1.0, low end included, high end included)."""
+    low, high = (float(end) for end in text[1:-1].split(","))
+    return low, high, text[0] == "[", text[-1] == "]"
+
+
+def within(number: float, interval: str) -> bool:
+    low, high, low_in, high_in = parse_interval(interval)
+    return (low < number or (low_in and number == low)) and (
+        number < high or (high_in and number == high)
+    )
+
+
+def describe(interval: str) -> str:
+    """ "[1, inf)" -> ">= 1"; "(0, 1]" -> "in (0, 1]"."""
+    low, high, low_in, _ = parse_interval(interval)
+    return f"{'>=' if low_in else '>'} {low:g}" if math.isinf(high) else f"in {interval}"
 
 
 def _nearest(word: str, candidates: typing.Iterable[str]) -> str:

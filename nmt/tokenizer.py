@@ -7,13 +7,18 @@ carry its tokenizers and be used anywhere without extra files.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterable
 
 import sentencepiece as spm
 
-from nmt.config import DataConfig
+from nmt.config import DataConfig, NmtError
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
+
+
+class TokenizerError(NmtError):
+    """Training text SentencePiece cannot learn the asked-for vocabulary from."""
 
 
 class Tokenizer:
@@ -79,9 +84,17 @@ def train_spm(
     options.update(input_sentence_size=seed_sentences, shuffle_input_sentence=True, minloglevel=2)
     options.update(pad_id=PAD, unk_id=UNK, bos_id=BOS, eos_id=EOS)
     options.update(num_threads=1)  # deterministic: the same corpus gives the same model
+    if not sentences:
+        raise TokenizerError("no text to learn subwords from: the training split is empty")
     try:
         spm.SentencePieceTrainer.train(**options)
     except RuntimeError as err:  # "Vocabulary size too high (N). Please set it to a value <= M."
+        too_small = re.search(r"smaller than required_chars\. (\d+) vs (\d+)", str(err))
+        if too_small:
+            raise TokenizerError(
+                f"data.vocab_size={vocab_size} is below the {too_small[2]} characters SentencePiece"
+                " must keep: raise it, or lower data.character_coverage"
+            ) from None
         limit = str(err).rsplit("<=", 1)
         if len(limit) != 2:
             raise
