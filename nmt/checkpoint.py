@@ -1,17 +1,17 @@
 """Self-contained checkpoints: config, SentencePiece models, weights and training state.
 
 One `.pt` file rebuilds the model and its tokenizers anywhere. Files are written
-atomically (temp file, fsync, rename) and read with `torch.load(weights_only=True)`, so
-a checkpoint can never run code. A run's `last.pt` also holds all resuming needs: the
-`Progress`, the optimizer and scaler, every rank's random generator.
+atomically (`nmt.outputs`: temp file, fsync, rename) and read with
+`torch.load(weights_only=True)`, so a checkpoint can never run code. A run's `last.pt`
+also holds all resuming needs: the `Progress`, the optimizer and scaler, every rank's
+random generator.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import io
 import logging
-import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +21,7 @@ import torch
 
 from nmt.config import Config, ConfigError, NmtError
 from nmt.model import Seq2Seq
+from nmt.outputs import OutputError, write_output
 from nmt.plan import Plan
 from nmt.tokenizer import PAD, Tokenizer
 
@@ -41,24 +42,17 @@ def save(path: Path, *, cfg: Config, model: Seq2Seq, tokenizers, state: dict | N
 
 
 def _write(path: Path, payload: dict[str, Any]) -> None:
-    """Writes a temp file, reads it back, then renames it over `path`: a crash or a
-    full disk at any moment leaves the previous checkpoint whole."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    """Serialized in memory, then written by `nmt.outputs`' rules: a crash or a full disk
+    at any moment leaves the previous checkpoint whole, and the disk's own error is the
+    one reported (torch's file writer reports it as an "enforce fail")."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        # the load check: its archive and records parse (tensors are mapped, not read)
-        if torch.load(tmp, mmap=True, weights_only=True).get("format") != FORMAT:
-            raise OSError(f"{tmp} did not read back as a checkpoint")
-        tmp.replace(path)
-    except (OSError, RuntimeError) as err:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        kept = f"{path.name} still holds the previous checkpoint" if path.exists() else ""
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        write_output(path, buffer.getbuffer())
+    except (OSError, OutputError) as err:
+        kept = f"{path.name} still holds the previous checkpoint" if path.is_file() else ""
+        reason = err.reason if isinstance(err, OutputError) else err.strerror or str(err)
         raise CheckpointError(
             f"cannot write checkpoint {path}: {reason}; " + (kept or "no checkpoint was written")
         ) from None
@@ -69,11 +63,21 @@ def load(path: Path, device: str | torch.device = "cpu") -> tuple[Config, Seq2Se
     ckpt = _read(path, device)
     try:
         cfg = Config.from_dict(ckpt["config"])
+        tokenizers = tuple(Tokenizer(bytes(t.cpu().numpy().tobytes())) for t in ckpt["spm"])
+        model = Seq2Seq(cfg.model, len(tokenizers[0]), len(tokenizers[1]), pad=PAD)
+        model.load_state_dict(ckpt["model"])
     except ConfigError as err:
         raise CheckpointError(f"{path} has an invalid config: {err}") from None
-    tokenizers = tuple(Tokenizer(bytes(t.cpu().numpy().tobytes())) for t in ckpt["spm"])
-    model = Seq2Seq(cfg.model, len(tokenizers[0]), len(tokenizers[1]), pad=PAD)
-    model.load_state_dict(ckpt["model"])
+    except (
+        KeyError,
+        TypeError,
+        AttributeError,
+        RuntimeError,
+    ) as err:  # what a foreign payload raises
+        raise CheckpointError(
+            f"{path} is marked as an nmt checkpoint but its contents are not one "
+            f"({type(err).__name__}: {str(err).splitlines()[0][:120]})"
+        ) from None
     return cfg, model.to(device).eval(), tokenizers, ckpt["state"]
 
 
@@ -98,16 +102,25 @@ def _read(path: Path, device: str | torch.device = "cpu") -> dict[str, Any]:
     """The checkpoint's payload, loaded without ever running code from the file."""
     if not Path(path).is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    with open(path, "rb") as f:
+        magic = f.read(2)
+    if magic != b"PK" and magic[:1] != b"\x80":  # torch.save's zip archive, or a pickle
+        raise CheckpointError(f"{path} is not a checkpoint: not a file that torch.save writes")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise CheckpointError(f"{path} is not a safe nmt checkpoint: {first}") from None
-    except Exception as err:  # a broken file fails in many ways inside torch
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"{path} is not a safe nmt checkpoint: it holds Python objects besides tensors "
+            "and plain data, which nmt never writes; refused without loading them"
+        ) from None
+    except Exception as err:  # a broken archive fails in many ways inside torch
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise CheckpointError(f"{path} is truncated or not a checkpoint: {reason}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an nmt checkpoint")
+    kinds = {"config": dict, "spm": list, "model": dict, "state": dict}
+    if not all(isinstance(ckpt.get(key), kind) for key, kind in kinds.items()):
+        raise CheckpointError(f"{path} is marked as an nmt checkpoint but is not one: damaged?")
     return ckpt
 
 

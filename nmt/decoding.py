@@ -6,16 +6,29 @@ text out) and `nmt.validation` (ids, while training) both decode through `decode
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 
 import torch
 
-from nmt.config import DecodeConfig
+from nmt.config import DecodeConfig, NmtError
 from nmt.corpus import inference_batches, pad_batch
 from nmt.plan import Plan
 from nmt.scoring import BeamOptions, Hypotheses, output_limits, step_rules
 from nmt.search import beam_search, sample
 from nmt.tokenizer import BOS, EOS, PAD
+
+
+class DecodeError(NmtError):
+    """A decoding option out of its range."""
+
+
+def check_options(**options: float | None) -> None:
+    """beam, nbest and max_tokens: >= 1; alpha: >= 0; None: the config's value."""
+    for name, value in options.items():
+        least = 0 if name == "alpha" else 1
+        if value is not None and not (math.isfinite(value) and value >= least):
+            raise DecodeError(f"{name} must be a number >= {least}, got {value}")
 
 
 @dataclass(frozen=True)
@@ -36,8 +49,14 @@ EMPTY = Hypothesis("", 0.0, 0.0, ())
 
 @dataclass(frozen=True)
 class Sampling:
-    temperature: float = 1.0
+    temperature: float = 1.0  # 0: the most probable token
     top_k: int = 0  # 0: the whole vocabulary
+
+    def __post_init__(self):
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise DecodeError(f"sampling temperature must be >= 0, got {self.temperature}")
+        if self.top_k < 0:
+            raise DecodeError(f"sampling top_k must be >= 0, got {self.top_k}")
 
 
 def decode(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import html
 import io
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -61,7 +60,7 @@ def inspect_sentence(translator: Translator, sentence: str, *, beam: int = 5) ->
     weights with every gate recorded."""
     model = translator.model
     if not isinstance(model, Seq2Seq):
-        raise ValueError("inspect needs one model, not an ensemble")
+        raise TypeError("inspect needs one model, not an ensemble")
     hyp = translator.translate([sentence], beam=beam)[0][0]
     src_ids = translator.encode([sentence])[0]
     src, src_len = torch.tensor([src_ids], device=translator.device), torch.tensor([len(src_ids)])
@@ -148,15 +147,14 @@ def figures(ins: Inspection) -> dict[str, object]:
     return figs
 
 
-def write(ins: Inspection, path: Path) -> None:
-    """A .png (all pictures stacked) or a self-contained .html page."""
+def render(ins: Inspection, kind: str) -> str | bytes:
+    """kind "png": all pictures stacked in one PNG; "html": a self-contained page."""
     images = {name: png(fig, dpi=110) for name, fig in figures(ins).items()}
-    if path.suffix == ".png":
-        _stack_pngs(list(images.values()), path)
-        return
+    if kind == "png":
+        return _stack_pngs(list(images.values()))
     body = "".join(embedded(image, CAPTIONS[name], alt=name) for name, image in images.items())
     src, out = html.escape(ins.sentence), html.escape(ins.translation)
-    path.write_text(PAGE.format(src=src, out=out, body=body), encoding="utf-8")
+    return PAGE.format(src=src, out=out, body=body)
 
 
 CAPTIONS = {
@@ -177,7 +175,7 @@ def _label(piece: str) -> str:
     return piece.replace("\u2581", "_")
 
 
-def _stack_pngs(pngs: list[bytes], path: Path) -> None:
+def _stack_pngs(pngs: list[bytes]) -> bytes:
     import matplotlib.image as mpimg
 
     plt = pyplot()
@@ -189,5 +187,4 @@ def _stack_pngs(pngs: list[bytes], path: Path) -> None:
     for ax, img in zip(axes, images, strict=True):
         ax.imshow(img)
         ax.axis("off")
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    return png(fig, dpi=110)

@@ -9,13 +9,19 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from sacrebleu.metrics import BLEU
 
-from nmt.figures import pyplot
+from nmt.config import NmtError
+from nmt.figures import png, pyplot
 
 log = logging.getLogger(__name__)
+
+
+class MetricsError(NmtError):
+    """A metrics.jsonl that is missing or not one."""
 
 
 def bleu(hyps: list[str], refs: list[str]) -> tuple[float, str]:
@@ -124,11 +130,10 @@ PANELS = [  # (title, event, key)
 ]
 
 
-def plot_learning_curves(metrics: Path, out: Path) -> None:
+def plot_learning_curves(metrics: Path) -> bytes:
+    """A run's metrics.jsonl -> its learning curves, six panels in one PNG."""
     plt = pyplot()
-    if not metrics.is_file():
-        raise FileNotFoundError(metrics)
-    events = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    events = list(read_events(metrics))
     fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
     for ax, (title, kind, key) in zip(axes.flat, PANELS, strict=True):
         points = [(e["step"], e[key]) for e in events if e.get("event") == kind and key in e]
@@ -141,5 +146,24 @@ def plot_learning_curves(metrics: Path, out: Path) -> None:
         ax.grid(alpha=0.3)
     fig.suptitle(f"Learning curves: {metrics.parent.name}")
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    return png(fig)
+
+
+def read_events(metrics: Path) -> Iterator[dict]:
+    """The records of a metrics.jsonl; a line that is not one raises a `MetricsError`
+    naming it (a last line cut short by a crash is skipped, as `_truncate` does)."""
+    if not metrics.is_file():
+        raise MetricsError(f"{metrics} does not exist: is {metrics.parent} a run directory?")
+    lines = metrics.read_text(encoding="utf-8", errors="replace").splitlines()
+    for number, line in enumerate(lines, 1):
+        try:
+            event = json.loads(line) if line.strip() else None
+        except json.JSONDecodeError:
+            if number == len(lines):
+                return
+            event = []
+        if event is None:
+            continue
+        if not isinstance(event, dict) or not isinstance(event.get("step"), (int, float)):
+            raise MetricsError(f"{metrics} line {number}: not a metrics record")
+        yield event

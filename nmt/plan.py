@@ -24,6 +24,10 @@ class PrecisionError(NmtError):
     """A precision asked for where it cannot run well: this device, CPU or torch build."""
 
 
+class DeviceError(NmtError):
+    """A device name that is not one, or a device this machine does not have."""
+
+
 @dataclass(frozen=True)
 class Kernels:
     """Which implementation runs each model stage; the defaults are the references
@@ -86,11 +90,21 @@ class Plan:
             torch.cuda.set_rng_state(state, self.device)
 
 
-def resolve_device(name: str) -> torch.device:
-    """auto: the GPU if there is one, else the CPU."""
+def resolve_device(name: str | torch.device) -> torch.device:
+    """auto: the GPU if there is one, else the CPU; cpu, cuda and cuda:N checked here."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise DeviceError(f"unknown device {str(name)!r}: use cpu, cuda or cuda:N")
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device.type == "cuda" and (device.index or 0) >= gpus:
+        have = f"has {gpus} CUDA GPUs" if gpus else "has no CUDA GPU"
+        raise DeviceError(f"device {str(name)!r}: this machine {have}; use cpu")
+    return device
 
 
 def plan_for(

@@ -27,7 +27,7 @@ from nmt import checkpoint, distributed
 from nmt.checkpoint import Progress, restore_training, training_state
 from nmt.config import Config, NmtError, TrainConfig
 from nmt.corpus import Corpus, collate, tokenize, training_corpus, training_split
-from nmt.data import load_split, tokenizer_text
+from nmt.data import DataError, load_split, tokenizer_text
 from nmt.distributed import World, on_main
 from nmt.metrics import MetricsLog
 from nmt.model import Seq2Seq
@@ -54,8 +54,10 @@ def train(
 ) -> Progress:
     """Trains until max_steps, max_epochs, max_time or early stopping; returns the progress.
 
-    With `resume`, `cfg` is ignored: the run's own config is used, with `overrides`
-    on top. Under torchrun every rank calls this; rank 0 writes the run directory.
+    With `resume`, the run goes on with `cfg` where given, else with its own config and
+    `overrides` on top; either may change train.* and decode.*, not what the checkpoint's
+    weights and batches were made with. Under torchrun every rank calls this; rank 0
+    writes the run directory.
     """
     world, dev = distributed.init(resolve_device(device))
     if not world.is_main:
@@ -78,15 +80,17 @@ def _start(cfg, out_dir: Path, world: World, dev, resume, overrides, reset) -> T
     mode, cfg = on_main(world, lambda: _open_run(cfg, out_dir, resume, overrides))
     train_text, saved = None, {}  # the training text: loaded only if tokenizers or cache need it
     if mode == "resume":  # the RNG state comes from the checkpoint
-        cfg, model, tokenizers, saved = checkpoint.load(out_dir / "last.pt")
-        if overrides:
-            cfg = cfg.replace(overrides)
+        run_cfg, model, tokenizers, saved = checkpoint.load(out_dir / "last.pt")
+        cfg = cfg or run_cfg.replace(overrides)
+        if changed := _changed_settings(run_cfg, cfg):
             on_main(world, lambda: write_run_files(out_dir, cfg, tokenizers))
-            log.info("overrides applied on resume: %s", " ".join(overrides))
+            log.info("resuming with changed settings: %s", ", ".join(changed))
     tc, dc = cfg.train, cfg.data
     plan = plan_for(dev, tc.precision, training=True, model=cfg.model)
     # read first: a bad valid split fails in seconds, not after tokenizing the training data
     valid_text = load_split(dc, dc.valid)
+    if not len(valid_text):  # else it would fail at the first validation, after training
+        raise DataError(f"the validation split {dc.valid} holds no pairs")
     if tc.threads:
         torch.set_num_threads(tc.threads)
     if plan.keep_freed_memory:
@@ -96,6 +100,8 @@ def _start(cfg, out_dir: Path, world: World, dev, resume, overrides, reset) -> T
     if mode == "new":
         if not dc.streaming and world.is_main:
             train_text = load_split(dc, dc.train)
+            if not len(train_text):
+                raise DataError(f"the training split {dc.train} holds no pairs")
 
         def write_tokenizers() -> None:  # on rank 0; every rank then reads them
             write_run_files(out_dir, cfg, build_tokenizers(dc, *tokenizer_text(dc, train_text)))
@@ -119,16 +125,38 @@ def _open_run(cfg, out_dir: Path, resume: bool, overrides) -> tuple[str, Config]
     last = out_dir / "last.pt"
     if resume:
         if last.exists():
-            return "resume", None  # the config is last.pt's, read by every rank
+            return "resume", cfg  # the run's own config is last.pt's, read by every rank
         if not (out_dir / "config.yaml").is_file():
             raise RunError(f"cannot resume: {last} does not exist")
         # stopped before its first checkpoint: start again from its own config
         log.warning("%s holds no checkpoint yet: starting the run from step 0", out_dir)
-        return "new", Config.from_yaml(out_dir / "config.yaml", overrides)
+        return "new", cfg or Config.from_yaml(out_dir / "config.yaml", overrides)
     if last.exists():
         raise RunError(f"{out_dir} already holds a run: pass --resume, or choose another --out")
     _check_writable(out_dir)  # before minutes of SentencePiece training, not after
     return "new", cfg
+
+
+# what a resumed run may change besides train.* and decode.*: the rest of model.* and data.*
+# fixes the weights' shapes, the vocabularies and the batches the checkpoint was made with
+RESUMABLE_DATA = ("valid", "test", "cache_dir", "num_proc")
+
+
+def _changed_settings(run_cfg: Config, cfg: Config) -> list[str]:
+    """The keys a resumed run changes; a RunError for one it may not change."""
+    changed = []
+    for section in ("data", "model", "train", "decode"):
+        new = dataclasses.asdict(getattr(cfg, section))
+        for name, value in dataclasses.asdict(getattr(run_cfg, section)).items():
+            if value == new[name]:
+                continue
+            if section == "model" or (section == "data" and name not in RESUMABLE_DATA):
+                raise RunError(
+                    f"{section}.{name} cannot change on --resume: the checkpoint's shapes, "
+                    "vocabularies and batches depend on it; train a new run (another --out)"
+                )
+            changed.append(f"{section}.{name}={new[name]}")
+    return changed
 
 
 def _check_writable(out_dir: Path) -> None:

@@ -18,10 +18,10 @@ import torch
 from nmt import checkpoint
 from nmt.config import Config
 from nmt.corpus import inference_batches, pad_batch
-from nmt.decoding import Hypothesis, Sampling, decode
+from nmt.decoding import Hypothesis, Sampling, check_options, decode
 from nmt.ensemble import Ensemble
 from nmt.kernels.prepared import PreparedModel
-from nmt.plan import Plan, plan_for
+from nmt.plan import Plan, plan_for, resolve_device
 from nmt.scoring import BeamOptions
 from nmt.tokenizer import BOS, EOS, PAD, UNK, Tokenizer
 
@@ -58,6 +58,7 @@ class Translator:
         Several paths make an ensemble; they must share their tokenizers.
         """
         paths = [Path(p) for p in (paths if isinstance(paths, list) else [paths])]
+        device = resolve_device(device)  # the models are ours: their weights may be prepared
         loaded = [checkpoint.load(_checkpoint_file(p), device) for p in paths]
         cfg, _, tokenizers, _ = loaded[0]
         for path, (_, _, other, _) in zip(paths[1:], loaded[1:], strict=True):
@@ -65,7 +66,6 @@ class Translator:
                 raise checkpoint.CheckpointError(
                     f"{path} uses other SentencePiece models than {paths[0]}: cannot ensemble"
                 )
-        device = torch.device(device)  # the models are ours: their weights may be prepared
         plan = plan_for(device, precision, training=False, model=cfg.model, prepared=True)
         models = [model for _, model, _, _ in loaded]
         if plan.weight_dtype:  # the models are ours to cast
@@ -85,6 +85,8 @@ class Translator:
         self, lines: Iterable[str], *, chunk_lines: int = 10_000, **options
     ) -> Iterator[list[Hypothesis]]:
         """`translate` over an iterable of any length, holding one chunk in memory."""
+        if isinstance(lines, str):  # would translate it character by character
+            raise TypeError("translate takes a list of lines, not a str: translate([text])")
         lines, truncated = iter(lines), 0
         while chunk := list(itertools.islice(lines, chunk_lines)):
             results, count = self._translate(chunk, **options)
@@ -94,6 +96,7 @@ class Translator:
 
     def _translate(self, lines, *, beam=None, nbest=1, alpha=None, max_tokens=None, sampling=None):
         """-> the n-best lists (`translate`'s options), and how many lines were truncated."""
+        check_options(beam=beam, nbest=nbest, alpha=alpha, max_tokens=max_tokens)
         nbest = 1 if sampling else nbest  # one draw per line, empty lines included
         options = self._options(beam, nbest, alpha)
         cfg = self.cfg.decode

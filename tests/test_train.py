@@ -105,7 +105,7 @@ def test_overrides_on_resume_apply_and_are_logged(toy_corpus, tmp_path, caplog):
     with caplog.at_level("INFO", logger="nmt.train"):
         train(None, run, resume=True, overrides=["train.max_steps=8", "train.lr=0.0005"])
 
-    assert "overrides applied on resume: train.max_steps=8 train.lr=0.0005" in caplog.text
+    assert "resuming with changed settings: train.max_steps=8, train.lr=0.0005" in caplog.text
     events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     lrs = [e["lr"] for e in events if e["event"] == "train"]
     assert lrs == [0.003, 0.003, 0.0005, 0.0005]
