@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-top-k", type=at_least(0), default=0, help=top_k)
     p.add_argument("--device", type=device, default="cpu", help="cpu, cuda or cuda:N")
     _add_precision(p)
+    page = "text: one output line per input line; html: the input is one page, markup kept"
+    p.add_argument("--format", choices=["text", "html"], default="text", help=page)
+    no_split = "the input is one sentence a line: do not split lines into sentences"
+    p.add_argument("--no-split", action="store_true", help=no_split)
     errors = "invalid UTF-8: stop naming the line, or replace it"
     p.add_argument("--errors", choices=["strict", "replace"], default="strict", help=errors)
     p.set_defaults(func=cmd_translate, overrides=[])

@@ -35,6 +35,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_translate(args: argparse.Namespace) -> None:
     from nmt.data import DataError, decode_lines, iter_lines
+    from nmt.documents import Summary, translate_lines
+    from nmt.markup import translate_html
     from nmt.outputs import check_output, output_file
     from nmt.translate import Sampling, Translator
 
@@ -47,6 +49,8 @@ def cmd_translate(args: argparse.Namespace) -> None:
         raise UsageError("--sample-top-k needs --sample-temperature > 0")
     if args.beam is not None and args.nbest > args.beam:
         raise UsageError(f"--nbest {args.nbest} needs --beam {args.nbest} or more")
+    if args.format == "html" and (args.nbest > 1 or args.scores or args.alignments):
+        raise UsageError("--format html writes one document: no --nbest, --scores, --alignments")
     for item in args.overrides:  # the model's own settings came with its weights
         if not item.startswith("decode."):
             raise UsageError(f"{item}: translate takes decode.* overrides only")
@@ -59,22 +63,35 @@ def cmd_translate(args: argparse.Namespace) -> None:
     translator = Translator.load(args.model, device=args.device, precision=args.precision)
     if args.overrides:
         translator.cfg = translator.cfg.replace(args.overrides)
-    if source:
-        lines = iter_lines(source, args.errors)
-    else:
-        lines = decode_lines(sys.stdin.buffer, "<stdin>", args.errors)
     sampling = Sampling(drawn, args.sample_top_k) if drawn else None
-    options = {"beam": args.beam, "nbest": args.nbest, "alpha": args.alpha}
-    results = translator.translate_stream(
-        lines, **options, max_tokens=args.max_tokens, sampling=sampling
-    )
+    options = {"beam": args.beam, "nbest": args.nbest, "alpha": args.alpha, "sampling": sampling}
+    options.update(max_tokens=args.max_tokens, split=not args.no_split, summary=Summary())
     to_stdout = contextlib.nullcontext(sys.stdout)
-    progress = _progress_bar("sentences")
     with to_stdout if args.output == "-" else output_file(Path(args.output)) as out:
-        for line_id, hyps in enumerate(results):
-            out.write(_format(line_id, hyps, args))
-            progress.update(1)
-    progress.close()
+        if args.format == "html":  # the whole input is one page
+            out.write(translate_html(translator, _read_page(source, args.errors), **options))
+        else:
+            if source:
+                lines = iter_lines(source, args.errors)
+            else:
+                lines = decode_lines(sys.stdin.buffer, "<stdin>", args.errors)
+            progress = _progress_bar("lines")
+            for line_id, hyps in enumerate(translate_lines(translator, lines, **options)):
+                out.write(_format(line_id, hyps, args))
+                progress.update(1)
+            progress.close()
+    log.info("translated %s", options["summary"])
+
+
+def _read_page(source: Path | None, errors: str) -> str:
+    from nmt.data import DataError
+
+    raw = source.read_bytes() if source else sys.stdin.buffer.read()
+    try:
+        return raw.decode("utf-8", errors=errors)
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise DataError(f"{source or '<stdin>'} line {line}: not valid UTF-8") from None
 
 
 def _format(line_id: int, hyps: list, args: argparse.Namespace) -> str:

@@ -34,7 +34,7 @@ OUTPUTS = {"output"}
 RUN_OUT = {"out"}  # the run directory `train` writes
 DEVICES = {"device"}
 FREE_TEXT = {"sentence", "overrides"}  # any text is valid
-FLAGS = {"help", "resume", "reset_optimizer", "scores", "alignments", "chrf_plus"}
+FLAGS = {"help", "resume", "reset_optimizer", "scores", "alignments", "chrf_plus", "no_split"}
 EMPTY_IS_VALID = {("translate", "input")}  # no lines in, no lines out
 # str config fields with no generated bad value, and why
 STR_FIELDS = {

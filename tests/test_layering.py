@@ -48,9 +48,11 @@ ALLOWED = {  # module -> the nmt modules it may import
         *("optimize", "plan", "tokenizer", "validation"),
     },
     "inside": {"figures", "gates", "model", "tokenizer", "translate"},
+    "documents": {"decoding", "tokenizer", "translate"},
+    "markup": {"documents", "translate"},
     "commands": {
-        *("checkpoint", "config", "data", "inside", "metrics", "outputs", "report", "train"),
-        "translate",
+        *("checkpoint", "config", "data", "documents", "inside", "markup", "metrics", "outputs"),
+        *("report", "train", "translate"),
     },
     "cli": {"commands", "config"},
 }

@@ -1,0 +1,182 @@
+"""Whole lines in, whole lines out: every sentence of a line, every word of a long one.
+
+The models learn from single sentences, so a line is first split into sentences by
+sentencex (Wikimedia's segmenter; its rules chosen by the source language), and a
+sentence longer than the model's limit (`data.max_len` pieces) is cut into windows at
+word boundaries. All the parts of a chunk of lines are translated as one batch and
+joined again with the source's own spacing: one output line per input line.
+
+Nothing is invented: a part with no letters (numbers, emoji, punctuation, a URL), and
+one the model cannot read (most of its pieces <unk>: a script it never saw), passes
+through unchanged. What was split, cut or passed through is counted in one summary.
+
+How the parts' hypotheses combine into the line's: its score and log-probability are
+the sums of its parts'; its tokens are theirs concatenated, and so is its alignment,
+each part's source positions offset by the pieces of the parts before it (a copied
+part has none). The k-th of a line's n-best list joins the k-th of each of its parts,
+which is not in general the line's k-th best joint translation.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from nmt.decoding import Hypothesis
+from nmt.tokenizer import UNK
+from nmt.translate import Translator
+
+URL = re.compile(r"(\w+://|www\.)\S+")
+WORD_START = "\u2581"  # SentencePiece's mark of a piece that begins a word
+
+
+@dataclass
+class Summary:
+    """What `translate_lines` did to its input, for one line on stderr."""
+
+    lines: int = 0
+    split: int = 0  # lines of more than one sentence
+    sentences: int = 0
+    cut: int = 0  # sentences over the length limit, cut into windows
+    windows: int = 0
+    no_letters: int = 0  # parts passed through: nothing to translate
+    unknown_script: int = 0  # parts passed through: the model cannot read them
+
+    def __str__(self) -> str:
+        said = [_count_of(self.lines, "line"), _count_of(self.sentences, "sentence")]
+        if self.split:
+            said.append(f"{_count_of(self.split, 'line')} split into sentences")
+        if self.cut:
+            over = f"{_count_of(self.cut, 'sentence')} over the length limit"
+            said.append(f"{over} cut into {self.windows} parts")
+        if self.no_letters:
+            said.append(f"{_count_of(self.no_letters, 'part')} without letters passed through")
+        if self.unknown_script:
+            unknown = (
+                f"{_count_of(self.unknown_script, 'part')} in a script the model does not know"
+            )
+            said.append(f"{unknown} passed through untranslated")
+        return ", ".join(said)
+
+
+def _count_of(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+@dataclass(frozen=True)
+class _Part:
+    line: int
+    sentence: int  # its sentence's index in the line
+    window: int  # its index among the sentence's windows (0: the only one, or the first)
+    lead: str  # whitespace before the text, kept
+    text: str
+    trail: str  # whitespace after it
+    copy: bool  # passed through unchanged
+
+
+def translate_lines(
+    translator: Translator,
+    lines: Iterable[str],
+    *,
+    split: bool = True,
+    summary: Summary | None = None,
+    chunk_lines: int = 1_000,
+    **options,
+) -> Iterator[list[Hypothesis]]:
+    """The n-best translations of each whole line, in order; `options` as `translate`'s.
+    `split=False`: the input is one sentence a line (over-long ones are still cut).
+    `summary`, if given, is filled in as the lines go."""
+    summary = summary if summary is not None else Summary()
+    lines = iter(lines)
+    nbest = 1 if options.get("sampling") else options.get("nbest", 1)
+    while chunk := list(itertools.islice(lines, chunk_lines)):
+        parts = [p for i, line in enumerate(chunk) for p in _parts(translator, i, line, split)]
+        _count(summary, len(chunk), parts)
+        wanted = [p.text for p in parts if not p.copy]
+        found = iter(translator.translate(wanted, **options) if wanted else [])
+        by_line = {i: list(group) for i, group in itertools.groupby(parts, lambda p: p.line)}
+        for i in range(len(chunk)):
+            translated = [(p, None if p.copy else next(found)) for p in by_line[i]]
+            yield [_join(translator, translated, k) for k in range(nbest)]
+
+
+def _parts(translator: Translator, index: int, line: str, split: bool) -> list[_Part]:
+    """The line's sentences (or the line), each over the limit cut into windows."""
+    from sentencex import segment
+
+    lang = translator.cfg.data.src_lang
+    sentences = list(segment(lang, line)) if split and line.strip() else [line]
+    parts = []
+    for s, sentence in enumerate(sentences):
+        text = sentence.strip()
+        lead = sentence[: len(sentence) - len(sentence.lstrip())]
+        trail = sentence[len(lead) + len(text) :]
+        windows = _windows(translator, text) if text else [""]
+        for w, window in enumerate(windows):
+            copy = not window or _nothing_to_translate(window) or _unreadable(translator, window)
+            before, after = lead if w == 0 else " ", trail if w == len(windows) - 1 else ""
+            parts.append(_Part(index, s, w, before, window, after, copy))
+    return parts
+
+
+def _windows(translator: Translator, text: str) -> list[str]:
+    """`text` cut at word starts into parts of at most the model's limit in pieces."""
+    limit = translator.cfg.data.max_len
+    pieces = translator.src_tok.pieces(text)
+    if len(pieces) <= limit:
+        return [text]
+    windows, start = [], 0
+    while start < len(pieces):
+        end = min(start + limit, len(pieces))
+        if end < len(pieces):  # back to the last word start, unless one word fills it
+            word_start = max(
+                (j for j in range(start + 1, end + 1) if pieces[j].startswith(WORD_START)),
+                default=end,
+            )
+            end = word_start
+        windows.append("".join(pieces[start:end]).replace(WORD_START, " ").strip())
+        start = end
+    return [w for w in windows if w]
+
+
+def _nothing_to_translate(text: str) -> bool:
+    return not any(c.isalpha() for c in text) or bool(URL.fullmatch(text))
+
+
+def _unreadable(translator: Translator, text: str) -> bool:
+    """Most of the pieces that carry letters are <unk>: a script the model never saw."""
+    ids = translator.src_tok.encode([text])[0]
+    pieces = translator.src_tok.id_to_piece(ids)
+    lettered = [i for i, p in zip(ids, pieces, strict=True) if i == UNK or any(map(str.isalpha, p))]
+    return bool(lettered) and sum(i == UNK for i in lettered) * 2 >= len(lettered)
+
+
+def _count(summary: Summary, lines: int, parts: list[_Part]) -> None:
+    summary.lines += lines
+    sentences = {(p.line, p.sentence) for p in parts}
+    summary.sentences += len(sentences)
+    summary.split += len({line for line, s in sentences if s > 0})
+    cut = {(p.line, p.sentence) for p in parts if p.window > 0}
+    summary.cut += len(cut)
+    summary.windows += sum((p.line, p.sentence) in cut for p in parts)
+    copied = [p for p in parts if p.copy and p.text]
+    summary.no_letters += sum(_nothing_to_translate(p.text) for p in copied)
+    summary.unknown_script += sum(not _nothing_to_translate(p.text) for p in copied)
+
+
+def _join(translator: Translator, parts: list[tuple[_Part, list | None]], k: int) -> Hypothesis:
+    """The line's k-th hypothesis: each part's k-th, joined (the module's rules)."""
+    text, score, logprob, tokens, alignment, offset = "", 0.0, 0.0, [], [], 0
+    for part, hyps in parts:
+        if hyps is None:
+            text += part.lead + part.text + part.trail
+            continue
+        hyp = hyps[min(k, len(hyps) - 1)]
+        text += part.lead + hyp.text + part.trail
+        score, logprob = score + hyp.score, logprob + hyp.logprob
+        tokens += hyp.tokens
+        alignment += [i + offset if i >= 0 else i for i in hyp.alignment]
+        offset += len(translator.src_tok.encode([part.text])[0])
+    return Hypothesis(text, score, logprob, tuple(tokens), tuple(alignment))
