@@ -66,7 +66,9 @@ def _count_of(n: int, noun: str) -> str:
 
 
 @dataclass(frozen=True)
-class _Part:
+class Part:
+    """A sentence of a line, or a window of one; lead + text + trail is its source."""
+
     line: int
     sentence: int  # its sentence's index in the line
     window: int  # its index among the sentence's windows (0: the only one, or the first)
@@ -77,6 +79,15 @@ class _Part:
 
 
 def translate_lines(
+    translator: Translator, lines: Iterable[str], **options
+) -> Iterator[list[Hypothesis]]:
+    """The n-best translations of each whole line, in order; `options`: `translate_parts`'."""
+    nbest = 1 if options.get("sampling") else options.get("nbest", 1)
+    for parts in translate_parts(translator, lines, **options):
+        yield [_join(translator, parts, k) for k in range(nbest)]
+
+
+def translate_parts(
     translator: Translator,
     lines: Iterable[str],
     *,
@@ -84,13 +95,12 @@ def translate_lines(
     summary: Summary | None = None,
     chunk_lines: int = 1_000,
     **options,
-) -> Iterator[list[Hypothesis]]:
-    """The n-best translations of each whole line, in order; `options` as `translate`'s.
-    `split=False`: the input is one sentence a line (over-long ones are still cut).
-    `summary`, if given, is filled in as the lines go."""
+) -> Iterator[list[tuple[Part, list[Hypothesis] | None]]]:
+    """Each line's parts, each with its n-best list (None: passed through), in order;
+    `options` as `translate`'s. `split=False`: the input is one sentence a line
+    (over-long ones are still cut). `summary`, if given, is filled in as lines go."""
     summary = summary if summary is not None else Summary()
     lines = iter(lines)
-    nbest = 1 if options.get("sampling") else options.get("nbest", 1)
     while chunk := list(itertools.islice(lines, chunk_lines)):
         parts = [p for i, line in enumerate(chunk) for p in _parts(translator, i, line, split)]
         _count(summary, len(chunk), parts)
@@ -98,11 +108,10 @@ def translate_lines(
         found = iter(translator.translate(wanted, **options) if wanted else [])
         by_line = {i: list(group) for i, group in itertools.groupby(parts, lambda p: p.line)}
         for i in range(len(chunk)):
-            translated = [(p, None if p.copy else next(found)) for p in by_line[i]]
-            yield [_join(translator, translated, k) for k in range(nbest)]
+            yield [(p, None if p.copy else next(found)) for p in by_line[i]]
 
 
-def _parts(translator: Translator, index: int, line: str, split: bool) -> list[_Part]:
+def _parts(translator: Translator, index: int, line: str, split: bool) -> list[Part]:
     """The line's sentences (or the line), each over the limit cut into windows."""
     from sentencex import segment
 
@@ -117,7 +126,7 @@ def _parts(translator: Translator, index: int, line: str, split: bool) -> list[_
         for w, window in enumerate(windows):
             copy = not window or _nothing_to_translate(window) or _unreadable(translator, window)
             before, after = lead if w == 0 else " ", trail if w == len(windows) - 1 else ""
-            parts.append(_Part(index, s, w, before, window, after, copy))
+            parts.append(Part(index, s, w, before, window, after, copy))
     return parts
 
 
@@ -146,14 +155,15 @@ def _nothing_to_translate(text: str) -> bool:
 
 
 def _unreadable(translator: Translator, text: str) -> bool:
-    """Most of the pieces that carry letters are <unk>: a script the model never saw."""
+    """Most (over half) of the pieces that carry letters are <unk>: a script the model
+    never saw."""
     ids = translator.src_tok.encode([text])[0]
     pieces = translator.src_tok.id_to_piece(ids)
     lettered = [i for i, p in zip(ids, pieces, strict=True) if i == UNK or any(map(str.isalpha, p))]
-    return bool(lettered) and sum(i == UNK for i in lettered) * 2 >= len(lettered)
+    return sum(i == UNK for i in lettered) * 2 > len(lettered)
 
 
-def _count(summary: Summary, lines: int, parts: list[_Part]) -> None:
+def _count(summary: Summary, lines: int, parts: list[Part]) -> None:
     summary.lines += lines
     sentences = {(p.line, p.sentence) for p in parts}
     summary.sentences += len(sentences)
@@ -166,7 +176,7 @@ def _count(summary: Summary, lines: int, parts: list[_Part]) -> None:
     summary.unknown_script += sum(not _nothing_to_translate(p.text) for p in copied)
 
 
-def _join(translator: Translator, parts: list[tuple[_Part, list | None]], k: int) -> Hypothesis:
+def _join(translator: Translator, parts: list[tuple[Part, list | None]], k: int) -> Hypothesis:
     """The line's k-th hypothesis: each part's k-th, joined (the module's rules)."""
     text, score, logprob, tokens, alignment, offset = "", 0.0, 0.0, [], [], 0
     for part, hyps in parts:

@@ -1,105 +1,215 @@
 """HTML documents: their text translated, their markup kept as it was written.
 
-The page is read by Python's own HTML parser (`html.parser`, which browsers' rules for
-broken markup guide too) into markup and text nodes. Every tag, attribute, comment,
-declaration and entity-only text is written back byte for byte; `<script>`, `<style>`,
-`<code>` and other raw-text content is never translated. Each text node goes through
-`nmt.documents` (sentences split, long ones cut, nothing invented), all nodes of a
-page in one batch; in `<pre>` and in any node each line is translated on its own, so
-line breaks stay where they were, and so do leading and trailing spaces.
+The page is read by Python's own HTML parser (`html.parser`) into markup and text.
+Every tag, attribute, comment, declaration and entity of untranslated text is written
+back byte for byte, in its order, so the page's tree is the same; `<script>`,
+`<style>`, `<code>` and the other raw-text elements are never translated.
 
-Approximate: a text node is the unit. Inline markup inside a sentence
-(`I saw <b>a dog</b> today`) keeps its place and what it wraps, because each node is
-translated on its own, at the cost of the sentence's context across the tags (as
-LibreTranslate's HTML mode does); entities inside a translated node come back as the
-characters they stand for, escaped where HTML needs it.
+Text is translated a block at a time: the text between two block-level tags (`<p>`,
+`<li>`, `<td>`, ...), inline markup (`<b>`, `<a href>`, `<br>`) included, so a
+sentence keeps its context across its inline tags. Each line of a block (so `<pre>`
+keeps its line breaks) goes through `nmt.documents` (sentences, windows, nothing
+invented), all blocks of a page in one batch. The inline tags are then put back into
+the translation by the alignments: an opening tag before the first target piece
+aligned to a source piece after it, a closing tag after the last one aligned to a
+source piece before it, every tag in its original order.
+
+Approximate: the attention's alignments are those of the model, not of a word aligner,
+so a tag may wrap a word more or less than its counterpart; where a translation's
+pieces cannot be found in its text (SentencePiece normalized the text), the tags of
+that sentence go by proportion instead. Entities inside translated text come back as
+the characters they stand for, escaped where HTML needs it.
 """
 
 from __future__ import annotations
 
 import html
+import itertools
+from dataclasses import dataclass
 from html.parser import HTMLParser
 
-from nmt.documents import Summary, translate_lines
+from nmt.documents import WORD_START, translate_parts
 from nmt.translate import Translator
 
 UNTRANSLATED = {"script", "style", "code", "kbd", "samp", "var", "textarea", "template"}
+INLINE = {
+    *("a", "abbr", "b", "bdi", "bdo", "br", "cite", "code", "data", "dfn", "em", "font", "i"),
+    *("img", "kbd", "mark", "q", "s", "samp", "small", "span", "strong", "sub", "sup"),
+    *("time", "u", "var", "wbr"),
+}
+
+
+@dataclass
+class _Node:
+    raw: str  # the source, as written
+    text: bool = False  # translatable text; else markup
+    tag: str = ""  # for tags: the name
+    closing: bool = False  # an end tag (placed after what it closes)
 
 
 class _Nodes(HTMLParser):
-    """The page as a list of ("markup" | "text", raw source) in document order."""
+    """The page as `_Node`s in document order; their raws joined are the page."""
 
     def __init__(self):
         super().__init__(convert_charrefs=False)
-        self.nodes: list[list[str]] = []
+        self.nodes: list[_Node] = []
         self.raw_depth = 0  # inside script, style, code...: text stays as it is
 
-    def _add(self, kind: str, raw: str) -> None:
-        if self.nodes and self.nodes[-1][0] == kind == "text":
-            self.nodes[-1][1] += raw
+    def _text(self, raw: str) -> None:
+        if self.raw_depth:
+            self.nodes.append(_Node(raw))
+        elif self.nodes and self.nodes[-1].text:
+            self.nodes[-1].raw += raw
         else:
-            self.nodes.append([kind, raw])
+            self.nodes.append(_Node(raw, text=True))
 
     def handle_starttag(self, tag, attrs):
-        self._add("markup", self.get_starttag_text())
-        if tag in UNTRANSLATED:
-            self.raw_depth += 1
+        self.nodes.append(_Node(self.get_starttag_text(), tag=tag))
+        self.raw_depth += tag in UNTRANSLATED
 
     def handle_startendtag(self, tag, attrs):
-        self._add("markup", self.get_starttag_text())
+        self.nodes.append(_Node(self.get_starttag_text(), tag=tag))
 
     def parse_endtag(self, i):  # html.parser's own step, to keep the tag as written
+        self.end_tag = ""
         j = super().parse_endtag(i)
         if j > i:
-            self._add("markup", self.rawdata[i:j])
+            self.nodes.append(_Node(self.rawdata[i:j], tag=self.end_tag, closing=True))
         return j
 
     def handle_endtag(self, tag):
+        self.end_tag = tag
         if tag in UNTRANSLATED and self.raw_depth:
             self.raw_depth -= 1
 
     def handle_data(self, data):
-        self._add("markup" if self.raw_depth else "text", data)
+        self._text(data)
 
     def handle_entityref(self, name):
-        self._add("markup" if self.raw_depth else "text", f"&{name};")
+        self._text(f"&{name};")
 
     def handle_charref(self, name):
-        self._add("markup" if self.raw_depth else "text", f"&#{name};")
+        self._text(f"&#{name};")
 
     def handle_comment(self, data):
-        self._add("markup", f"<!--{data}-->")
+        self.nodes.append(_Node(f"<!--{data}-->", tag="!--"))
 
     def handle_decl(self, decl):
-        self._add("markup", f"<!{decl}>")
+        self.nodes.append(_Node(f"<!{decl}>", tag="!decl"))
 
     def handle_pi(self, data):
-        self._add("markup", f"<?{data}>")
+        self.nodes.append(_Node(f"<?{data}>", tag="!pi"))
 
     def unknown_decl(self, data):
-        self._add("markup", f"<![{data}]>")
+        self.nodes.append(_Node(f"<![{data}]>", tag="!decl"))
 
 
-def translate_html(
-    translator: Translator, page: str, *, summary: Summary | None = None, **options
-) -> str:
-    """`page` with every text node translated (`options` as `translate`'s, one best
-    translation each) and all its markup kept."""
+def translate_html(translator: Translator, page: str, **options) -> str:
+    """`page` with its text translated (`options`: `nmt.documents.translate_parts`', one
+    best translation each) and all its markup kept."""
     parser = _Nodes()
     parser.feed(page)
     parser.close()
-    texts = [html.unescape(raw) for kind, raw in parser.nodes if kind == "text"]
-    lines = [line for text in texts for line in text.split("\n")]
-    found = translate_lines(translator, lines, summary=summary, **{**options, "nbest": 1})
+    blocks = [list(b) for _, b in itertools.groupby(parser.nodes, _inline)]
+    lines = [line for block in blocks for line in _plain(block).split("\n")]
+    found = translate_parts(translator, lines, **{**options, "nbest": 1})
     out = []
-    for kind, raw in parser.nodes:
-        if kind == "markup":
-            out.append(raw)
-            continue
-        translated = [next(found)[0].text for _ in html.unescape(raw).split("\n")]
-        text = "\n".join(translated)
-        if text == html.unescape(raw):  # passed through: its entities as they were
-            out.append(raw)
-        else:  # Multi30k's own text holds "&amp;": a model may write entities
-            out.append(html.escape(html.unescape(text), quote=False))
+    for block in blocks:
+        plain = _plain(block)
+        translated = [_line(translator, next(found)) for _ in plain.split("\n")]
+        if not any(node.text for node in block) or all(t[0] is None for t in translated):
+            out.append("".join(node.raw for node in block))  # nothing translated: as it was
+        else:
+            out.append(_place(block, translated))
     return "".join(out)
+
+
+def _inline(node: _Node) -> bool:
+    """Whether the node goes with the text around it (else it ends a block)."""
+    return node.text or node.tag in INLINE or node.tag == "!--" or not node.tag
+
+
+def _plain(block: list[_Node]) -> str:
+    return "".join(html.unescape(node.raw) for node in block if node.text)
+
+
+def _line(translator: Translator, parts) -> tuple[str | None, list]:
+    """A line's translation (None: all of it passed through), and how its source offsets
+    map: [(source start, source end, output start, mapper; None: copied as it is)]."""
+    out, mapping, pos, translated = "", [], 0, False
+    for part, hyps in parts:
+        text = part.text if hyps is None else hyps[0].text
+        mapper = None if hyps is None else _mapper(translator, part.text, hyps[0])
+        translated |= hyps is not None
+        text_at, tail_at = pos + len(part.lead), pos + len(part.lead) + len(part.text)
+        mapping.append((pos, text_at, len(out), None))
+        mapping.append((text_at, tail_at, len(out) + len(part.lead), mapper))
+        mapping.append((tail_at, tail_at + len(part.trail), len(out + part.lead + text), None))
+        out += part.lead + text + part.trail
+        pos = tail_at + len(part.trail)
+    return (out if translated else None), mapping
+
+
+def _mapper(translator: Translator, source: str, hyp):
+    """(offset in source, closing) -> offset in hyp.text, by the alignment."""
+    src = _spans(translator.src_tok.pieces(source), source)
+    tgt = _spans(translator.tgt_tok.id_to_piece(list(hyp.tokens)), hyp.text)
+    if src is None or tgt is None or len(hyp.alignment) != len(tgt):
+        return lambda c, closing: round(c / max(len(source), 1) * len(hyp.text))
+    links = [(src[i], tgt[j]) for j, i in enumerate(hyp.alignment) if 0 <= i < len(src)]
+
+    def place(c: int, closing: bool) -> int:
+        if closing:  # after the last target piece of a source piece before c
+            return max((t[1] for s, t in links if s[1] <= c), default=0)
+        return min((t[0] for s, t in links if s[0] >= c), default=len(hyp.text))
+
+    return place
+
+
+def _spans(pieces: list[str], text: str) -> list[tuple[int, int]] | None:
+    """Each piece's (start, end) in `text`; None where a piece is not found there."""
+    spans, pos = [], 0
+    for piece in pieces:
+        core = piece.replace(WORD_START, " ").lstrip()
+        while pos < len(text) and text[pos].isspace() and piece.startswith(WORD_START):
+            pos += 1
+        if not text.startswith(core, pos):
+            return None
+        spans.append((pos, pos + len(core)))
+        pos += len(core)
+    return spans
+
+
+def _place(block: list[_Node], translated: list[tuple[str | None, list]]) -> str:
+    """The block's translation with its markup put back, every node in its order."""
+    plain_lines = _plain(block).split("\n")
+    out_lines = [t or p for (t, _), p in zip(translated, plain_lines, strict=True)]
+    out_text = "\n".join(out_lines)
+    src_starts = list(itertools.accumulate([0] + [len(p) + 1 for p in plain_lines]))
+    out_starts = list(itertools.accumulate([0] + [len(t) + 1 for t in out_lines]))
+    pieces, c, cursor = [], 0, 0  # c: offset in the block's plain text
+    for node in block:
+        if node.text:
+            c += len(html.unescape(node.raw))
+            continue
+        line = max(i for i, start in enumerate(src_starts[:-1]) if start <= c)
+        text, mapping = translated[line]
+        where = out_starts[line] + _map(c - src_starts[line], mapping, node.closing, text)
+        where = max(where, cursor)  # never before a node that came earlier
+        pieces += [_escape(out_text[cursor:where]), node.raw]
+        cursor = where
+    pieces.append(_escape(out_text[cursor:]))
+    return "".join(pieces)
+
+
+def _map(c: int, mapping: list, closing: bool, text: str | None) -> int:
+    if text is None:  # the line passed through: offsets are the source's
+        return c
+    for src_start, src_end, out_start, mapper in mapping:
+        if src_start <= c < src_end or (c == src_end and closing):
+            return out_start + (c - src_start if mapper is None else mapper(c - src_start, closing))
+    return len(text)
+
+
+def _escape(text: str) -> str:
+    return html.escape(html.unescape(text), quote=False)

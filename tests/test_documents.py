@@ -3,15 +3,17 @@ has nothing to translate passed through, one output line per input line."""
 
 from __future__ import annotations
 
+import itertools
 from html.parser import HTMLParser
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nmt import documents
-from nmt.documents import Summary, translate_lines
-from nmt.markup import translate_html
+from nmt import documents, markup
+from nmt.decoding import Hypothesis
+from nmt.documents import Part, Summary, translate_lines
+from nmt.markup import INLINE, UNTRANSLATED, translate_html
 from nmt.translate import Translator
 from tests.conftest import WORDS, make_pairs
 
@@ -117,38 +119,48 @@ spielt.</p><pre>  Der hund läuft.
 
 
 class Tree(HTMLParser):
-    """A page's tags (with attributes), comments and raw-text contents, in order: its
-    structure, the text left out."""
+    """A page's tags (with attributes), comments and raw-text contents in order: its
+    structure; and the text of each block (between block-level tags), inline tags left
+    out."""
 
     def __init__(self, page: str):
         super().__init__()
-        self.structure, self.texts, self.raw = [], [], None
+        self.structure, self.blocks, self.raw = [], [""], None
         self.feed(page)
+        self.close()
+
+    def _tag(self, item: tuple) -> None:
+        self.structure.append(item)
+        if item[1] not in INLINE:
+            self.blocks.append("")
 
     def handle_starttag(self, tag, attrs):
-        self.structure.append(("start", tag, attrs))
-        self.raw = tag if tag in ("script", "style") else None
+        self._tag(("start", tag, attrs))
+        self.raw = tag if tag in UNTRANSLATED else None
 
     def handle_endtag(self, tag):
-        self.structure.append(("end", tag))
+        self._tag(("end", tag))
         self.raw = None
 
     def handle_startendtag(self, tag, attrs):
-        self.structure.append(("void", tag, attrs))
+        self._tag(("void", tag, attrs))
 
     def handle_comment(self, data):
         self.structure.append(("comment", data))
 
     def handle_data(self, data):
-        (self.structure if self.raw else self.texts).append(("raw", data) if self.raw else data)
+        if self.raw:
+            self.structure.append(("raw", data))
+        else:
+            self.blocks[-1] += data
 
 
 def test_html_keeps_its_markup_and_translates_every_text(translator):
     out = translate_html(translator, PAGE)
     before, after = Tree(PAGE), Tree(out)
     assert after.structure == before.structure  # tags, attributes, comments, script, style
-    assert len(after.texts) == len(before.texts)
-    for source, target in zip(before.texts, after.texts, strict=True):
+    assert len(after.blocks) == len(before.blocks)
+    for source, target in zip(before.blocks, after.blocks, strict=True):
         if any(c.isalpha() for c in source):
             assert target != source, source  # translated
         else:
@@ -156,6 +168,38 @@ def test_html_keeps_its_markup_and_translates_every_text(translator):
     assert "&copy; 2024" in out and "&amp;" in out  # entities of untranslated text kept
     pre = out.split("<pre>")[1].split("</pre>")[0].split("\n")
     assert [line[: len(line) - len(line.lstrip())] for line in pre] == ["  ", "    "]
+
+
+def test_inline_tags_lose_no_word_of_the_translation(translator):
+    page = "<p>Ein mann <b>sieht</b> die <i>katze</i> im park.</p>"
+    (plain,) = texts(translate_lines(translator, ["Ein mann sieht die katze im park."]))
+    out = translate_html(translator, page)
+    assert Tree(out).blocks[1] == plain and Tree(out).structure == Tree(page).structure
+
+
+def pieces_by_word(pieces: list[str]) -> list[int]:
+    """Each piece's word number (a word starts at a piece with the word mark)."""
+    words = list(itertools.accumulate(p.startswith("\u2581") for p in pieces))
+    return [w - 1 for w in words]
+
+
+def test_inline_tags_go_around_the_words_aligned_to_theirs(translator, monkeypatch):
+    source = "Ein mann sieht die katze im park."
+    target = "a man sees the cat in the park ."  # word k aligned to source word ALIGNED[k]
+    aligned = [0, 1, 2, 3, 4, 5, 5, 6, 6]
+    src_words = pieces_by_word(translator.src_tok.pieces(source))
+    ids = translator.tgt_tok.encode([target])[0]
+    tgt_words = pieces_by_word(translator.tgt_tok.id_to_piece(ids))
+    alignment = tuple(src_words.index(aligned[w]) for w in tgt_words)
+    hyp = Hypothesis(target, -1.0, -1.0, tuple(ids), alignment)
+
+    def translate_parts(translator, lines, **options):
+        for line in lines:
+            yield [(Part(0, 0, 0, "", line, "", copy=False), [hyp])] if line else []
+
+    monkeypatch.setattr(markup, "translate_parts", translate_parts)
+    out = translate_html(translator, "<p>Ein mann <b>sieht</b> die <i>katze</i> im park.</p>")
+    assert out == "<p>a man <b>sees</b> the <i>cat</i> in the park .</p>"
 
 
 TAGS = st.sampled_from(["b", "i", "a", "span", "p", "div", "script", "style", "pre"])
