@@ -117,6 +117,8 @@ def _parts(translator: Translator, index: int, line: str, split: bool) -> list[P
 
     lang = translator.cfg.data.src_lang
     sentences = list(segment(lang, line)) if split and line.strip() else [line]
+    if "".join(sentences) != line:  # the segmenter must not lose a character
+        sentences = [line]
     parts = []
     for s, sentence in enumerate(sentences):
         text = sentence.strip()

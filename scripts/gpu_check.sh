@@ -9,9 +9,11 @@
 # Each section runs even if an earlier one failed; a failure is printed, and the script's
 # exit status is that of the last failure. With $OUT set, the whole log is kept there.
 # Usage: bash scripts/gpu_check.sh [SECONDS_OF_TRAINING]   (MULTI30K_DIR as for `make demo`)
-# On a machine without `datasets`, install its wheels into python3's own environment
-# (pip install --no-index --no-deps WHEELS), not with --target into a folder outside it:
-# `datasets` then pickles those modules by value for its fingerprints, and fails.
+# On a machine without `datasets` and `sentencex` (nmt translate splits sentences with it),
+# install their wheels into python3's own environment (pip install --no-index --no-deps
+# WHEELS; `../shared/gpu/prepare-wheels.sh sentencex` fetches them), not with --target into
+# a folder outside it: `datasets` then pickles those modules by value for its
+# fingerprints, and fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-90}
