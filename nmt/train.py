@@ -221,7 +221,7 @@ class Trainer:
     def run(self) -> Progress:
         tc, progress = self.cfg.train, self.progress
         start = time.perf_counter() - progress.train_seconds
-        stop = self._stop_now()
+        stop = stop_now(tc, progress, self.world)
         validated = progress.step  # the step of the last validation: never twice for one step
         try:
             while not stop:
@@ -236,7 +236,7 @@ class Trainer:
                     progress.batch_in_epoch += len(group)
                     progress.train_seconds = time.perf_counter() - start
                     self.skipped.add(stats.pop("skipped"))
-                    stop = self._stop_now()
+                    stop = stop_now(tc, progress, self.world)
                     validating = progress.step % tc.valid_every == 0 or stop
                     if validating or progress.step % tc.log_every == 0:
                         self._check_skipped()  # a host sync: only at these steps
@@ -272,15 +272,6 @@ class Trainer:
         counts.update(cfg=self.cfg.train, plan=self.plan)
         return train_step(self.objective, parts, self.optimizer, self.scaler, **counts)
 
-    def _stop_now(self) -> bool:
-        """max_steps, or rank 0's clock past max_time: every rank stops at the same step."""
-        tc, progress = self.cfg.train, self.progress
-        if progress.step >= tc.max_steps:
-            return True
-        if not tc.max_time:
-            return False
-        return distributed.broadcast(progress.train_seconds >= tc.max_time, self.world)
-
     def _check_skipped(self) -> None:
         """Stops the run after `train.max_nonfinite` skipped updates in a row."""
         last = self.out_dir / "last.pt"
@@ -314,6 +305,15 @@ class Trainer:
         lr = learning_rate(tc, progress.step - progress.schedule_start, progress.lr_scale)
         self.logger.event("valid", **result, lr=lr)
         return improved
+
+
+def stop_now(tc: TrainConfig, progress: Progress, world: World) -> bool:
+    """max_steps, or rank 0's clock past max_time: every rank stops at the same step."""
+    if progress.step >= tc.max_steps:
+        return True
+    if not tc.max_time:
+        return False
+    return distributed.broadcast(progress.train_seconds >= tc.max_time, world)
 
 
 def record_validation(progress: Progress, result: dict, tc: TrainConfig) -> bool:
