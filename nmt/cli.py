@@ -20,6 +20,7 @@ from nmt.commands import (
     cmd_evaluate,
     cmd_inspect,
     cmd_plot,
+    cmd_serve,
     cmd_train,
     cmd_translate,
 )
@@ -33,9 +34,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def at_least(least: float, kind: type = int):
-    """An argparse type: a finite `kind` >= `least`; the bound stays readable on the
-    function (`.least`, `.kind`), so tests can generate the values it refuses."""
+def at_least(least: float, kind: type = int, most: float = math.inf):
+    """An argparse type: a finite `kind` in [least, most]; the bounds stay readable on
+    the function (`.least`, `.most`, `.kind`), so tests can generate what it refuses."""
 
     def convert(text: str):
         try:
@@ -44,9 +45,11 @@ def at_least(least: float, kind: type = int):
             raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
         if not math.isfinite(value) or value < least:
             raise argparse.ArgumentTypeError(f"must be >= {least}, got {text}")
+        if value > most:
+            raise argparse.ArgumentTypeError(f"must be <= {most}, got {text}")
         return value
 
-    convert.least, convert.kind = least, kind
+    convert.least, convert.most, convert.kind = least, most, kind
     convert.__name__ = f"{kind.__name__} >= {least}"
     return convert
 
@@ -121,6 +124,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", type=device, help="for --model (default: cpu)")
     _add_precision(p, default=None)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("serve", help="serve models over HTTP (LibreTranslate's and OpenNMT's APIs)")
+    p.add_argument("model", nargs="+", help="run directories or checkpoints, a language pair each")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=at_least(1, most=65535), default=5000)
+    p.add_argument("--device", type=device, default="cpu", help="cpu, cuda or cuda:N")
+    _add_precision(p)
+    pending = "requests admitted at once; past it: 503"
+    p.add_argument("--max-pending", type=at_least(1), default=256, help=pending)
+    wait = "how long a request waits for others to share its batch"
+    p.add_argument("--max-wait-ms", type=at_least(0, float), default=5.0, help=wait)
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("plot", help="draw the learning curves of a run")
     p.add_argument("run", help="run directory (reads its metrics.jsonl)")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -226,3 +228,27 @@ def cmd_plot(args: argparse.Namespace) -> None:
     check_output(out)
     write_output(out, plot_learning_curves(Path(args.run) / "metrics.jsonl"))
     log.info("wrote %s", out)
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    try:
+        import uvicorn
+
+        from nmt.serve import Limits, build_app
+    except ImportError as err:  # the extra is not installed
+        raise UsageError(f"nmt serve needs {err.name}: pip install 'nmt[serve]'") from None
+    from nmt.translate import Translator
+
+    try:  # a clear error now for an address taken or not this machine's, not uvicorn's later
+        socket.create_server((args.host, args.port)).close()
+    except OSError as err:
+        raise UsageError(f"cannot listen on {args.host}:{args.port}: {err.strerror}") from None
+    options = {"device": args.device, "precision": args.precision}
+    translators = [Translator.load(run, **options) for run in args.model]
+    limits = Limits(max_pending=args.max_pending, max_wait_ms=args.max_wait_ms)
+    app = build_app(translators, limits)
+    log.info("serving %s on http://%s:%d", ", ".join(args.model), args.host, args.port)
+    # uvicorn answers what it accepted on SIGTERM, then raises the signal again for the
+    # handler it found: this one, so that a stop asked for is a success (status 0)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)

@@ -25,6 +25,7 @@ import torch
 
 from nmt import checkpoint, cli, config
 from tests.conftest import TINY, tiny_overrides, write_split
+from tests.test_serve import free_port
 
 # the parser's arguments by role; the others have a bounded type or choices, or are flags
 INPUTS = {"input", "hyp", "ref", "src", "config"}
@@ -33,7 +34,11 @@ RUNS = {"run"}  # a run directory `plot` reads
 OUTPUTS = {"output"}
 RUN_OUT = {"out"}  # the run directory `train` writes
 DEVICES = {"device"}
-FREE_TEXT = {"sentence", "overrides"}  # any text is valid
+HOSTS = {"host"}
+FREE_TEXT = {"sentence", "overrides"}
+NAMED_BY_VALUE = (
+    INPUTS | MODELS | RUNS | OUTPUTS | RUN_OUT | DEVICES | HOSTS
+)  # in the message  # any text is valid
 FLAGS = {"help", "resume", "reset_optimizer", "scores", "alignments", "chrf_plus", "no_split"}
 EMPTY_IS_VALID = {("translate", "input")}  # no lines in, no lines out
 # str config fields with no generated bad value, and why
@@ -86,6 +91,7 @@ def valid_args(command: str, w: dict[str, Path]) -> list[str]:
         "average": ["average", f"{run}/last.pt", f"{run}/best.pt", "-o", str(root / "existing")],
         "evaluate": ["evaluate", "--hyp", str(root / "hyp"), "--ref", str(root / "ref")],
         "plot": ["plot", run, "-o", str(root / "existing.png")],
+        "serve": ["serve", run, "--port", str(free_port())],
     }[command]
 
 
@@ -114,11 +120,14 @@ def bad_values(command: str, action: argparse.Action, w: dict[str, Path]) -> lis
         return [str(p) for p in (root / "a-file", under_a_file, w["run"])]
     if dest in DEVICES:
         return ["foo", "cuda:7"] + ([] if torch.cuda.is_available() else ["cuda"])
+    if dest in HOSTS:
+        return ["10.255.255.1"]  # a valid address, not this machine's
     if action.choices:
         return ["bogus"]
     if hasattr(action.type, "least"):
-        below = action.type.least - (1 if action.type.kind is int else 0.5)
-        return [f"{below:g}", "nan", "x"]
+        step = 1 if action.type.kind is int else 0.5
+        above = [] if math.isinf(action.type.most) else [f"{action.type.most + step:g}"]
+        return [f"{action.type.least - step:g}", "nan", "x", *above]
     return []
 
 
@@ -129,7 +138,7 @@ def option_cases(w: dict[str, Path]) -> list[tuple[str, list[str], str]]:
         args = valid_args(command, w)
         for action in parser._actions:
             for value in bad_values(command, action, w):
-                by_value = action.dest in INPUTS | MODELS | RUNS | OUTPUTS | RUN_OUT | DEVICES
+                by_value = action.dest in NAMED_BY_VALUE
                 if action.option_strings:
                     argv = _set_option(args, action.option_strings, value)
                     named = value if by_value else action.option_strings[-1]
@@ -266,7 +275,7 @@ def test_every_bad_input_is_one_line_and_exit_2_and_changes_no_file(kind, world,
 
 def test_every_option_and_key_is_covered():
     """A new argument or config field must get a role here, or generated bad values."""
-    roles = INPUTS | MODELS | RUNS | OUTPUTS | RUN_OUT | DEVICES | FREE_TEXT | FLAGS
+    roles = INPUTS | MODELS | RUNS | OUTPUTS | RUN_OUT | DEVICES | HOSTS | FREE_TEXT | FLAGS
     for command, parser in subparsers().items():
         for action in parser._actions:
             covered = action.dest in roles or action.choices or hasattr(action.type, "least")
@@ -280,7 +289,7 @@ def test_every_option_and_key_is_covered():
 def test_the_valid_arguments_work(world, tmp_path):
     """The cases' starting points succeed, so each refusal is its bad value's doing."""
     root = world["root"]
-    for command in subparsers():
+    for command in set(subparsers()) - {"serve"}:  # it serves until stopped: test_serve.py
         args = valid_args(command, world)
         for name in ("existing", "existing.html", "existing.png", "new"):  # outputs elsewhere
             args = [a.replace(str(root / name), str(tmp_path / name)) for a in args]

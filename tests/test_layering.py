@@ -50,9 +50,11 @@ ALLOWED = {  # module -> the nmt modules it may import
     "inside": {"figures", "gates", "model", "tokenizer", "translate"},
     "documents": {"decoding", "tokenizer", "translate"},
     "markup": {"documents", "translate"},
+    "batcher": {"config", "documents", "markup", "translate"},
+    "serve": {"batcher", "config", "decoding", "translate"},
     "commands": {
         *("checkpoint", "config", "data", "documents", "inside", "markup", "metrics", "outputs"),
-        *("report", "train", "translate"),
+        *("report", "serve", "train", "translate"),
     },
     "cli": {"commands", "config"},
 }

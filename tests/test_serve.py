@@ -1,0 +1,187 @@
+"""`nmt serve` as clients meet it: a real server process on a free loopback port, real
+HTTP requests (urllib), the answers LibreTranslate's and OpenNMT-py's clients expect."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from nmt.documents import translate_lines
+from nmt.markup import translate_html
+from nmt.translate import Translator
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(run: Path, *options: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    command = [sys.executable, "-m", "nmt", "serve", str(run), "--port", str(port), *options]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    server = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if call(url, "/health")[0] == 200:
+                return server, url
+        except OSError:
+            time.sleep(0.2)
+        assert server.poll() is None, server.stderr.read()
+    raise AssertionError("the server did not come up")
+
+
+def call(url: str, path: str, body=None, *, form: bool = False, raw: bytes | None = None):
+    """-> (status, decoded JSON or text, headers)."""
+    data, headers = raw, {"Content-Type": "application/json"}
+    if body is not None:
+        data = urllib.parse.urlencode(body).encode() if form else json.dumps(body).encode()
+        if form:
+            headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    request = urllib.request.Request(url + path, data=data, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            status, text, got = response.status, response.read().decode(), response.headers
+    except urllib.error.HTTPError as err:
+        status, text, got = err.code, err.read().decode(), err.headers
+    is_json = got.get("content-type", "").startswith("application/json")
+    return status, json.loads(text) if is_json else text, got
+
+
+@pytest.fixture(scope="module")
+def server(trained_run):
+    process, url = start(trained_run)
+    yield url
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def translator(trained_run) -> Translator:
+    return Translator.load(trained_run)
+
+
+def alone(translator, text: str) -> str:
+    return next(translate_lines(translator, [text]))[0].text
+
+
+def test_libretranslate_clients_get_what_nmt_translate_gives(server, translator):
+    text = "Der hund läuft. Ein mann sieht die katze."
+    body = {"q": text, "source": "de", "target": "en"}
+    status, answer, _ = call(server, "/translate", body)
+    assert status == 200 and answer == {"translatedText": alone(translator, text)}
+    status, answer, _ = call(server, "/translate", {**body, "q": [text, "Die frau."]})
+    assert answer["translatedText"] == [alone(translator, text), alone(translator, "Die frau.")]
+    status, answer, _ = call(server, "/translate", {**body, "source": "auto"}, form=True)
+    assert answer["translatedText"] == alone(translator, text)
+    assert answer["detectedLanguage"]["language"] == "de"
+    status, answer, _ = call(server, "/translate", {**body, "alternatives": 2})
+    assert (
+        len(answer["alternatives"]) == 2 and answer["translatedText"] not in answer["alternatives"]
+    )
+    page = "<p>Der hund <b>läuft</b>.</p><script>der hund</script>"
+    status, answer, _ = call(server, "/translate", {**body, "q": page, "format": "html"})
+    assert answer["translatedText"] == translate_html(translator, page)
+    status, languages, _ = call(server, "/languages")
+    assert languages == [{"code": "de", "name": "German", "targets": ["en"]}]
+
+
+def test_opennmt_clients_and_the_native_api(server, translator):
+    status, answer, _ = call(server, "/translator/translate", [{"src": "Der hund.", "id": 0}])
+    assert status == 200
+    (row,) = answer[0]
+    assert row["src"] == "Der hund." and row["tgt"] == alone(translator, "Der hund.")
+    assert row["n_best"] == 1 and isinstance(row["pred_score"], float)
+    body = {"text": ["Der hund läuft."], "source": "de", "target": "en", "beam": 3, "nbest": 3}
+    status, answer, _ = call(server, "/v1/translate", body)
+    (nbest,) = answer["translations"]
+    expected = translator.translate(["Der hund läuft."], beam=3, nbest=3)[0]
+    assert [h["text"] for h in nbest["nbest"]] == [h.text for h in expected]
+    assert [h["score"] for h in nbest["nbest"]] == pytest.approx([h.score for h in expected])
+
+
+BAD = [  # (path, body or raw bytes, status, what the message names)
+    ("/translate", b"{not json", 400, "not valid JSON"),
+    ("/translate", {"source": "de", "target": "en"}, 400, "'q'"),
+    ("/translate", {"q": "x", "source": "fr", "target": "en"}, 400, "served: de-en"),
+    ("/translate", {"q": 5, "source": "de", "target": "en"}, 400, "'q' must be"),
+    ("/translate", {"q": "x", "source": "de", "target": "en", "format": "pdf"}, 400, "format"),
+    ("/translate", {"q": "x" * 30_000, "source": "de", "target": "en"}, 413, "limit"),
+    ("/translate", b"[" + b" " * (2 << 20) + b"]", 413, "limit"),
+    ("/translator/translate", {"src": "x"}, 400, "src"),
+    ("/translator/translate", [{"src": "x", "id": 7}], 400, "model ids"),
+    ("/v1/translate", {"text": "x", "source": "de", "target": "en", "beam": 0}, 400, "beam"),
+    ("/v1/translate", {"text": "x", "source": "de", "target": "en", "nbest": "a"}, 400, "nbest"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "status", "named"), BAD)
+def test_bad_requests_get_their_status_and_a_message(server, path, body, status, named):
+    raw = body if isinstance(body, bytes) else None
+    got, answer, _ = call(server, path, None if raw else body, raw=raw)
+    assert got == status and named in answer["error"]
+    assert call(server, "/translate", {"q": "Der hund.", "source": "de", "target": "en"})[0] == 200
+
+
+def test_requests_that_arrive_together_share_a_batch_and_get_their_own_answer(server, translator):
+    def metric(name: str) -> int:
+        text = call(server, "/metrics")[1]
+        return int(next(line.split()[-1] for line in text.splitlines() if line.startswith(name)))
+
+    sentences = [f"Der hund {'läuft ' * (i % 4)}im park." for i in range(32)]
+    before = metric("nmt_batches_total")
+    with ThreadPoolExecutor(32) as pool:
+        answers = list(
+            pool.map(
+                lambda s: call(server, "/translate", {"q": s, "source": "de", "target": "en"})[1][
+                    "translatedText"
+                ],
+                sentences,
+            )
+        )
+    assert answers == [alone(translator, s) for s in sentences]
+    assert metric("nmt_batches_total") - before < 32 / 2  # not one batch per request
+
+
+def test_sigterm_answers_every_request_in_flight_then_exits_0(trained_run):
+    process, url = start(trained_run, "--max-wait-ms", "50")
+    body = {"q": "Der hund läuft im park. " * 20, "source": "de", "target": "en"}
+    with ThreadPoolExecutor(32) as pool:
+        futures = [pool.submit(call, url, "/translate", body) for _ in range(32)]
+        time.sleep(0.3)  # the requests are in
+        process.send_signal(signal.SIGTERM)
+        statuses = [f.result()[0] for f in futures]
+    assert statuses == [200] * 32
+    assert process.wait(timeout=60) == 0
+
+
+def test_past_the_pending_limit_the_answer_is_503_with_retry_after(trained_run):
+    process, url = start(trained_run, "--max-pending", "2", "--max-wait-ms", "200")
+    body = {"q": "Der hund läuft im park.", "source": "de", "target": "en"}
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(lambda _: call(url, "/translate", body), range(16)))
+        statuses = sorted(a[0] for a in answers)
+        assert statuses[0] == 200 and statuses[-1] == 503 and set(statuses) == {200, 503}
+        busy = next(a for a in answers if a[0] == 503)
+        assert busy[2]["Retry-After"] == "1" and "busy" in busy[1]["error"]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
