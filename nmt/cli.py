@@ -135,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pending", type=at_least(1), default=256, help=pending)
     wait = "how long a request waits for others to share its batch"
     p.add_argument("--max-wait-ms", type=at_least(0, float), default=5.0, help=wait)
+    lines = "lines in one batch at most (1: no batching)"
+    p.add_argument("--max-batch-lines", type=at_least(1), default=256, help=lines)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("plot", help="draw the learning curves of a run")

@@ -245,7 +245,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
         raise UsageError(f"cannot listen on {args.host}:{args.port}: {err.strerror}") from None
     options = {"device": args.device, "precision": args.precision}
     translators = [Translator.load(run, **options) for run in args.model]
-    limits = Limits(max_pending=args.max_pending, max_wait_ms=args.max_wait_ms)
+    limits = Limits(
+        max_pending=args.max_pending, max_wait_ms=args.max_wait_ms, batch_lines=args.max_batch_lines
+    )
     app = build_app(translators, limits)
     log.info("serving %s on http://%s:%d", ", ".join(args.model), args.host, args.port)
     # uvicorn answers what it accepted on SIGTERM, then raises the signal again for the
