@@ -8,7 +8,7 @@ Each client sends --requests single test_2016_flickr sentences one after another
 (a new sentence each time), so a level of N clients makes N * --requests requests.
 Per server and level: sentences/s (answered requests over the level's wall time),
 p50 and p99 latency, and how many requests were answered, told 503, or lost (no
-HTTP answer at all). Batching off is `--max-batch-lines 1`: every request its own
+HTTP answer within --timeout). Batching off is `--max-batch-lines 1`: every request its own
 batch. OpenNMT-py's server (`onmt_server` from the peers' venv, never a dependency)
 gets the same sentences in its SentencePiece pieces (it has no tokenizer of its own
 here) with the same beam, through its `POST /translator/translate`.
@@ -58,14 +58,14 @@ def wait_for(url: str, process: subprocess.Popen, seconds: float = 180) -> None:
     raise SystemExit(f"{url} did not come up")
 
 
-def post(url: str, body) -> tuple[int, float]:
-    """-> (HTTP status, or 0 for no answer; seconds)."""
+def post(url: str, body, timeout: float) -> tuple[int, float]:
+    """-> (HTTP status, or 0 for no answer within `timeout` seconds; seconds)."""
     request = urllib.request.Request(
         url, json.dumps(body).encode(), {"Content-Type": "application/json"}
     )
     start = time.perf_counter()
     try:
-        with urllib.request.urlopen(request, timeout=300) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             response.read()
             status = response.status
     except urllib.error.HTTPError as err:
@@ -75,10 +75,10 @@ def post(url: str, body) -> tuple[int, float]:
     return status, time.perf_counter() - start
 
 
-def load(url: str, make_body, sentences: list[str], clients: int, requests: int) -> dict:
+def load(url, make_body, sentences: list[str], clients: int, requests: int, timeout=60.0):
     def client(c: int) -> list[tuple[int, float]]:
         picks = [sentences[(c * requests + i) % len(sentences)] for i in range(requests)]
-        return [post(url, make_body(s)) for s in picks]
+        return [post(url, make_body(s), timeout) for s in picks]
 
     start = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
@@ -152,6 +152,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32, 128])
     parser.add_argument("--requests", type=int, default=4, help="per client")
     parser.add_argument("--beam", type=int, default=5)
+    parser.add_argument("--timeout", type=float, default=60.0, help="a request's, in seconds")
     args = parser.parse_args()
     sentences = read_lines(MULTI30K / "test_2016_flickr.de.gz")
     systems = {
@@ -174,7 +175,8 @@ def main() -> None:
             try:
                 load(url, body, texts[name], 4, 4)  # warm-up
                 for clients in args.clients:
-                    rows[name, clients] = load(url, body, texts[name], clients, args.requests)
+                    load_args = (texts[name], clients, args.requests, args.timeout)
+                    rows[name, clients] = load(url, body, *load_args)
                     print(name, clients, json.dumps(rows[name, clients]), flush=True)
             finally:
                 process.send_signal(signal.SIGTERM)
