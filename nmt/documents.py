@@ -76,6 +76,7 @@ class Part:
     text: str
     trail: str  # whitespace after it
     copy: bool  # passed through unchanged
+    pieces: int = 0  # its source pieces: where the next part's alignment starts
 
 
 def translate_lines(
@@ -84,7 +85,7 @@ def translate_lines(
     """The n-best translations of each whole line, in order; `options`: `translate_parts`'."""
     nbest = 1 if options.get("sampling") else options.get("nbest", 1)
     for parts in translate_parts(translator, lines, **options):
-        yield [_join(translator, parts, k) for k in range(nbest)]
+        yield [_join(parts, k) for k in range(nbest)]
 
 
 def translate_parts(
@@ -126,9 +127,10 @@ def _parts(translator: Translator, index: int, line: str, split: bool) -> list[P
         trail = sentence[len(lead) + len(text) :]
         windows = _windows(translator, text) if text else [""]
         for w, window in enumerate(windows):
-            copy = not window or _nothing_to_translate(window) or _unreadable(translator, window)
+            ids = translator.src_tok.encode([window])[0] if window else []
+            copy = not window or _nothing_to_translate(window) or _unreadable(translator, ids)
             before, after = lead if w == 0 else " ", trail if w == len(windows) - 1 else ""
-            parts.append(Part(index, s, w, before, window, after, copy))
+            parts.append(Part(index, s, w, before, window, after, copy, len(ids)))
     return parts
 
 
@@ -156,10 +158,9 @@ def _nothing_to_translate(text: str) -> bool:
     return not any(c.isalpha() for c in text) or bool(URL.fullmatch(text))
 
 
-def _unreadable(translator: Translator, text: str) -> bool:
-    """Most (over half) of the pieces that carry letters are <unk>: a script the model
-    never saw."""
-    ids = translator.src_tok.encode([text])[0]
+def _unreadable(translator: Translator, ids: list[int]) -> bool:
+    """Most (over half) of a text's pieces (`ids`) that carry letters are <unk>: a script
+    the model never saw."""
     pieces = translator.src_tok.id_to_piece(ids)
     lettered = [i for i, p in zip(ids, pieces, strict=True) if i == UNK or any(map(str.isalpha, p))]
     return sum(i == UNK for i in lettered) * 2 > len(lettered)
@@ -178,7 +179,7 @@ def _count(summary: Summary, lines: int, parts: list[Part]) -> None:
     summary.unknown_script += sum(not _nothing_to_translate(p.text) for p in copied)
 
 
-def _join(translator: Translator, parts: list[tuple[Part, list | None]], k: int) -> Hypothesis:
+def _join(parts: list[tuple[Part, list | None]], k: int) -> Hypothesis:
     """The line's k-th hypothesis: each part's k-th, joined (the module's rules)."""
     text, score, logprob, tokens, alignment, offset = "", 0.0, 0.0, [], [], 0
     for part, hyps in parts:
@@ -190,5 +191,5 @@ def _join(translator: Translator, parts: list[tuple[Part, list | None]], k: int)
         score, logprob = score + hyp.score, logprob + hyp.logprob
         tokens += hyp.tokens
         alignment += [i + offset if i >= 0 else i for i in hyp.alignment]
-        offset += len(translator.src_tok.encode([part.text])[0])
+        offset += part.pieces
     return Hypothesis(text, score, logprob, tuple(tokens), tuple(alignment))
