@@ -16,6 +16,7 @@ from sacrebleu.metrics import BLEU
 
 from nmt.config import NmtError
 from nmt.figures import png, pyplot
+from nmt.outputs import write_output
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +108,7 @@ def _truncate(path: Path, step: int) -> None:
         with contextlib.suppress(json.JSONDecodeError):  # a line cut short by a crash
             if json.loads(line).get("step", 0) <= step:
                 kept.append(line + "\n")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(kept), encoding="utf-8")
-    tmp.replace(path)
+    write_output(path, "".join(kept))
 
 
 def _tensorboard(out_dir: Path):

@@ -20,7 +20,7 @@ ALLOWED = {  # module -> the nmt modules it may import
     "distributed": {"config"},
     "ensemble": set(),
     "figures": set(),
-    "metrics": {"config", "figures"},
+    "metrics": {"config", "figures", "outputs"},
     "outputs": {"config"},
     "scoring": set(),
     "search": {"scoring"},
