@@ -36,7 +36,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_translate(args: argparse.Namespace) -> None:
-    from nmt.data import DataError, decode_lines, iter_lines
+    from nmt.data import decode_lines, iter_lines
     from nmt.documents import Summary, translate_lines
     from nmt.markup import translate_html
     from nmt.outputs import check_output, output_file
@@ -56,10 +56,7 @@ def cmd_translate(args: argparse.Namespace) -> None:
     for item in args.overrides:  # the model's own settings came with its weights
         if not item.startswith("decode."):
             raise UsageError(f"{item}: translate takes decode.* overrides only")
-    source = None if args.input == "-" else Path(args.input)
-    if source and not source.is_file():
-        what = "is not a file" if source.exists() else "does not exist"
-        raise DataError(f"input {source} {what}")
+    source = None if args.input == "-" else _existing_file(args.input, "input ")
     if args.output != "-":
         check_output(Path(args.output), [source] if source else [])
     translator = Translator.load(args.model, device=args.device, precision=args.precision)
@@ -144,9 +141,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from nmt.outputs import check_output, write_output
     from nmt.report import evaluate, render
 
-    given = [f"--{k} {v}" for k, v in vars(args).items() if k in ("device", "precision") and v]
-    if given and not args.model:
-        raise UsageError(f"{' and '.join(given)}: only with --model")
+    if _load_options(args) and not args.model:
+        given = " and ".join(f"--{k} {v}" for k, v in _load_options(args).items())
+        raise UsageError(f"{given}: only with --model")
     if args.output:
         check_output(Path(args.output), _evaluation_inputs(args))
     refs = [_read_nonempty(path) for path in args.ref]
@@ -173,6 +170,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         sys.stdout.write(render(report, args.format))
 
 
+def _load_options(args: argparse.Namespace) -> dict[str, str]:
+    """evaluate's --device and --precision as given (else Translator.load's defaults)."""
+    return {key: getattr(args, key) for key in ("device", "precision") if getattr(args, key)}
+
+
 def _evaluation_inputs(args: argparse.Namespace) -> list[Path]:
     return [Path(p) for p in [*args.hyp, *args.ref, *([args.src] if args.src else [])]]
 
@@ -184,12 +186,20 @@ def _system_names(paths: list[str]) -> list[str]:
     return [path if names.count(Path(path).name) > 1 else Path(path).name for path in paths]
 
 
+def _existing_file(path: str, role: str = "") -> Path:
+    """`path`, checked before any model is loaded for it; `role` starts the message."""
+    from nmt.data import DataError
+
+    if not Path(path).is_file():
+        what = "is not a file" if Path(path).exists() else "does not exist"
+        raise DataError(f"{role}{path} {what}")
+    return Path(path)
+
+
 def _read_nonempty(path: str) -> list[str]:
     from nmt.data import DataError, read_lines
 
-    if not Path(path).is_file():
-        raise DataError(f"{path} " + ("is not a file" if Path(path).exists() else "does not exist"))
-    lines = read_lines(Path(path))
+    lines = read_lines(_existing_file(path))
     if not lines:
         raise DataError(f"{path} is empty")
     return lines
@@ -202,8 +212,7 @@ def _translate_for_evaluation(args, src, refs) -> tuple[list[str], list[list[str
     from nmt.outputs import check_output, write_output
     from nmt.translate import Translator
 
-    given = {key: getattr(args, key) for key in ("device", "precision") if getattr(args, key)}
-    translator = Translator.load(args.model, **given)  # else Translator.load's defaults
+    translator = Translator.load(args.model, **_load_options(args))
     if src is None:
         data = translator.cfg.data
         test = load_split(data, data.test)
