@@ -111,16 +111,16 @@ def translate_html(translator: Translator, page: str, **options) -> str:
     parser.feed(page)
     parser.close()
     blocks = [list(b) for _, b in itertools.groupby(parser.nodes, _inline)]
-    lines = [line for block in blocks for line in _plain(block).split("\n")]
+    plains = [_plain(block).split("\n") for block in blocks]  # each block's lines of text
+    lines = [line for p in plains for line in p]
     found = translate_parts(translator, lines, **{**options, "nbest": 1})
     out = []
-    for block in blocks:
-        plain = _plain(block)
-        translated = [_line(translator, next(found)) for _ in plain.split("\n")]
-        if not any(node.text for node in block) or all(t[0] is None for t in translated):
-            out.append("".join(node.raw for node in block))  # nothing translated: as it was
+    for block, plain_lines in zip(blocks, plains, strict=True):
+        translated = [_line(translator, next(found)) for _ in plain_lines]
+        if all(text is None for text, _ in translated):  # no text, or all passed through
+            out.append("".join(node.raw for node in block))
         else:
-            out.append(_place(block, translated))
+            out.append(_place(block, plain_lines, translated))
     return "".join(out)
 
 
@@ -180,9 +180,9 @@ def _spans(pieces: list[str], text: str) -> list[tuple[int, int]] | None:
     return spans
 
 
-def _place(block: list[_Node], translated: list[tuple[str | None, list]]) -> str:
-    """The block's translation with its markup put back, every node in its order."""
-    plain_lines = _plain(block).split("\n")
+def _place(block: list[_Node], plain_lines: list[str], translated: list) -> str:
+    """The block's translation (`translated`: `_line`'s, one per line of its text) with
+    its markup put back, every node in its order."""
     out_lines = [t or p for (t, _), p in zip(translated, plain_lines, strict=True)]
     out_text = "\n".join(out_lines)
     src_starts = list(itertools.accumulate([0] + [len(p) + 1 for p in plain_lines]))
