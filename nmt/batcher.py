@@ -82,7 +82,8 @@ class Batcher:
     def _work(self) -> None:
         while (first := self.jobs.get()) is not None:
             batch, deadline = [first], time.monotonic() + self.limits.max_wait_ms / 1000
-            while sum(len(j.lines) for j in batch) < self.limits.batch_lines:
+            lines = len(first.lines)
+            while lines < self.limits.batch_lines:
                 try:
                     job = self.jobs.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
@@ -91,6 +92,7 @@ class Batcher:
                     self.jobs.put(None)  # stop after this batch
                     break
                 batch.append(job)
+                lines += len(job.lines)
             groups: dict[tuple, list[_Job]] = {}
             for job in batch:
                 groups.setdefault((job.pair, job.options), []).append(job)
@@ -118,7 +120,10 @@ class Batcher:
 def _settle(future: asyncio.Future, result, error) -> None:
     if future.done():  # the client went away
         return
-    future.set_exception(error) if error else future.set_result(result)
+    if error:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 class Metrics:
