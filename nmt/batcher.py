@@ -2,8 +2,9 @@
 
 A worker thread takes what is waiting, up to `max_wait_ms` after the first request or
 `batch_lines` lines, groups it by language pair and options, and translates each group
-as one call of `nmt.documents` (html: `nmt.markup`, page by page). Each line's
-translation is the one it would get alone: batch search is exact per sentence. Past
+as one call of `nmt.documents` (html: `nmt.markup`, page by page). In fp32 a line's
+translation is the one it gets alone (tests/test_serve.py checks 32); int8 scales the
+activations of each product by the rows in it, so there a batch can change a few. Past
 `max_pending` requests admitted, a request is refused (503) rather than queued.
 `Metrics` counts requests, latency and batches for the server's /metrics.
 """
