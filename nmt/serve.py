@@ -4,7 +4,8 @@ An ASGI app (Starlette) for uvicorn, one language pair per run:
 
 - LibreTranslate's `POST /translate` (`q` a string or a list, `source` (or "auto"),
   `target`, `format` text or html, `alternatives`; JSON or form-encoded) and
-  `GET /languages`, as LibreTranslate serves them, so its clients work unchanged;
+  `GET /languages`, as LibreTranslate serves them (its Python client, libretranslatepy
+  2.1.4, translates and lists languages unchanged; `/detect` is not served);
 - OpenNMT-py's `POST /translator/translate` (`[{"src": ..., "id": N}]`, N the N-th run);
 - `POST /v1/translate`: n-best lists with scores and alignments;
 - `GET /health` (the models are loaded before the server listens) and `GET /metrics`
