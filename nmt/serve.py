@@ -52,6 +52,7 @@ def build_app(translators: list[Translator], limits: Limits | None = None) -> St
             try:
                 length = int(request.headers.get("content-length") or 0)
                 if length > limits.max_body_bytes:
+                    await _discard(request, 16 * limits.max_body_bytes)
                     raise RequestError(
                         f"the body is {length} bytes, over the limit of {limits.max_body_bytes}",
                         413,
@@ -218,6 +219,16 @@ def build_app(translators: list[Translator], limits: Limits | None = None) -> St
         batcher.close()
 
     return Starlette(routes=routes, lifespan=lifespan)
+
+
+async def _discard(request: Request, most: int) -> None:
+    """Reads a refused body (up to `most` bytes, chunk by chunk, keeping none) so that the
+    client, still sending it, gets the 413 rather than a broken pipe."""
+    seen = 0
+    async for chunk in request.stream():
+        seen += len(chunk)
+        if seen > most:
+            return
 
 
 def _pair_of(translator: Translator) -> str:
