@@ -143,6 +143,9 @@ class TrainConfig:
     # Counted on the device and read every log_every steps, so the stop can come later.
     max_nonfinite: int = 20
     valid_batch_tokens: int = 6000  # source tokens per validation decoding batch
+    # Pad each batch's rows, source and target length up to a few bucket sizes
+    # (nmt.corpus.bucket) so that step shapes recur; "auto": on a GPU only
+    static_shapes: str = "auto"  # "auto" | "on" | "off"
 
     ALLOWED: ClassVar = {
         **dict.fromkeys(("max_steps", "accum_steps", "log_every", "valid_every"), "[1, inf)"),
@@ -155,6 +158,7 @@ class TrainConfig:
         "optimizer": ("adam", "adamw"),
         "schedule": ("constant", "inverse_sqrt", "plateau"),
         "precision": ("auto", "fp32", "fp16", "bf16"),
+        "static_shapes": ("auto", "on", "off"),
         "loss_normalization": ("tokens", "sentences"),
     }
 

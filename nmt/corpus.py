@@ -12,6 +12,7 @@ import hashlib
 import itertools
 import json
 import logging
+import math
 import os
 import random
 import shutil
@@ -246,20 +247,53 @@ def shuffled(items: Iterator, buffer_size: int, rng: random.Random) -> Iterator:
     yield from buffer
 
 
-def pad_batch(sequences: list[list[int]], multiple: int = 1) -> tuple[Tensor, Tensor]:
-    """Right-pads id lists -> ids (N, longest rounded up to `multiple`) and lengths (N,)."""
+def pad_batch(
+    sequences: list[list[int]], multiple: int = 1, *, width: int = 0
+) -> tuple[Tensor, Tensor]:
+    """Right-pads id lists -> ids (N, W) and lengths (N,); W is the longest rounded up
+    to `multiple`, or `width` if that is wider."""
     lengths = torch.tensor([len(s) for s in sequences])
-    width = -(-int(lengths.max()) // multiple) * multiple
+    width = max(width, -(-int(lengths.max()) // multiple) * multiple)
     ids = torch.full((len(sequences), width), PAD, dtype=torch.long)
     for row, seq in enumerate(sequences):
         ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
     return ids, lengths
 
 
-def collate(src_ids: list[list[int]], tgt_ids: list[list[int]]) -> dict[str, Tensor]:
-    """-> src (N, S), src_len (N,), tgt_in (N, T) from BOS, tgt_out (N, T) up to EOS."""
-    src, src_len = pad_batch(src_ids)
-    tgt, _ = pad_batch(tgt_ids)
+def bucket(size: int) -> int:
+    """`size` rounded up to one of a few bucket sizes: multiples of 8 up to 64, then
+    64 * 2^(k/4) rounded up to a multiple of 8 (80, 96, 112, 128, 160, 184, 216, 256,
+    ...): at most 7 or 25% more than `size`, and few enough shapes that the kernels
+    chosen (or graphs captured) for one batch's shapes serve the batches after it."""
+    if size <= 64:
+        return _multiple_of_8(size)
+    k = 1
+    while (size_k := _multiple_of_8(math.ceil(64 * 2 ** (k / 4)))) < size:
+        k += 1
+    return size_k
+
+
+def _multiple_of_8(size: int) -> int:
+    return -(-size // 8) * 8
+
+
+def collate(
+    src_ids: list[list[int]], tgt_ids: list[list[int]], *, static_shapes: bool = False
+) -> dict[str, Tensor]:
+    """-> src (N, S), src_len (N,), tgt_in (N, T) from BOS, tgt_out (N, T) up to EOS.
+
+    `static_shapes`: N, S and T rounded up to `bucket` sizes. The added rows are a
+    one-piece source (EOS) and an all-PAD target: they add nothing to the loss (PAD is
+    ignored), and so nothing to the gradients, and masking covers the added columns.
+    """
+    if static_shapes:
+        extra = bucket(len(src_ids)) - len(src_ids)
+        src_ids, tgt_ids = src_ids + [[EOS]] * extra, tgt_ids + [[PAD]] * extra
+        widths = bucket(max(map(len, src_ids))), bucket(max(map(len, tgt_ids)) - 1) + 1
+    else:
+        widths = 0, 0
+    src, src_len = pad_batch(src_ids, width=widths[0])
+    tgt, _ = pad_batch(tgt_ids, width=widths[1])
     return {"src": src, "src_len": src_len, "tgt_in": tgt[:, :-1], "tgt_out": tgt[:, 1:]}
 
 

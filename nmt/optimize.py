@@ -78,7 +78,8 @@ def train_step(
     `skipped` is then 1, a device tensor like `loss` and `grad_norm`, so the step never
     waits for the device. The optimizer must be fused (`build_optimizer`)."""
     tokens = tokens or sum(int((p["tgt_out"] != PAD).sum()) for p in parts)
-    sentences = sentences or sum(p["tgt_out"].size(0) for p in parts)
+    # rows with a target: a batch padded to static shapes has rows without one
+    sentences = sentences or sum(int((p["tgt_out"] != PAD).any(1).sum()) for p in parts)
     divisor = tokens if cfg.loss_normalization == "tokens" else sentences
     weight = 0.0 if idle else world.size / divisor  # DDP averages gradients over the ranks
     total = torch.zeros((), device=plan.device)

@@ -59,6 +59,9 @@ class Plan:
     src_multiple: int = 1  # decoding batches' source width rounded up to a multiple of this
     shrink_step: int = 1  # finished sentences leave a search in groups of this many
     pinned_copies: bool = False  # batches go to the device from pinned memory, without a wait
+    # training batches padded to a few bucket shapes (`nmt.corpus.bucket`), so that one
+    # step's kernels recur from batch to batch: what CUDA graphs and cuDNN's plans need
+    static_shapes: bool = False
     keep_freed_memory: bool = False  # glibc keeps large freed buffers (keep_freed_memory_mapped)
 
     def autocast(self) -> torch.autocast:
@@ -114,11 +117,13 @@ def plan_for(
     training: bool,
     model: ModelConfig,
     prepared: bool = False,
+    static_shapes: str = "auto",
 ) -> Plan:
     """The plan for training (precision: a `train.precision`, auto included) or for
     inference (fp32, bf16, fp16 or int8). `prepared`: inference may prepare the decoder's
     weights once, which only a model whose weights no longer change allows (int8 always
-    prepares them)."""
+    prepares them). `static_shapes`: a `train.static_shapes`; auto: on a GPU only (on a
+    CPU the padding is work that nothing pays back)."""
     cpu = device.type == "cpu"
     precision = resolve_precision(precision, device) if training else precision
     if cpu and not cpu_runs(precision):
@@ -154,7 +159,9 @@ def plan_for(
         dtype=DTYPES[precision] if low else None,
     )
     if training:
-        return Plan(device, precision, kernels, pinned_copies=not cpu, keep_freed_memory=cpu)
+        static = static_shapes == "on" or (static_shapes == "auto" and not cpu)
+        options = {"pinned_copies": not cpu, "keep_freed_memory": cpu, "static_shapes": static}
+        return Plan(device, precision, kernels, **options)
     if precision == "int8" and not cpu:
         raise PrecisionError("int8 decoding runs on the CPU only")
     if precision == "int8" and not int8_available():

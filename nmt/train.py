@@ -86,7 +86,9 @@ def _start(cfg, out_dir: Path, world: World, dev, resume, overrides, reset) -> T
             on_main(world, lambda: write_run_files(out_dir, cfg, tokenizers))
             log.info("resuming with changed settings: %s", ", ".join(changed))
     tc, dc = cfg.train, cfg.data
-    plan = plan_for(dev, tc.precision, training=True, model=cfg.model)
+    plan = plan_for(
+        dev, tc.precision, training=True, model=cfg.model, static_shapes=tc.static_shapes
+    )
     # read first: a bad valid split fails in seconds, not after tokenizing the training data
     valid_text = load_split(dc, dc.valid)
     if not len(valid_text):  # else it would fail at the first validation, after training
@@ -267,7 +269,8 @@ class Trainer:
         tokens = sum(len(t) - 1 for _, tgt in group for t in tgt)  # every rank's target tokens
         sentences = sum(len(tgt) for _, tgt in group)
         mine = group[self.world.rank :: self.world.size]
-        parts = [collate(src, tgt) for src, tgt in mine or group[:1]]
+        static = self.plan.static_shapes
+        parts = [collate(src, tgt, static_shapes=static) for src, tgt in mine or group[:1]]
         counts = {"tokens": tokens, "sentences": sentences, "world": self.world, "idle": not mine}
         counts.update(cfg=self.cfg.train, plan=self.plan)
         return train_step(self.objective, parts, self.optimizer, self.scaler, **counts)

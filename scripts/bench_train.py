@@ -48,7 +48,8 @@ def measure(cfg: Config, precision: str, steps: int, warmup: int) -> dict:
     optimizer, scaler = build_optimizer(cfg.train, model), plan.scaler()
 
     def step(batch) -> dict:  # collated in the step, as `nmt train` does
-        return train_step(objective, [collate(*batch)], optimizer, scaler, cfg=cfg.train, plan=plan)
+        parts = [collate(*batch, static_shapes=plan.static_shapes)]
+        return train_step(objective, parts, optimizer, scaler, cfg=cfg.train, plan=plan)
 
     cpu = plan_for(torch.device("cpu"), "fp32", training=True, model=cfg.model)
     flops_per_token = count_flops(model, collate(*batches[0]), cpu.kernels)
