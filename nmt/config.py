@@ -146,6 +146,9 @@ class TrainConfig:
     # Pad each batch's rows, source and target length up to a few bucket sizes
     # (nmt.corpus.bucket) so that step shapes recur; "auto": on a GPU only
     static_shapes: str = "auto"  # "auto" | "on" | "off"
+    # Replay the loss's forward and backward as CUDA graphs captured per batch shape
+    # (GPU only, one process; pads to static shapes): nmt.kernels.captured_loss
+    cuda_graphs: bool = False
 
     ALLOWED: ClassVar = {
         **dict.fromkeys(("max_steps", "accum_steps", "log_every", "valid_every"), "[1, inf)"),

@@ -25,6 +25,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from nmt.config import ModelConfig
 from nmt.kernels.dropout import uniform16_dropout
 from nmt.kernels.fused_loss import projected_cross_entropy
+from nmt.kernels.masked_lstm import masked_bidirectional_lstm
 from nmt.kernels.packed_lstm import bidirectional_lstm
 from nmt.kernels.recurrence import input_feeding_loop
 from nmt.plan import REFERENCE, Kernels
@@ -158,11 +159,18 @@ class Seq2Seq(nn.Module):
     ) -> tuple[Memory, DecoderState]:
         """src (N, S) padded ids, src_len (N,) -> memory and the initial decoder state."""
         drop = self._dropout(kernels)
-        embedded, lengths = drop(self.src_embed(src)), src_len.cpu()
-        if kernels.encoder == "packed":
-            dtype = kernels.dtype or embedded.dtype
-            values, h, c = bidirectional_lstm(embedded, lengths, self.encoder, drop, dtype=dtype)
+        embedded = drop(self.src_embed(src))
+        dtype = kernels.dtype or embedded.dtype
+        if kernels.encoder == "masked":  # the lengths stay on the device (CUDA graphs)
+            values, h, c = masked_bidirectional_lstm(
+                embedded, src_len, self.encoder, drop, dtype=dtype
+            )
+        elif kernels.encoder == "packed":
+            values, h, c = bidirectional_lstm(
+                embedded, src_len.cpu(), self.encoder, drop, dtype=dtype
+            )
         else:
+            lengths = src_len.cpu()
             packed = pack_padded_sequence(embedded, lengths, batch_first=True, enforce_sorted=False)
             out, (h, c) = self.encoder(packed)
             values, _ = pad_packed_sequence(out, batch_first=True, total_length=src.size(1))

@@ -33,7 +33,9 @@ class Kernels:
     """Which implementation runs each model stage; the defaults are the references
     that `nmt.model` holds, the others live in `nmt.kernels`."""
 
-    encoder: str = "torch"  # "torch": nn.LSTM on packed sequences | "packed": one node a layer
+    # "torch": nn.LSTM on packed sequences | "packed": one node a layer | "masked": no
+    # packing, the lengths on the device (what a captured step needs)
+    encoder: str = "torch"
     teacher_forcing: str = "stepwise"  # "stepwise" | "whole": one LSTM call | "deferred"
     loss: str = "reference"  # "reference": full logits | "fused": output layer and loss in chunks
     loss_chunk: int = 2**21  # fp32 logits per chunk of the fused loss
@@ -62,25 +64,31 @@ class Plan:
     # training batches padded to a few bucket shapes (`nmt.corpus.bucket`), so that one
     # step's kernels recur from batch to batch: what CUDA graphs and cuDNN's plans need
     static_shapes: bool = False
+    # CUDA graphs: training replays its loss's forward and backward captured per batch
+    # shape (`nmt.kernels.captured_loss`); translation its decode step
+    graphs: bool = False
     keep_freed_memory: bool = False  # glibc keeps large freed buffers (keep_freed_memory_mapped)
 
     def autocast(self) -> torch.autocast:
         """The one mixed-precision context: on for bf16 and fp16, a no-op for fp32 and for
         int8 (whose products are its prepared layers' own)."""
-        low = self.precision in ("bf16", "fp16")
-        return torch.autocast(self.device.type, dtype=DTYPES.get(self.precision), enabled=low)
+        low, dtype = self.precision in ("bf16", "fp16"), DTYPES.get(self.precision)
+        # a graph must not capture casts cached by the call that captured it
+        cache = not self.graphs
+        return torch.autocast(self.device.type, dtype=dtype, enabled=low, cache_enabled=cache)
 
     def scaler(self) -> torch.amp.GradScaler:
         """fp16's loss scaler; a no-op in the other precisions."""
         return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
 
     def to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """A collated batch on the device, its source lengths on the CPU (where packing needs
-        them); through pinned memory, since from pageable memory a copy waits for the GPU."""
+        """A collated batch on the device, its source lengths on the CPU where packing needs
+        them; through pinned memory, since from pageable memory a copy waits for the GPU."""
         if not self.pinned_copies:  # the CPU
             return batch
+        host = {"src_len"} if self.kernels.encoder != "masked" else set()
         return {
-            k: v if k == "src_len" else v.pin_memory().to(self.device, non_blocking=True)
+            k: v if k in host else v.pin_memory().to(self.device, non_blocking=True)
             for k, v in batch.items()
         }
 
@@ -118,13 +126,18 @@ def plan_for(
     model: ModelConfig,
     prepared: bool = False,
     static_shapes: str = "auto",
+    graphs: bool = False,
 ) -> Plan:
     """The plan for training (precision: a `train.precision`, auto included) or for
     inference (fp32, bf16, fp16 or int8). `prepared`: inference may prepare the decoder's
     weights once, which only a model whose weights no longer change allows (int8 always
     prepares them). `static_shapes`: a `train.static_shapes`; auto: on a GPU only (on a
-    CPU the padding is work that nothing pays back)."""
+    CPU the padding is work that nothing pays back). `graphs`: capture steps as CUDA
+    graphs (`train.cuda_graphs`); training then pads to static shapes and encodes
+    without packing, which needs no host sync."""
     cpu = device.type == "cpu"
+    if graphs and cpu:
+        raise DeviceError("CUDA graphs need a CUDA GPU; this plan is for the CPU")
     precision = resolve_precision(precision, device) if training else precision
     if cpu and not cpu_runs(precision):
         what, slower, instead = (
@@ -150,7 +163,7 @@ def plan_for(
     kernels = Kernels(
         # nn.LSTM's backward on packed sequences runs per-step autograd ops on a CPU;
         # without gradients, and with cuDNN, nn.LSTM is as fast or faster
-        encoder="packed" if cpu and training else "torch",
+        encoder="masked" if graphs and training else "packed" if cpu and training else "torch",
         teacher_forcing=teacher_forcing,
         loss="fused",
         # cache-sized chunks of fp32 logits on a CPU (8 MB); larger on a GPU: fewer launches
@@ -159,9 +172,9 @@ def plan_for(
         dtype=DTYPES[precision] if low else None,
     )
     if training:
-        static = static_shapes == "on" or (static_shapes == "auto" and not cpu)
+        static = graphs or static_shapes == "on" or (static_shapes == "auto" and not cpu)
         options = {"pinned_copies": not cpu, "keep_freed_memory": cpu, "static_shapes": static}
-        return Plan(device, precision, kernels, **options)
+        return Plan(device, precision, kernels, **options, graphs=graphs)
     if precision == "int8" and not cpu:
         raise PrecisionError("int8 decoding runs on the CPU only")
     if precision == "int8" and not int8_available():
@@ -173,7 +186,8 @@ def plan_for(
     # kernels for each new shape, so shapes that recur across batches save that
     shapes = {"src_multiple": 16, "shrink_step": 16 if cpu and low else 1}
     weight_dtype = DTYPES[precision] if low else None
-    return Plan(device, precision, kernels, weights, weight_dtype, **shapes, pinned_copies=not cpu)
+    shapes.update(pinned_copies=not cpu, graphs=graphs)
+    return Plan(device, precision, kernels, weights, weight_dtype, **shapes)
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

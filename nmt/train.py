@@ -29,6 +29,7 @@ from nmt.config import Config, NmtError, TrainConfig
 from nmt.corpus import Corpus, collate, tokenize, training_corpus, training_split
 from nmt.data import DataError, load_split, tokenizer_text
 from nmt.distributed import World, on_main
+from nmt.kernels.captured_loss import CapturedLoss
 from nmt.metrics import MetricsLog
 from nmt.model import Seq2Seq
 from nmt.optimize import SkippedSteps, TrainingLoss, build_optimizer, learning_rate, train_step
@@ -86,9 +87,10 @@ def _start(cfg, out_dir: Path, world: World, dev, resume, overrides, reset) -> T
             on_main(world, lambda: write_run_files(out_dir, cfg, tokenizers))
             log.info("resuming with changed settings: %s", ", ".join(changed))
     tc, dc = cfg.train, cfg.data
-    plan = plan_for(
-        dev, tc.precision, training=True, model=cfg.model, static_shapes=tc.static_shapes
-    )
+    shapes = {"static_shapes": tc.static_shapes, "graphs": tc.cuda_graphs}
+    plan = plan_for(dev, tc.precision, training=True, model=cfg.model, **shapes)
+    if plan.graphs and world.size > 1:  # DDP's all-reduce hooks are not in the graphs
+        raise RunError("train.cuda_graphs=true runs in one process only, not under torchrun")
     # read first: a bad valid split fails in seconds, not after tokenizing the training data
     valid_text = load_split(dc, dc.valid)
     if not len(valid_text):  # else it would fail at the first validation, after training
@@ -202,6 +204,8 @@ class Trainer:
         self.world, self.plan, tc = world, plan, self.cfg.train
         self.model = model.to(plan.device).train()
         loss = TrainingLoss(self.model, plan, tc.label_smoothing)
+        if plan.graphs:
+            loss = CapturedLoss(loss)
         self.objective = distributed.wrap(loss, world, plan.device)  # what the steps call
         self.optimizer, self.scaler = build_optimizer(tc, model), plan.scaler()
         self.progress, self.saved_step = Progress(), None  # the step of the last checkpoint

@@ -12,7 +12,10 @@ from pathlib import Path
 import nmt
 
 PACKAGE = Path(nmt.__file__).parent
-KERNELS = {"kernels.dropout", "kernels.fused_loss", "kernels.packed_lstm"}
+KERNELS = {
+    *("kernels.captured_loss", "kernels.dropout", "kernels.fused_loss"),
+    *("kernels.masked_lstm", "kernels.packed_lstm"),
+}
 ALLOWED = {  # module -> the nmt modules it may import
     "__init__": set(),
     "__main__": {"cli"},
@@ -45,7 +48,7 @@ ALLOWED = {  # module -> the nmt modules it may import
     },
     "train": {
         *("checkpoint", "config", "corpus", "data", "distributed", "metrics", "model"),
-        *("optimize", "plan", "tokenizer", "validation"),
+        *("kernels.captured_loss", "optimize", "plan", "tokenizer", "validation"),
     },
     "inside": {"figures", "gates", "model", "tokenizer", "translate"},
     "documents": {"decoding", "tokenizer", "translate"},
@@ -113,6 +116,7 @@ EXEMPT = {
     ],  # a default, a key name
     "translate": ['device: str = "cpu"'],  # a default
     "kernels.packed_lstm": ["with torch.autocast(x.device.type, enabled=False)"],  # autocast
+    "kernels.masked_lstm": ["with torch.autocast(x.device.type, enabled=False)"],  # autocast
     "kernels.recurrence": ["with torch.autocast(embedded.device.type, enabled=False)"],
     # the distributed backend, and one GPU per process
     "distributed": [

@@ -1,7 +1,10 @@
-"""The encoder's one-node-per-layer LSTM computes what nn.LSTM computes on packed
-sequences: outputs, final states and every gradient, for any mix of lengths."""
+"""The encoder's fast paths compute what nn.LSTM computes on packed sequences: outputs,
+final states and every gradient, for any mix of lengths. "packed": one node a layer on
+the packed layout; "masked": no packing, the lengths on the device (captured steps)."""
 
 from __future__ import annotations
+
+import functools
 
 import pytest
 import torch
@@ -9,6 +12,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nmt.config import ModelConfig
 from nmt.corpus import collate
+from nmt.kernels.masked_lstm import masked_bidirectional_lstm
 from nmt.kernels.packed_lstm import bidirectional_lstm
 from nmt.model import Seq2Seq
 from nmt.plan import Kernels, cpu_runs
@@ -22,8 +26,9 @@ def nn_lstm(lstm, x, lengths):
     return pad_packed_sequence(out, batch_first=True, total_length=x.size(1))[0], h, c
 
 
-def ours(lstm, x, lengths, dtype=torch.float64):
-    return bidirectional_lstm(x, lengths, lstm, lambda t: t, dtype=dtype)
+def ours(lstm, x, lengths, dtype=torch.float64, kernel="packed"):
+    layer = bidirectional_lstm if kernel == "packed" else masked_bidirectional_lstm
+    return layer(x, lengths, lstm, lambda t: t, dtype=dtype)
 
 
 def results_and_gradients(run, lstm, x, lengths):
@@ -44,12 +49,16 @@ def results_and_gradients(run, lstm, x, lengths):
     [[3, 9, 1, 5, 9, 2], [4, 4, 4], [1], [2, 7, 7, 1, 6]],  # shuffled, equal, single, ties
 )
 @pytest.mark.parametrize("layers", [1, 2])
-def test_outputs_final_states_and_gradients_equal_nn_lstm_on_packed_sequences(lengths, layers):
+@pytest.mark.parametrize("kernel", ["packed", "masked"])
+def test_outputs_final_states_and_gradients_equal_nn_lstm_on_packed_sequences(
+    lengths, layers, kernel
+):
     torch.manual_seed(0)
     lstm = torch.nn.LSTM(5, 7, layers, batch_first=True, bidirectional=True).double()
     x = torch.randn(len(lengths), 9, 5, dtype=torch.float64, requires_grad=True)
 
-    got, got_grads = results_and_gradients(ours, lstm, x, torch.tensor(lengths))
+    run = functools.partial(ours, kernel=kernel)
+    got, got_grads = results_and_gradients(run, lstm, x, torch.tensor(lengths))
     want, want_grads = results_and_gradients(nn_lstm, lstm, x, torch.tensor(lengths))
 
     for name, a, b in zip(["outputs", "h", "c"], got, want, strict=True):
@@ -101,15 +110,16 @@ def test_under_bf16_it_is_as_accurate_as_nn_lstm_on_each_sequence_alone():
     assert_as_accurate(got, reference, exact)
 
 
-def test_the_model_encodes_alike_with_this_layer_and_with_nn_lstm():
-    """Training on a CPU encodes with this layer, decoding with nn.LSTM: the two must
-    give the same memory and initial decoder state, and the same gradients."""
+@pytest.mark.parametrize("kernel", ["packed", "masked"])
+def test_the_model_encodes_alike_with_this_layer_and_with_nn_lstm(kernel):
+    """Training encodes with a fast path, decoding with nn.LSTM: the two must give the
+    same memory and initial decoder state, and the same gradients."""
     torch.manual_seed(0)
     cfg = ModelConfig(emb_dim=8, enc_hidden=6, enc_layers=2, dec_hidden=10, dropout=0.0)
     model = Seq2Seq(cfg, 15, 15).double()
     batch = collate(*random_batch(n=5, vocab=15, seed=1))
     encoded = {}
-    for kernels in (Kernels(encoder="packed"), Kernels(encoder="torch")):
+    for kernels in (Kernels(encoder=kernel), Kernels(encoder="torch")):
         memory, state = model.encode(batch["src"], batch["src_len"], kernels)
         results = [memory.values, memory.keys, *state]
         weights = [torch.linspace(-1, 1, t.numel(), dtype=torch.float64) for t in results]

@@ -13,7 +13,7 @@ from nmt.config import ModelConfig, TrainConfig
 from nmt.corpus import bucket, collate
 from nmt.model import Seq2Seq
 from nmt.optimize import TrainingLoss, build_optimizer, train_step
-from nmt.plan import REFERENCE, plan_for
+from nmt.plan import REFERENCE, DeviceError, plan_for
 from nmt.tokenizer import PAD
 from tests.conftest import cpu_plan, gradients
 from tests.test_model import random_batch
@@ -71,11 +71,14 @@ def loss_and_gradients(model, batch, kernels) -> tuple[torch.Tensor, dict]:
 
 
 @pytest.mark.parametrize("name", MODELS)
-@pytest.mark.parametrize("kernels", ["reference", "cpu_training"])
+@pytest.mark.parametrize("kernels", ["reference", "cpu_training", "gpu_graphs"])
 def test_static_shapes_give_the_loss_and_gradients_of_loose_ones(name, kernels):
     torch.manual_seed(0)
     model = Seq2Seq(MODELS[name], 30, 30).double().train()
-    kernels = REFERENCE if kernels == "reference" else cpu_plan(model.cfg).kernels
+    # gpu_graphs: the kernels a captured GPU step runs (the masked encoder), run here
+    gpu = plan_for(torch.device("cuda"), "fp32", training=True, model=model.cfg, graphs=True)
+    choice = {"reference": REFERENCE, "cpu_training": cpu_plan(model.cfg).kernels}
+    kernels = choice.get(kernels, gpu.kernels)
     src, tgt = random_batch(n=9, vocab=30, seed=1)
 
     loose, loose_grads = loss_and_gradients(model, collate(src, tgt), kernels)
@@ -130,3 +133,14 @@ def test_the_plan_pads_to_static_shapes_on_a_gpu_by_default_and_on_a_cpu_when_as
     # a training plan asks the device nothing in fp32: a CUDA device needs no GPU here
     assert static("cuda", "auto")
     assert not static("cuda", "off")
+
+
+def test_a_plan_with_cuda_graphs_pads_and_encodes_without_packing():
+    cfg = ModelConfig()
+    cuda = torch.device("cuda")
+
+    plan = plan_for(cuda, "bf16", training=True, model=cfg, static_shapes="off", graphs=True)
+
+    assert plan.graphs and plan.static_shapes and plan.kernels.encoder == "masked"
+    with pytest.raises(DeviceError, match="CUDA"):
+        plan_for(torch.device("cpu"), "fp32", training=True, model=cfg, graphs=True)
