@@ -145,7 +145,7 @@ class TrainConfig:
     valid_batch_tokens: int = 6000  # source tokens per validation decoding batch
     # Pad each batch's rows, source and target length up to a few bucket sizes
     # (nmt.corpus.bucket) so that step shapes recur; "auto": on a GPU only
-    static_shapes: str = "auto"  # "auto" | "on" | "off"
+    static_shapes: str = "auto"  # "auto" | "always" | "never" (YAML reads on/off as booleans)
     # Replay the loss's forward and backward as CUDA graphs captured per batch shape
     # (GPU only, one process; pads to static shapes): nmt.kernels.captured_loss
     cuda_graphs: bool = False
@@ -161,7 +161,7 @@ class TrainConfig:
         "optimizer": ("adam", "adamw"),
         "schedule": ("constant", "inverse_sqrt", "plateau"),
         "precision": ("auto", "fp32", "fp16", "bf16"),
-        "static_shapes": ("auto", "on", "off"),
+        "static_shapes": ("auto", "always", "never"),
         "loss_normalization": ("tokens", "sentences"),
     }
 

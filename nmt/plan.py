@@ -172,7 +172,7 @@ def plan_for(
         dtype=DTYPES[precision] if low else None,
     )
     if training:
-        static = graphs or static_shapes == "on" or (static_shapes == "auto" and not cpu)
+        static = graphs or static_shapes == "always" or (static_shapes == "auto" and not cpu)
         options = {"pinned_copies": not cpu, "keep_freed_memory": cpu, "static_shapes": static}
         return Plan(device, precision, kernels, **options, graphs=graphs)
     if precision == "int8" and not cpu:

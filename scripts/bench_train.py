@@ -25,6 +25,7 @@ import torch
 from nmt.config import Config
 from nmt.corpus import collate, training_corpus
 from nmt.data import tokenizer_text
+from nmt.kernels.captured_loss import CapturedLoss
 from nmt.model import Seq2Seq
 from nmt.optimize import TrainingLoss, build_optimizer, train_step
 from nmt.plan import Kernels, keep_freed_memory_mapped, plan_for, resolve_device
@@ -36,7 +37,8 @@ def measure(cfg: Config, precision: str, steps: int, warmup: int) -> dict:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     # the plan `nmt train` makes, so that it refuses what training refuses (bf16 on AVX2)
-    plan = plan_for(resolve_device("auto"), precision, training=True, model=cfg.model)
+    shapes = {"static_shapes": cfg.train.static_shapes, "graphs": cfg.train.cuda_graphs}
+    plan = plan_for(resolve_device("auto"), precision, training=True, model=cfg.model, **shapes)
     if plan.keep_freed_memory:
         keep_freed_memory_mapped()
     tokenizers = build_tokenizers(cfg.data, *tokenizer_text(cfg.data))
@@ -45,6 +47,8 @@ def measure(cfg: Config, precision: str, steps: int, warmup: int) -> dict:
     model = Seq2Seq(cfg.model, len(tokenizers[0]), len(tokenizers[1]), pad=PAD)
     model = model.to(plan.device).train()
     objective = TrainingLoss(model, plan, cfg.train.label_smoothing)
+    if plan.graphs:  # captured per batch shape in the warm-up steps, as in `nmt train`
+        objective = CapturedLoss(objective)
     optimizer, scaler = build_optimizer(cfg.train, model), plan.scaler()
 
     def step(batch) -> dict:  # collated in the step, as `nmt train` does
@@ -53,6 +57,17 @@ def measure(cfg: Config, precision: str, steps: int, warmup: int) -> dict:
 
     cpu = plan_for(torch.device("cpu"), "fp32", training=True, model=cfg.model)
     flops_per_token = count_flops(model, collate(*batches[0]), cpu.kernels)
+    capture = {}
+    if plan.graphs:  # capture every timed shape first: capturing is a one-off per shape
+        start = time.perf_counter()
+        shapes = {}
+        for batch in batches[warmup:]:
+            shape = collate(*batch, static_shapes=True)
+            shapes.setdefault((shape["src"].shape, shape["tgt_in"].shape), batch)
+        for batch in shapes.values():
+            step(batch)
+        torch.cuda.synchronize()
+        capture = {"graphs": len(shapes), "capture_s": round(time.perf_counter() - start, 1)}
     tokens = 0
     for i, batch in enumerate(batches):
         if i == warmup:
@@ -79,6 +94,7 @@ def measure(cfg: Config, precision: str, steps: int, warmup: int) -> dict:
         "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
         "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
         **busy,
+        **capture,
     }
 
 
@@ -201,6 +217,8 @@ def main() -> None:
             r.get("gpu_busy"),
         ]
         print(" | ".join(str(x) for x in row))
+        if "graphs" in r:
+            print(f"  {r['precision']}: {r['graphs']} graphs captured in {r['capture_s']} s")
     print(f"device={results[0]['device']} threads={results[0]['threads']} steps={args.steps}")
     sys.exit(1 if failed else 0)
 

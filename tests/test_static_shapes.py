@@ -128,18 +128,18 @@ def test_the_plan_pads_to_static_shapes_on_a_gpu_by_default_and_on_a_cpu_when_as
         return plan.static_shapes
 
     assert not static("cpu", "auto")
-    assert static("cpu", "on")
-    assert not static("cpu", "off")
+    assert static("cpu", "always")
+    assert not static("cpu", "never")
     # a training plan asks the device nothing in fp32: a CUDA device needs no GPU here
     assert static("cuda", "auto")
-    assert not static("cuda", "off")
+    assert not static("cuda", "never")
 
 
 def test_a_plan_with_cuda_graphs_pads_and_encodes_without_packing():
     cfg = ModelConfig()
     cuda = torch.device("cuda")
 
-    plan = plan_for(cuda, "bf16", training=True, model=cfg, static_shapes="off", graphs=True)
+    plan = plan_for(cuda, "bf16", training=True, model=cfg, static_shapes="never", graphs=True)
 
     assert plan.graphs and plan.static_shapes and plan.kernels.encoder == "masked"
     with pytest.raises(DeviceError, match="CUDA"):
