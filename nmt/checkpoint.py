@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from nmt.config import Config, ConfigError, NmtError
+from nmt.config import Config, ConfigError, ModelConfig, NmtError
 from nmt.model import Seq2Seq
 from nmt.outputs import OutputError, write_output
 from nmt.plan import Plan
@@ -88,7 +88,7 @@ def average(paths: list[Path], out: Path) -> None:
     first, shapes = ckpts[0], {k: v.shape for k, v in ckpts[0]["model"].items()}
     for path, ckpt in zip(paths[1:], ckpts[1:], strict=True):
         same_spm = all(torch.equal(a, b) for a, b in zip(ckpt["spm"], first["spm"], strict=True))
-        same = ckpt["config"]["model"] == first["config"]["model"] and same_spm
+        same = _model_config(ckpt) == _model_config(first) and same_spm
         if not same or {k: v.shape for k, v in ckpt["model"].items()} != shapes:
             raise CheckpointError(f"{path} holds another model than {paths[0]}: cannot average")
     weights = {
@@ -96,6 +96,12 @@ def average(paths: list[Path], out: Path) -> None:
         for name, tensor in first["model"].items()
     }
     _write(out, {**first, "model": weights, "state": {}})
+
+
+def _model_config(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint's model config with the defaults of keys added since it was saved
+    (a checkpoint from before model.decoder existed holds the stacked decoder)."""
+    return {**dataclasses.asdict(ModelConfig()), **ckpt["config"]["model"]}
 
 
 def _read(path: Path, device: str | torch.device = "cpu") -> dict[str, Any]:

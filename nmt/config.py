@@ -81,6 +81,11 @@ class ModelConfig:
     dec_layers: int = 1
     attention: str = "general"  # "dot" | "general" (Luong) | "bahdanau" (additive)
     input_feed: bool = True  # feed the previous attentional vector to the decoder
+    # "stacked": attend with the top layer, context into the output (and with bahdanau into
+    # the bottom layer); "parallel" (GNMT's): the bottom layer's output attends and the
+    # context joins the input of every upper layer, so that without input feeding each
+    # layer runs over the whole target in one call in training
+    decoder: str = "stacked"
     bridge: str = "linear"  # encoder final state -> decoder initial: "linear" | "copy" | "zero"
     dropout: float = 0.3
     tie_embeddings: bool = True  # decoder output layer shares the target embedding
@@ -94,10 +99,16 @@ class ModelConfig:
         "init_range": "[0, inf)",
         "attention": ("dot", "general", "bahdanau"),
         "bridge": ("linear", "copy", "zero"),
+        "decoder": ("stacked", "parallel"),
     }
 
     def __post_init__(self):
         _check_values("model", self)
+        if self.decoder == "parallel" and (self.input_feed or self.dec_layers < 2):
+            raise ConfigError(
+                "model.decoder=parallel needs model.input_feed=false and model.dec_layers >= 2, "
+                f"got input_feed={str(self.input_feed).lower()} and dec_layers={self.dec_layers}"
+            )
         if self.attention == "dot" and 2 * self.enc_hidden != self.dec_hidden:
             raise ConfigError(
                 "model.attention=dot needs model.dec_hidden == 2 * model.enc_hidden, "

@@ -42,7 +42,7 @@ class GateRecorder:
         self.layers = model.step_layers()._replace(cell=self._cell)
 
     def _cell(self, layer: int, x: Tensor, state: tuple[Tensor, Tensor]):
-        weights = self.model.decoder.all_weights[layer]
+        weights = self.model.decoder_weights(layer)
         h, c, gates = cell_step(x, state[0], state[1], weights)
         self.calls.append((layer, gates, c, h))
         return h, c

@@ -4,6 +4,11 @@ Shapes: N batch rows (batch * beam during search), S source length, T target len
 E embedding dim, H decoder hidden dim, M = 2 * encoder hidden (the bidirectional memory
 width), L decoder layers, V vocabulary size.
 
+Two decoders: "stacked" (Luong's, L layers, the top one attends) and "parallel" (GNMT's:
+the bottom layer attends and the context joins every upper layer's input; without input
+feeding nothing flows back from attention into a layer, so in training each layer runs
+over the whole target in one call).
+
 Four stages, each a plain reference here with one entry point that a plan's `Kernels`
 may steer to a fast path in `nmt.kernels`: the encoder and the decoder step (`encode`,
 `decode_step`: search's calls, returning tuples it re-indexes with `.select(rows)`
@@ -27,6 +32,7 @@ from nmt.kernels.dropout import uniform16_dropout
 from nmt.kernels.fused_loss import projected_cross_entropy
 from nmt.kernels.masked_lstm import masked_bidirectional_lstm
 from nmt.kernels.packed_lstm import bidirectional_lstm
+from nmt.kernels.parallel_decoder import parallel_decoder
 from nmt.kernels.recurrence import input_feeding_loop
 from nmt.plan import REFERENCE, Kernels
 
@@ -123,9 +129,15 @@ class Seq2Seq(nn.Module):
         self.tgt_embed = self.src_embed
         if not cfg.share_embeddings:
             self.tgt_embed = nn.Embedding(tgt_vocab, cfg.emb_dim, padding_idx=pad)
+        parallel = cfg.decoder == "parallel"
         decoder_input = cfg.emb_dim + (hidden if cfg.input_feed else 0)
-        decoder_input += memory_dim if cfg.attention == "bahdanau" else 0
-        self.decoder = lstm(decoder_input, hidden, cfg.dec_layers)
+        decoder_input += memory_dim if cfg.attention == "bahdanau" and not parallel else 0
+        if parallel:  # one module a layer: the context joins every upper layer's input
+            self.decoder = lstm(decoder_input, hidden, 1)
+            upper = [lstm(hidden + memory_dim, hidden, 1) for _ in range(cfg.dec_layers - 1)]
+            self.decoder_upper = nn.ModuleList(upper)
+        else:
+            self.decoder = lstm(decoder_input, hidden, cfg.dec_layers)
         self.attention = Attention(cfg.attention, hidden, memory_dim)
         self.combine = nn.Linear(memory_dim + hidden, hidden, bias=False)
 
@@ -205,10 +217,17 @@ class Seq2Seq(nn.Module):
     def step_layers(self) -> StepLayers:
         return StepLayers(self._torch_cell, self.combine, self._output)
 
+    def decoder_weights(self, layer: int) -> list[Tensor]:
+        """Decoder layer `layer`'s [w_ih (4H, I), w_hh (4H, H), b_ih, b_hh (4H,)], whichever
+        the decoder: what the step's cell and its stand-ins multiply with."""
+        if layer == 0 or self.cfg.decoder == "stacked":
+            return self.decoder.all_weights[layer]
+        return self.decoder_upper[layer - 1].all_weights[0]
+
     def _torch_cell(self, layer: int, x: Tensor, state: tuple[Tensor, Tensor]):
         # torch's fused cell kernel on the decoder's own weights: for one step it is
         # faster than nn.LSTM over a length-1 sequence
-        return torch.lstm_cell(x, state, *self.decoder.all_weights[layer])
+        return torch.lstm_cell(x, state, *self.decoder_weights(layer))
 
     def _output(self, out: Tensor) -> Tensor:
         """(..., H) -> logits (..., V)."""
@@ -217,9 +236,14 @@ class Seq2Seq(nn.Module):
     def _step(
         self, embedded: Tensor, state: DecoderState, memory: Memory, layers: StepLayers, drop
     ) -> tuple[Tensor, DecoderState, Tensor]:
-        """embedded (N, E) -> attentional output (N, H), the next state, attention (N, S)."""
-        inputs = [embedded]
-        if self.cfg.attention == "bahdanau":  # attend with the previous hidden state
+        """embedded (N, E) -> attentional output (N, H), the next state, attention (N, S).
+
+        The query: stacked Bahdanau, the top layer's previous state (its context joins the
+        bottom layer's input); stacked Luong, the top layer's new state; parallel, whatever
+        the score, the bottom layer's new state (its context joins every upper layer's)."""
+        parallel, inputs = self.cfg.decoder == "parallel", [embedded]
+        query = "bottom" if parallel else "previous" if self.cfg.attention == "bahdanau" else "top"
+        if query == "previous":
             context, attn = self.attention(state.h[-1][:, None], memory)
             inputs.append(context[:, 0])
         if self.cfg.input_feed:
@@ -227,13 +251,17 @@ class Seq2Seq(nn.Module):
         x, new_h, new_c = torch.cat(inputs, -1), [], []
         for layer in range(self.cfg.dec_layers):
             if layer > 0:
-                x = drop(x)  # between layers, as nn.LSTM does
+                x = drop(x)  # between layers, as nn.LSTM does (on the context: never)
+            if layer > 0 and parallel:
+                x = torch.cat([x, context[:, 0]], -1)
             x, c_layer = layers.cell(layer, x, (state.h[layer], state.c[layer]))
             new_h.append(x)
             new_c.append(c_layer)
+            if layer == 0 and query == "bottom":
+                context, attn = self.attention(x[:, None], memory)
         h, c = torch.stack(new_h), torch.stack(new_c)
         hidden = h[-1][:, None]  # (N, 1, H)
-        if self.cfg.attention != "bahdanau":  # Luong: attend with the new hidden state
+        if query == "top":
             context, attn = self.attention(hidden, memory)
         out = drop(torch.tanh(layers.combine(torch.cat([context, hidden], -1))))[:, 0]
         return out, DecoderState(h, c, out), attn[:, 0]
@@ -284,9 +312,14 @@ class Seq2Seq(nn.Module):
             # without feedback the decoder LSTM runs over the whole target in one fused
             # call, and attention is one batched matmul
             assert not self.cfg.input_feed and self.cfg.attention != "bahdanau", "no feedback"
+            assert self.cfg.decoder == "stacked", "the parallel decoder has its own kernel"
             hidden, _ = self.decoder(embedded, (state.h, state.c))  # (N, T, H)
             context, _ = self.attention(hidden, memory)
             return drop(torch.tanh(self.combine(torch.cat([context, hidden], -1))))
+        if kernels.teacher_forcing == "parallel":  # GNMT's decoder, each layer one call
+            assert self.cfg.decoder == "parallel" and not self.cfg.input_feed, "GNMT's decoder"
+            lstms, attention = [self.decoder, *self.decoder_upper], self.attention
+            return parallel_decoder(embedded, state, memory, lstms, attention, self.combine, drop)
         layers, outputs = self.step_layers(), []
         # unbind, not embedded[:, t]: its backward is one stack, not T full-size zero fills
         for emb_t in embedded.unbind(1):

@@ -36,7 +36,8 @@ class Kernels:
     # "torch": nn.LSTM on packed sequences | "packed": one node a layer | "masked": no
     # packing, the lengths on the device (what a captured step needs)
     encoder: str = "torch"
-    teacher_forcing: str = "stepwise"  # "stepwise" | "whole": one LSTM call | "deferred"
+    # "stepwise" | "whole": one LSTM call | "deferred" | "parallel": one call a layer (GNMT's)
+    teacher_forcing: str = "stepwise"
     loss: str = "reference"  # "reference": full logits | "fused": output layer and loss in chunks
     loss_chunk: int = 2**21  # fp32 logits per chunk of the fused loss
     dropout: str = "torch"  # "torch" | "uniform16": CPU masks from 16-bit uniforms
@@ -156,7 +157,9 @@ def plan_for(
     # kernel, the deferred loop's cell does not: the likely reason).
     luong = model.attention != "bahdanau"
     teacher_forcing = "stepwise"
-    if luong and not model.input_feed:  # no feedback: one LSTM call over the target
+    if model.decoder == "parallel":  # GNMT's: each layer one call over the whole target
+        teacher_forcing = "parallel"
+    elif luong and not model.input_feed:  # no feedback: one LSTM call over the target
         teacher_forcing = "whole"
     elif luong and (cpu or low):
         teacher_forcing = "deferred"

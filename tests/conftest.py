@@ -89,16 +89,24 @@ def tiny_train_args(corpus: Path, *overrides: str) -> list[str]:
 def trained_run(toy_corpus, tmp_path_factory) -> Path:
     """A small model trained on the toy corpus for a few seconds: it translates
     badly, but it produces words, attends and scores like a real one."""
+    return _train_small(toy_corpus, tmp_path_factory.mktemp("trained") / "run")
+
+
+PARALLEL_DECODER = ["model.decoder=parallel", "model.input_feed=false", "model.dec_layers=2"]
+
+
+@pytest.fixture(scope="session")
+def trained_parallel_run(toy_corpus, tmp_path_factory) -> Path:
+    """`trained_run`'s model and training with GNMT's decoder (model.decoder=parallel)."""
+    return _train_small(toy_corpus, tmp_path_factory.mktemp("parallel") / "run", *PARALLEL_DECODER)
+
+
+def _train_small(toy_corpus: Path, run: Path, *overrides: str) -> Path:
     from nmt.train import train
 
-    run = tmp_path_factory.mktemp("trained") / "run"
     sizes = ["model.emb_dim=64", "model.enc_hidden=64", "model.dec_hidden=128"]
-    train(
-        tiny_config(
-            toy_corpus, "train.max_steps=200", "train.valid_every=200", "train.lr=0.005", *sizes
-        ),
-        run,
-    )
+    steps = ["train.max_steps=200", "train.valid_every=200", "train.lr=0.005"]
+    train(tiny_config(toy_corpus, *steps, *sizes, *overrides), run)
     return run
 
 

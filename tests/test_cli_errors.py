@@ -51,6 +51,7 @@ STR_FIELDS = {
     "data.test": "read only by `nmt evaluate --model`, which names it when missing",
 }
 PATH_FIELDS = {"data.train", "data.valid", "data.src_lang", "data.tgt_lang"}  # name data files
+PARALLEL = ["model.decoder=parallel", "model.input_feed=false"]
 
 
 @pytest.fixture(scope="module")
@@ -227,6 +228,8 @@ def semantic_cases(w: dict[str, Path]) -> list[tuple[str, list[str], str]]:
         ("empty training file", [*train, f"data.train={root / 'nothing'}"], "nothing"),
         ("empty validation file", [*train, f"data.valid={root / 'nothing'}"], "nothing"),
         ("same languages", [*train, "data.tgt_lang=de"], "data.tgt_lang"),
+        ("parallel decoder, input feeding", [*train, "model.decoder=parallel"], "input_feed"),
+        ("parallel decoder, one layer", [*train, *PARALLEL, "model.dec_layers=1"], "dec_layers"),
         ("inspect -o neither html nor png", inspect_txt, "x.txt"),
         ("evaluate -o a reference", evaluate, "also an input"),
         ("evaluate --device without --model", [*evaluate[:-2], "--device", "cpu"], "--device"),

@@ -74,3 +74,30 @@ def test_inspecting_leaves_the_translator_as_it_was(trained_run, precision):
 
     after = translator.translate(lines, beam=3)
     assert [h[0].score for h in after] == [h[0].score for h in before]  # bit for bit
+
+
+def test_the_gates_of_the_parallel_decoder_are_its_top_layer_s(trained_parallel_run):
+    translator = Translator.load(trained_parallel_run)
+    model, sentence = translator.model, "Der hund sieht eine katze."
+    assert model.cfg.decoder == "parallel" and model.cfg.dec_layers == 2
+    inspection = inspect_sentence(translator, sentence, beam=3)
+    src_ids = translator.encode([sentence])[0]
+    src, src_len = torch.tensor([src_ids]), torch.tensor([len(src_ids)])
+    recorder = GateRecorder(model)
+
+    memory, state = recorder.encode(src, src_len)
+    own_memory, own_state = model.encode(src, src_len)
+    hidden = []
+    for token in [BOS, *translator.translate([sentence], beam=3)[0][0].tokens]:
+        logp, state, _ = recorder.decode_step(torch.tensor([token]), state, memory)
+        own_logp, own_state, _ = model.decode_step(torch.tensor([token]), own_state, own_memory)
+        torch.testing.assert_close(logp, own_logp, rtol=1e-5, atol=1e-5)
+        hidden.append(own_state.h)
+
+    assert [layer for layer, *_ in recorder.calls] == [0, 1] * len(hidden)
+    for layer in (0, 1):
+        recorded = torch.cat([h for at, _, _, h in recorder.calls if at == layer])
+        torch.testing.assert_close(recorded, torch.cat([h[layer] for h in hidden]))
+    trace = inspection.decoder
+    torch.testing.assert_close(trace.hidden, torch.cat([h[1] for h in hidden]))  # the top's
+    torch.testing.assert_close(trace.hidden, trace.output * trace.cell.tanh())

@@ -14,7 +14,7 @@ import nmt
 PACKAGE = Path(nmt.__file__).parent
 KERNELS = {
     *("kernels.captured_loss", "kernels.dropout", "kernels.fused_loss"),
-    *("kernels.masked_lstm", "kernels.packed_lstm"),
+    *("kernels.masked_lstm", "kernels.packed_lstm", "kernels.parallel_decoder"),
 }
 ALLOWED = {  # module -> the nmt modules it may import
     "__init__": set(),

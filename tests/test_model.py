@@ -4,16 +4,22 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nmt.config import ModelConfig, TrainConfig
+from nmt.config import ConfigError, ModelConfig, TrainConfig
 from nmt.corpus import collate
 from nmt.kernels.dropout import uniform16_dropout
 from nmt.model import Seq2Seq
 from nmt.optimize import build_optimizer
-from nmt.plan import Kernels
+from nmt.plan import REFERENCE, Kernels
 from nmt.search import greedy
 from nmt.tokenizer import BOS, EOS, PAD
-from tests.conftest import train_one_step
+from tests.conftest import cpu_plan, gradients, train_one_step
 
+# GNMT's decoder (model.decoder=parallel): each score kind, 2 and 3 layers
+PARALLEL = [
+    dict(decoder="parallel", input_feed=False, dec_layers=2),
+    dict(decoder="parallel", input_feed=False, dec_layers=3, attention="bahdanau", bridge="zero"),
+    dict(decoder="parallel", input_feed=False, dec_layers=2, attention="dot", enc_hidden=12),
+]
 VARIANTS = [
     dict(attention="general", input_feed=True),
     dict(attention="general", input_feed=False),
@@ -21,6 +27,7 @@ VARIANTS = [
     dict(attention="bahdanau", input_feed=False),
     dict(attention="bahdanau", input_feed=True, dec_layers=2, enc_layers=2, bridge="zero"),
     dict(attention="general", bridge="copy", enc_hidden=16, dec_hidden=32, share_embeddings=True),
+    *PARALLEL,
 ]
 
 
@@ -63,15 +70,68 @@ def test_teacher_forcing_equals_step_by_step_decoding(options):
     model = small_model(**options)
     src, tgt = random_batch()
     batch = collate(src, tgt)
+    # the stepwise reference, and the loop the training plan chooses (whole, deferred, parallel)
+    chosen = Kernels(teacher_forcing=cpu_plan(model.cfg).kernels.teacher_forcing)
 
-    logp_forward = model(batch["src"], batch["src_len"], batch["tgt_in"]).log_softmax(-1)
     memory, state = model.encode(batch["src"], batch["src_len"])
     steps = []
     for t in range(batch["tgt_in"].size(1)):
         logp, state, _ = model.decode_step(batch["tgt_in"][:, t], state, memory)
         steps.append(logp)
 
-    torch.testing.assert_close(torch.stack(steps, 1), logp_forward, rtol=1e-4, atol=1e-5)
+    for kernels in (REFERENCE, chosen):
+        logits = model(batch["src"], batch["src_len"], batch["tgt_in"], kernels)
+        logp_forward = logits.log_softmax(-1)
+        torch.testing.assert_close(torch.stack(steps, 1), logp_forward, rtol=1e-4, atol=1e-5)
+
+
+def parallel_loss_and_gradients(model, batch, kernels: Kernels):
+    logits = model(batch["src"], batch["src_len"], batch["tgt_in"], kernels)
+    loss = model.loss(*(batch[k] for k in ("src", "src_len", "tgt_in", "tgt_out")), kernels=kernels)
+    # a loss that weighs every position and vocabulary entry differently, and the real one
+    weights = torch.linspace(-1, 1, logits.numel(), dtype=logits.dtype).view_as(logits)
+    ((logits * weights).sum() + loss).backward()
+    return logits.detach(), loss.detach(), gradients(model)
+
+
+@pytest.mark.parametrize("options", PARALLEL)
+def test_the_parallel_decoder_over_the_whole_target_equals_its_steps_and_every_gradient(options):
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        **{"emb_dim": 10, "enc_hidden": 12, "dec_hidden": 24, "dropout": 0.0, **options}
+    )
+    model = Seq2Seq(cfg, 23, 23, pad=PAD).double().train()
+    batch = collate(*random_batch(n=6, vocab=23, seed=3))  # lengths 1 to 9, padded
+    assert cpu_plan(cfg).kernels.teacher_forcing == "parallel"  # what training runs
+
+    fast = parallel_loss_and_gradients(model, batch, Kernels(teacher_forcing="parallel"))
+    reference = parallel_loss_and_gradients(model, batch, REFERENCE)
+
+    torch.testing.assert_close(fast[0], reference[0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(fast[1], reference[1], rtol=1e-12, atol=1e-12)
+    assert fast[2].keys() == reference[2].keys()
+    assert any(name.startswith("decoder_upper.") for name in reference[2])
+    for name, grad in reference[2].items():
+        assert grad.abs().sum() > 0, name  # every parameter takes part
+        torch.testing.assert_close(fast[2][name], grad, rtol=1e-9, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize(
+    "options, named",
+    [
+        (dict(decoder="parallel", dec_layers=2), "model.input_feed"),  # input_feed: the default
+        (dict(decoder="parallel", input_feed=False), "model.dec_layers"),  # dec_layers: 1
+        (dict(decoder="gnmt"), "model.decoder"),
+    ],
+)
+def test_the_parallel_decoder_needs_no_input_feeding_and_two_layers(options, named):
+    with pytest.raises(ConfigError, match=named):
+        ModelConfig(**options)
+
+
+def test_a_config_without_the_decoder_key_is_the_stacked_decoder():
+    # what a checkpoint saved before model.decoder existed holds
+    assert ModelConfig().decoder == "stacked"
 
 
 @pytest.mark.parametrize("options", VARIANTS)
@@ -105,7 +165,12 @@ def reversal_data(n: int, seed: int, vocab: int = 14) -> tuple[list, list]:
 
 
 @pytest.mark.parametrize(
-    "options", [dict(attention="general"), dict(attention="bahdanau", input_feed=False)]
+    "options",
+    [
+        dict(attention="general"),
+        dict(attention="bahdanau", input_feed=False),
+        dict(decoder="parallel", input_feed=False, dec_layers=2),
+    ],
 )
 def test_tiny_model_learns_to_reverse_sequences(options):
     torch.manual_seed(0)

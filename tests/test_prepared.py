@@ -56,7 +56,7 @@ def test_the_packed_cell_equals_torch_lstm_cell_to_rounding():
     lstm = torch.nn.LSTM(48, 32, num_layers=2)
     g = torch.Generator().manual_seed(1)
     h, c = (torch.randn(6, 32, generator=g) for _ in range(2))
-    cell = FusedLSTMCell(lstm, PackedLinear)
+    cell = FusedLSTMCell(lstm.all_weights, PackedLinear)
 
     for layer, weights in enumerate(lstm.all_weights):
         x = torch.randn(6, 48 if layer == 0 else 32, generator=g)
@@ -66,8 +66,14 @@ def test_the_packed_cell_equals_torch_lstm_cell_to_rounding():
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
+# a trained model of each decoder: "stacked" (one layer) and "parallel" (GNMT's, two layers)
+RUNS = ["trained_run", "trained_parallel_run"]
+
+
 @needs_packed
-def test_loaded_fp32_translations_are_those_of_the_unprepared_model(trained_run):
+@pytest.mark.parametrize("run", RUNS)
+def test_loaded_fp32_translations_are_those_of_the_unprepared_model(run, request):
+    trained_run = request.getfixturevalue(run)
     loaded = Translator.load(trained_run)  # prepared: the model is frozen
     assert isinstance(loaded.decoder, PreparedModel)
     assert isinstance(loaded.decoder.layers.combine, PackedLinear)
@@ -86,6 +92,9 @@ def test_loaded_fp32_translations_are_those_of_the_unprepared_model(trained_run)
     [
         ["model.dec_layers=2", "model.enc_layers=2", "model.tie_embeddings=false"],
         ["model.attention=bahdanau", "model.input_feed=false", "model.bridge=zero"],
+        ["model.decoder=parallel", "model.input_feed=false", "model.dec_layers=3"],
+        ["model.decoder=parallel", "model.input_feed=false", "model.dec_layers=2"]
+        + ["model.attention=bahdanau", "model.tie_embeddings=false"],
     ],
 )
 def test_prepared_fp32_decodes_other_shapes_as_the_unprepared_model(trained_run, shape):
@@ -136,7 +145,7 @@ def test_the_int8_cell_follows_torch_lstm_cell():
     lstm = torch.nn.LSTM(48, 32, num_layers=2)
     g = torch.Generator().manual_seed(1)
     x, h, c = (torch.randn(6, n, generator=g) for n in (48, 32, 32))
-    cell = FusedLSTMCell(lstm, Int8Linear)
+    cell = FusedLSTMCell(lstm.all_weights, Int8Linear)
 
     for layer, weights in enumerate(lstm.all_weights):
         inputs = x if layer == 0 else torch.randn(6, 32, generator=g)
@@ -147,7 +156,9 @@ def test_the_int8_cell_follows_torch_lstm_cell():
 
 
 @needs_int8
-def test_int8_translations_match_fp32(trained_run):
+@pytest.mark.parametrize("run", RUNS)
+def test_int8_translations_match_fp32(run, request):
+    trained_run = request.getfixturevalue(run)
     lines = [src for src, _ in make_pairs(60, seed=7)]
     fp32 = Translator.load(trained_run).translate(lines, beam=5)
     int8 = Translator.load(trained_run, precision="int8").translate(lines, beam=5)

@@ -130,6 +130,23 @@ def test_the_average_of_two_checkpoints_is_the_mean_of_their_parameters(two_chec
     assert state == {}
 
 
+def test_a_checkpoint_from_before_the_decoder_option_is_the_stacked_decoder(run, tmp_path):
+    old = torch.load(run / "best.pt", weights_only=True)
+    del old["config"]["model"]["decoder"]  # what a checkpoint saved before it holds
+    torch.save(old, tmp_path / "old.pt")
+    lines = [s for s, _ in make_pairs(8, seed=4)]
+
+    cfg, _, _, _ = checkpoint.load(tmp_path / "old.pt")
+    translations = Translator.load(tmp_path / "old.pt").translate(lines, beam=3)
+    checkpoint.average([tmp_path / "old.pt", run / "best.pt"], tmp_path / "avg.pt")
+
+    assert cfg.model.decoder == "stacked"
+    own = Translator.load(run).translate(lines, beam=3)
+    assert [h[0].text for h in translations] == [h[0].text for h in own]
+    _, averaged, _, _ = checkpoint.load(tmp_path / "avg.pt")  # the same model: averaged
+    assert averaged.cfg.decoder == "stacked"
+
+
 def nmt(*args, stdin: bytes = b"") -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "nmt", "-q", *args], input=stdin, capture_output=True

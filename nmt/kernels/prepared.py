@@ -23,6 +23,7 @@ operators (deprecated in favour of torchao) are checked for by `nmt.plan`.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -92,12 +93,15 @@ class FusedLSTMCell:
     """The decoder's cell function (`StepLayers.cell`), each layer's gates from one
     prepared product over [x, h]. In int8 both share one activation scale: h and the
     fed-back output are tanh outputs in (-1, 1), and so were the embeddings of the two
-    Multi30k models measured, the demo's and the peers' size (|e| < 0.56)."""
+    Multi30k models measured, the demo's and the peers' size (|e| < 0.56); the parallel
+    decoder's upper layers also take the context, an average of the encoder's tanh outputs.
 
-    def __init__(self, lstm: nn.LSTM, linear: type[_PreparedLinear]):
+    `weights`: each layer's [w_ih, w_hh, b_ih, b_hh] (`Seq2Seq.decoder_weights`, or an
+    nn.LSTM's `all_weights`)."""
+
+    def __init__(self, weights: Sequence[Sequence[Tensor]], linear: type[_PreparedLinear]):
         self.layers = [
-            linear(torch.cat([w_ih, w_hh], 1), b_ih + b_hh)
-            for w_ih, w_hh, b_ih, b_hh in lstm.all_weights
+            linear(torch.cat([w_ih, w_hh], 1), b_ih + b_hh) for w_ih, w_hh, b_ih, b_hh in weights
         ]
 
     def __call__(self, layer: int, x: Tensor, state: tuple[Tensor, Tensor]):
@@ -116,8 +120,9 @@ class PreparedModel:
         linear = {"packed": PackedLinear, "int8": Int8Linear}[kind]
         self.model = model
         outputs = [model.out_proj, model.generator]
+        weights = [model.decoder_weights(layer) for layer in range(model.cfg.dec_layers)]
         self.layers = StepLayers(
-            cell=FusedLSTMCell(model.decoder, linear),
+            cell=FusedLSTMCell(weights, linear),
             combine=linear(model.combine.weight, model.combine.bias),
             output=nn.Sequential(*(linear(m.weight, m.bias) for m in outputs if m is not None)),
         )
