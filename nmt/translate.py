@@ -20,6 +20,7 @@ from nmt.config import Config
 from nmt.corpus import inference_batches, pad_batch
 from nmt.decoding import Hypothesis, Sampling, check_options, decode
 from nmt.ensemble import Ensemble
+from nmt.kernels.graphs import CapturedDecoder, CudaGraphs
 from nmt.kernels.prepared import PreparedModel
 from nmt.plan import Plan, plan_for, resolve_device
 from nmt.scoring import BeamOptions
@@ -37,25 +38,37 @@ class Translator:
         """`model`: a Seq2Seq or an Ensemble of them, in eval mode, on the plan's device.
         `plan`: an inference plan (`nmt.plan.plan_for(..., training=False)`); by default
         fp32 on the model's device, with the model's own weights: it may still change.
-        Where the plan prepares the decoder's weights (`nmt.kernels.prepared`), search
-        runs a wrapper of the model; the model itself is left as it is."""
+        Where the plan prepares the decoder's weights (`nmt.kernels.prepared`) or replays
+        the decoder step as CUDA graphs (`nmt.kernels.graphs`), search runs wrappers of
+        the model; the model itself is left as it is."""
         members = model.models if isinstance(model, Ensemble) else [model]
         device = next(members[0].parameters()).device
         self.model, self.cfg, self.src_tok, self.tgt_tok = model, cfg, *tokenizers
         self.plan = plan or plan_for(device, "fp32", training=False, model=cfg.model)
         self.device = self.plan.device
         self.decoder = model  # what search runs
+        decoders = members
         if self.plan.decoder_weights != "module":
-            prepared = [PreparedModel(m, self.plan.decoder_weights) for m in members]
-            self.decoder = Ensemble(prepared) if isinstance(model, Ensemble) else prepared[0]
+            decoders = [PreparedModel(m, self.plan.decoder_weights) for m in decoders]
+        if self.plan.graphs:  # each member's step its own graphs, in one memory pool
+            capture = CudaGraphs()
+            decoders = [CapturedDecoder(d, capture) for d in decoders]
+        if decoders is not members:
+            self.decoder = Ensemble(decoders) if isinstance(model, Ensemble) else decoders[0]
 
     @classmethod
     def load(
-        cls, paths: str | Path | list, *, device: str = "cpu", precision: str = "fp32"
+        cls,
+        paths: str | Path | list,
+        *,
+        device: str = "cpu",
+        precision: str = "fp32",
+        graphs: bool = False,
     ) -> Translator:
         """From checkpoint files or run directories (their best.pt, else last.pt).
 
-        Several paths make an ensemble; they must share their tokenizers.
+        Several paths make an ensemble; they must share their tokenizers. `graphs`: replay
+        the decoder step as CUDA graphs (a CUDA device only; `nmt.kernels.graphs`).
         """
         paths = [Path(p) for p in (paths if isinstance(paths, list) else [paths])]
         device = resolve_device(device)  # the models are ours: their weights may be prepared
@@ -66,7 +79,8 @@ class Translator:
                 raise checkpoint.CheckpointError(
                     f"{path} uses other SentencePiece models than {paths[0]}: cannot ensemble"
                 )
-        plan = plan_for(device, precision, training=False, model=cfg.model, prepared=True)
+        options = {"prepared": True, "graphs": graphs}
+        plan = plan_for(device, precision, training=False, model=cfg.model, **options)
         models = [model for _, model, _, _ in loaded]
         if plan.weight_dtype:  # the models are ours to cast
             models = [model.to(plan.weight_dtype) for model in models]

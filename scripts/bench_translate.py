@@ -5,7 +5,10 @@ optionally against OpenNMT-py on the same sentences in the same run.
         [--batch-sents 64] [--onmt-model MODEL.pt --peers DIR]
 
 With --rounds R the systems take turns R times and the table gives medians
-(the ratio column: the median of the per-round ratios).
+(the ratio column: the median of the per-round ratios). With --graphs (a CUDA
+device) each precision also runs with its decoder step replayed as CUDA graphs
+(`nmt.kernels.graphs`), eager and captured in the same run; every system then
+warms up on the whole file, so that the captured ones time replays, not captures.
 
 Ours: `Translator.translate` on the whole file after the model is loaded and
 warmed up, batches of about --batch-sents sentences (a token budget of that
@@ -48,11 +51,12 @@ def bench_ours(
     beam: int,
     batch_sents: int,
     alpha: float,
+    warmup: list[str],
 ):
     mean_len = sum(len(x) for x in translator.encode(lines)) / len(lines)
     max_tokens = int(batch_sents * mean_len)
     options = {"beam": beam, "alpha": alpha, "max_tokens": max_tokens}
-    translator.translate(lines[:100], **options)  # warm-up
+    translator.translate(warmup, **options)
     start = time.perf_counter()
     hyps = [h[0] for h in translator.translate(lines, **options)]
     seconds = time.perf_counter() - start
@@ -122,14 +126,22 @@ def main() -> None:
     parser.add_argument(
         "--alpha", type=float, default=0.0, help="length penalty (OpenNMT-py's default: none)"
     )
+    parser.add_argument(
+        "--graphs", action="store_true", help="also each precision with CUDA graphs (cuda only)"
+    )
     parser.add_argument("--onmt-model", help="an OpenNMT-py checkpoint of the same size")
     parser.add_argument("--peers", default=os.environ.get("PEERS", str(Path.home() / "nmt-peers")))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     lines, refs = read_lines(Path(args.src)), read_lines(Path(args.ref))
     translators = {
-        p: Translator.load(args.model, device=args.device, precision=p) for p in args.precisions
+        p + ("+graphs" if graphs else ""): Translator.load(
+            args.model, device=args.device, precision=p, graphs=graphs
+        )
+        for p in args.precisions
+        for graphs in ([False, True] if args.graphs else [False])
     }
+    warmup = lines if args.graphs else lines[:100]
 
     print(
         f"{len(lines)} sentences on {args.device}, {args.threads} threads, "
@@ -152,7 +164,9 @@ def main() -> None:
                 )
                 runs.setdefault("OpenNMT-py 3.5.1", []).append(peer)
             for precision, translator in translators.items():
-                ours = bench_ours(translator, lines, refs, beam, args.batch_sents, args.alpha)
+                ours = bench_ours(
+                    translator, lines, refs, beam, args.batch_sents, args.alpha, warmup
+                )
                 runs.setdefault(f"nmt ({precision})", []).append(ours)
         peer_runs = runs.get("OpenNMT-py 3.5.1")
         for system, results in runs.items():

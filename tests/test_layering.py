@@ -38,13 +38,14 @@ ALLOWED = {  # module -> the nmt modules it may import
     "corpus": {"config", "data", "tokenizer"},
     "model": {"config", "plan", *KERNELS, "kernels.recurrence"},
     "kernels.prepared": {"gates", "model"},
+    "kernels.graphs": {"corpus", "model"},
     "checkpoint": {"config", "model", "outputs", "plan", "tokenizer"},
     "optimize": {"config", "distributed", "model", "plan", "tokenizer"},
     "decoding": {"config", "corpus", "plan", "search", "scoring", "tokenizer"},
     "validation": {"config", "corpus", "decoding", "metrics", "plan", "scoring", "tokenizer"},
     "translate": {
         *("checkpoint", "config", "corpus", "decoding", "ensemble", "kernels.prepared", "plan"),
-        *("scoring", "tokenizer"),
+        *("kernels.graphs", "scoring", "tokenizer"),
     },
     "train": {
         *("checkpoint", "config", "corpus", "data", "distributed", "metrics", "model"),
@@ -118,6 +119,7 @@ EXEMPT = {
     "kernels.packed_lstm": ["with torch.autocast(x.device.type, enabled=False)"],  # autocast
     "kernels.masked_lstm": ["with torch.autocast(x.device.type, enabled=False)"],  # autocast
     "kernels.recurrence": ["with torch.autocast(embedded.device.type, enabled=False)"],
+    "kernels.graphs": ["kind = x.device.type"],  # reads autocast's state for a graph's key
     # the distributed backend, and one GPU per process
     "distributed": [
         'if dev.type == "cuda":',
