@@ -13,7 +13,7 @@ import torch
 
 import nmt.translate
 from nmt import checkpoint
-from nmt.corpus import bucket
+from nmt.corpus import ROWS_STEP, bucket
 from nmt.ensemble import Ensemble
 from nmt.kernels.graphs import CapturedDecoder
 from nmt.plan import DeviceError, plan_for
@@ -124,7 +124,7 @@ def test_few_graphs_serve_a_shrinking_batch_and_each_memory_is_copied_once(
 
     decoder = spy.decoder
     shapes = {(rows, state_rows // rows) for rows, state_rows in spy.shapes}
-    buckets = {(bucket(rows), per) for rows, per in shapes}
+    buckets = {(bucket(rows, ROWS_STEP), per) for rows, per in shapes}
     assert {(key.rows, key.per_sentence) for key in decoder.graphs} == buckets
     assert len(decoder.graphs) == decoder.capture.captures == len(buckets) < len(shapes)
     assert all(key.rows % 8 == 0 for key in decoder.graphs)

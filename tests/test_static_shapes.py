@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from nmt.config import ModelConfig, TrainConfig
-from nmt.corpus import bucket, collate
+from nmt.corpus import LENGTH_STEP, ROWS_STEP, bucket, collate
 from nmt.model import Seq2Seq
 from nmt.optimize import TrainingLoss, build_optimizer, train_step
 from nmt.plan import REFERENCE, DeviceError, plan_for
@@ -29,16 +29,17 @@ MODELS = {
 }
 
 
-def test_buckets_are_few_cover_every_size_and_waste_at_most_a_quarter():
+@pytest.mark.parametrize("step", [LENGTH_STEP, ROWS_STEP])
+def test_buckets_are_few_cover_every_size_and_waste_under_a_tenth(step):
     sizes = range(1, 2001)
 
-    buckets = [bucket(n) for n in sizes]
+    buckets = [bucket(n, step) for n in sizes]
 
-    assert all(b >= n for b, n in zip(buckets, sizes, strict=True))
-    assert all(b - n <= max(7, n // 4) for b, n in zip(buckets, sizes, strict=True))
+    assert all(b >= n and b % step == 0 for b, n in zip(buckets, sizes, strict=True))
+    assert all(b - n < step + n / 10 for b, n in zip(buckets, sizes, strict=True))
     assert buckets == sorted(buckets)  # a longer batch never gets a narrower shape
-    assert len(set(buckets)) <= 30
-    assert {bucket(b) for b in buckets} == set(buckets)  # a bucket size is its own bucket
+    assert len(set(buckets)) <= 16 + 8 * 7  # 16 steps, then 8 an octave up to 2000
+    assert {bucket(b, step) for b in buckets} == set(buckets)  # a bucket is its own bucket
 
 
 def test_a_static_batch_has_bucket_shapes_and_keeps_every_real_piece():
@@ -49,9 +50,9 @@ def test_a_static_batch_has_bucket_shapes_and_keeps_every_real_piece():
 
     rows, width = static["src"].shape
     assert (rows, width, static["tgt_in"].size(1)) == (
-        bucket(11),
-        bucket(loose["src"].size(1)),
-        bucket(loose["tgt_in"].size(1)),
+        bucket(11, ROWS_STEP),
+        bucket(loose["src"].size(1), LENGTH_STEP),
+        bucket(loose["tgt_in"].size(1), LENGTH_STEP),
     )
     assert torch.equal(static["src"][:11, : loose["src"].size(1)], loose["src"])
     assert torch.equal(static["src_len"][:11], loose["src_len"])

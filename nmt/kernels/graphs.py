@@ -32,7 +32,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from nmt.corpus import bucket
+from nmt.corpus import ROWS_STEP, bucket
 from nmt.model import DecoderState, Memory
 
 Outputs = tuple  # a step's (logp (N, V), DecoderState, attn (N, S))
@@ -149,7 +149,7 @@ class CapturedDecoder:
         the next state (N rows) and attention (N, S), as the decoder's own step."""
         A, N, S = memory.values.size(0), token.size(0), memory.values.size(1)
         dtypes = tuple(x.dtype for x in (*memory, *state))
-        key = StepKey(bucket(A), N // A, S, dtypes, _autocast(memory.values))
+        key = StepKey(bucket(A, ROWS_STEP), N // A, S, dtypes, _autocast(memory.values))
         graph = self.graphs.get(key)
         if graph is None and len(self.graphs) >= self.max_graphs:
             return self.decoder.decode_step(token, state, memory)
