@@ -6,20 +6,25 @@ as one call of `nmt.documents` (html: `nmt.markup`, page by page). In fp32 a lin
 translation is the one it gets alone (tests/test_serve.py checks 32); int8 scales the
 activations of each product by the rows in it, so there a batch can change a few. Past
 `max_pending` requests admitted, a request is refused (503) rather than queued.
-`Metrics` counts requests, latency and batches for the server's /metrics.
+Other work on the models (`call`: `nmt inspect` for the page) runs on the same thread,
+between batches, and counts as a pending request. `Metrics` counts requests, latency
+and batches for the server's /metrics.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from nmt.config import NmtError
-from nmt.documents import translate_lines
+from nmt.documents import translate_attended, translate_lines
 from nmt.markup import translate_html
 from nmt.translate import Translator
 
@@ -39,15 +44,27 @@ class Limits:
     max_body_bytes: int = 1 << 20
     max_text_chars: int = 20_000  # all the texts of one request together
     max_pending: int = 256  # requests waiting or being translated
+    max_inspect_chars: int = 1_000  # the one sentence of /v1/inspect
+    max_beam: int = 32  # beam and nbest: a beam's memory grows with its size
     max_wait_ms: float = 5.0  # how long the first request of a batch waits for others
     batch_lines: int = 256  # lines in one batch at most
+
+
+class Options(NamedTuple):
+    """How to translate a job's lines: jobs with equal options can share a batch."""
+
+    format: str = "text"  # or "html": a page per line
+    beam: int | None = None  # None: the run's decode config
+    nbest: int = 1
+    alpha: float | None = None
+    attention: bool = False  # text only: each hypothesis with its `documents.Attention`
 
 
 @dataclass
 class _Job:
     pair: str
     lines: list[str]
-    options: tuple  # (format, beam, nbest, alpha): jobs that can share a batch
+    options: Options | Callable  # a callable: other work, run alone
     loop: asyncio.AbstractEventLoop
     done: asyncio.Future
 
@@ -62,7 +79,16 @@ class Batcher:
         self.thread = threading.Thread(target=self._work, name="nmt-batcher", daemon=True)
         self.thread.start()
 
-    async def translate(self, pair: str, lines: list[str], options: tuple) -> list:
+    async def translate(self, pair: str, lines: list[str], options: Options) -> list:
+        """Per line: its n-best list of Hypothesis (html: the page's translation; with
+        attention: (Hypothesis, Attention) pairs)."""
+        return await self._submit(pair, lines, options)
+
+    async def call(self, work: Callable[[], object]) -> object:
+        """work() on the worker thread (the models run on one thread), between batches."""
+        return await self._submit("", [], work)
+
+    async def _submit(self, pair: str, lines: list[str], options: Options | Callable):
         with self.lock:
             if self.pending >= self.limits.max_pending:
                 raise RequestError("the server is busy: retry in a second", 503)
@@ -98,24 +124,36 @@ class Batcher:
             for job in batch:
                 groups.setdefault((job.pair, job.options), []).append(job)
             for (pair, options), jobs in groups.items():
-                self._run(self.translators[pair], options, jobs)
+                self._run(self.translators.get(pair), options, jobs)
 
-    def _run(self, translator: Translator, options: tuple, jobs: list[_Job]) -> None:
-        fmt, beam, nbest, alpha = options
-        search = {"beam": beam, "nbest": nbest, "alpha": alpha}
+    def _run(self, translator: Translator | None, options, jobs: list[_Job]) -> None:
         try:
-            if fmt == "html":  # a page is its own unit
-                results = [[translate_html(translator, t, **search) for t in j.lines] for j in jobs]
+            if callable(options):  # a call's work: one job
+                results = [options()]
             else:
-                lines = [line for job in jobs for line in job.lines]
-                found = iter(translate_lines(translator, lines, **search))
-                results = [[next(found) for _ in job.lines] for job in jobs]
-            self.metrics.batch(sum(len(j.lines) for j in jobs))
+                results = self._translate(translator, options, jobs)
+                self.metrics.batch(sum(len(j.lines) for j in jobs))
             for job, result in zip(jobs, results, strict=True):
-                job.loop.call_soon_threadsafe(_settle, job.done, result, None)
+                _answer(job, result, None)
         except Exception as err:  # answered as a 500 to these jobs; the worker goes on
             for job in jobs:
-                job.loop.call_soon_threadsafe(_settle, job.done, None, err)
+                _answer(job, None, err)
+
+    @staticmethod
+    def _translate(translator: Translator, options: Options, jobs: list[_Job]) -> list:
+        search = {"beam": options.beam, "nbest": options.nbest, "alpha": options.alpha}
+        if options.format == "html":  # a page is its own unit
+            return [[translate_html(translator, t, **search) for t in j.lines] for j in jobs]
+        translate = translate_attended if options.attention else translate_lines
+        found = iter(translate(translator, [line for job in jobs for line in job.lines], **search))
+        return [[next(found) for _ in job.lines] for job in jobs]
+
+
+def _answer(job: _Job, result, error) -> None:
+    """Hands a job's result to its event loop; a loop closed since (its server or client
+    gone) must not stop the worker, which every later request waits on."""
+    with contextlib.suppress(RuntimeError):
+        job.loop.call_soon_threadsafe(_settle, job.done, result, error)
 
 
 def _settle(future: asyncio.Future, result, error) -> None:

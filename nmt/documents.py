@@ -14,7 +14,8 @@ How the parts' hypotheses combine into the line's: its score and log-probability
 the sums of its parts'; its tokens are theirs concatenated, and so is its alignment,
 each part's source positions offset by the pieces of the parts before it (a copied
 part has none). The k-th of a line's n-best list joins the k-th of each of its parts,
-which is not in general the line's k-th best joint translation.
+which is not in general the line's k-th best joint translation. Its attention
+(`translate_attended`) is its parts', each on the diagonal.
 """
 
 from __future__ import annotations
@@ -24,8 +25,11 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+import torch
+from torch import Tensor
+
 from nmt.decoding import Hypothesis
-from nmt.tokenizer import UNK
+from nmt.tokenizer import EOS, UNK
 from nmt.translate import Translator
 
 URL = re.compile(r"(\w+://|www\.)\S+")
@@ -86,6 +90,40 @@ def translate_lines(
     nbest = 1 if options.get("sampling") else options.get("nbest", 1)
     for parts in translate_parts(translator, lines, **options):
         yield [_join(parts, k) for k in range(nbest)]
+
+
+@dataclass(frozen=True)
+class Attention:
+    """What a line's hypothesis attended to: each translated part's own block on the
+    diagonal, its source pieces and its output pieces each followed by </s> (a part's
+    columns start one later per part before it than its alignment's source positions)."""
+
+    source: list[str]
+    target: list[str]
+    weights: Tensor  # (T, S): row t is what target piece t attended to; each row sums to one
+
+
+def translate_attended(
+    translator: Translator, lines: Iterable[str], **options
+) -> Iterator[list[tuple[Hypothesis, Attention]]]:
+    """`translate_lines`' n-best lists, each hypothesis with its `Attention`."""
+    nbest = 1 if options.get("sampling") else options.get("nbest", 1)
+    for parts in translate_parts(translator, lines, **options):
+        yield [(_join(parts, k), _attention(translator, parts, k)) for k in range(nbest)]
+
+
+def _attention(translator: Translator, parts: list[tuple[Part, list | None]], k: int) -> Attention:
+    """The attention of the line's k-th hypothesis (`_join`'s), part by part."""
+    done = [(p.text, hyps[min(k, len(hyps) - 1)].tokens) for p, hyps in parts if hyps]
+    texts, outputs = [text for text, _ in done], [tokens for _, tokens in done]
+    blocks = translator.attention(texts, outputs) if done else []
+    source = [translator.src_tok.id_to_piece(ids) for ids in translator.encode(texts)]
+    target = [translator.tgt_tok.id_to_piece([*tokens, EOS]) for tokens in outputs]
+    return Attention(
+        source=[piece for pieces in source for piece in pieces],
+        target=[piece for pieces in target for piece in pieces],
+        weights=torch.block_diag(*blocks) if blocks else torch.empty(0, 0),
+    )
 
 
 def translate_parts(

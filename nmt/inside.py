@@ -1,7 +1,9 @@
 """`nmt inspect`: one sentence through a trained model, with its attention, gates and cells.
 
 The encoder is re-run gate by gate (`nmt.gates.lstm_gates`, the same weights); the decoder
-re-decodes the translation through a `GateRecorder`. Pictures: matplotlib (Agg).
+re-decodes the translation through a `GateRecorder`. Pictures: matplotlib (Agg), single
+units rather than means over units (those near 0.5 show nothing); `as_json` is what the
+server's page draws.
 """
 
 from __future__ import annotations
@@ -14,12 +16,12 @@ import torch
 from torch import Tensor
 
 from nmt.figures import embedded, png, pyplot
-from nmt.gates import GateTrace, cell_step, lstm_gates
+from nmt.gates import GateTrace, cell_step, distinctive_units, lstm_gates, moving_units
 from nmt.model import Seq2Seq
 from nmt.tokenizer import BOS, EOS
 from nmt.translate import Translator
 
-UNITS_SHOWN = 8  # the most active memory-cell units drawn one by one
+UNITS_SHOWN = 6  # units drawn one by one: those whose gates and cell move most
 
 
 @dataclass
@@ -91,60 +93,112 @@ def inspect_sentence(translator: Translator, sentence: str, *, beam: int = 5) ->
     )
 
 
+def as_json(ins: Inspection, *, units: int = 12, decimals: int = 3) -> dict:
+    """The inspection as plain lists for the server's page (nmt/static): the pieces,
+    attention (T, S), and per trace ("encoder_forward", "encoder_backward" over the
+    source pieces, "decoder" over the target pieces; steps x units each) its gates and
+    cells, its `units` most moving units and, per step, its `units` most distinctive."""
+
+    def rounded(x: Tensor) -> list:
+        return x.double().mul(10**decimals).round().div(10**decimals).tolist()
+
+    traces = {
+        "encoder_forward": (ins.encoder["forward"], "source"),
+        "encoder_backward": (ins.encoder["backward"], "source"),
+        "decoder": (ins.decoder, "target"),
+    }
+    return {
+        "sentence": ins.sentence,
+        "translation": ins.translation,
+        "source": ins.src_pieces,
+        "target": ins.out_pieces,
+        "attention": rounded(ins.attention),
+        "traces": {
+            name: {
+                "pieces": side,
+                "units": trace.cell.size(-1),
+                **{key: rounded(getattr(trace, key)) for key in ("input", "forget", "output")},
+                "cell": rounded(trace.cell),
+                "moving": moving_units(trace, units).tolist(),
+                "distinctive": distinctive_units(trace, units).tolist(),
+            }
+            for name, (trace, side) in traces.items()
+        },
+    }
+
+
 def figures(ins: Inspection) -> dict[str, object]:
-    """The pictures, by name: attention, encoder gates, decoder gates, cell units."""
+    """The pictures, by name: attention, gates (lines per unit), cells (a heat map)."""
     plt = pyplot()
     src, out = [_label(p) for p in ins.src_pieces], [_label(p) for p in ins.out_pieces]
-    figs = {}
-
     fig, ax = plt.subplots(figsize=(max(5, 0.45 * len(src) + 2), max(4, 0.4 * len(out) + 1.5)))
     image = ax.imshow(ins.attention.numpy(), cmap="Blues", vmin=0, vmax=1, aspect="auto")
     ax.set_xticks(range(len(src)), src, rotation=60, ha="right")
     ax.set_yticks(range(len(out)), out)
     ax.set(xlabel="source pieces", ylabel="output pieces")
     ax.set_title("Attention: which source pieces each output piece looked at")
-    fig.colorbar(image, ax=ax, fraction=0.04)
-    figs["attention"] = fig
-
+    fig.colorbar(image, ax=ax, fraction=0.04, label="attention weight")
     panels = [
         ("encoder, forward", ins.encoder["forward"], src),
         ("encoder, backward", ins.encoder["backward"], src),
         ("decoder", ins.decoder, out),
     ]
-    width = max(7, 0.45 * max(len(src), len(out)) + 2)
-    fig, axes = plt.subplots(len(panels), 1, figsize=(width, 9))
-    for ax, (title, trace, labels) in zip(axes, panels, strict=True):
-        steps = range(len(labels))
-        for gate, color in (("input", "tab:green"), ("forget", "tab:red"), ("output", "tab:blue")):
-            mean = getattr(trace, gate).mean(-1).numpy()
-            ax.plot(steps, mean, marker="o", color=color, label=f"{gate} gate (mean over units)")
-        ax.set(ylim=(0, 1.2), ylabel="gate value")  # headroom for the legend
-        norm = ax.twinx()
-        cell = trace.cell.norm(dim=-1).numpy()
-        norm.plot(steps, cell, color="black", linestyle="--", label="memory cell norm |c|")
-        norm.set_ylabel("|c|")
-        ax.set_xticks(steps, labels, rotation=45, ha="right")
-        ax.set_title(title)
-        lines = ax.get_legend_handles_labels()
-        extra = norm.get_legend_handles_labels()
-        ax.legend(lines[0] + extra[0], lines[1] + extra[1], fontsize=7, loc="upper center", ncol=4)
-    fig.suptitle("LSTM gates and memory cells at each step")
-    fig.tight_layout()
-    figs["gates"] = fig
+    return {"attention": fig, "gates": _gates(plt, panels), "cells": _cells(plt, panels)}
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-    for ax, (title, trace, labels) in zip(axes, [panels[0], panels[2]], strict=True):
-        units = trace.cell.abs().mean(0).topk(min(UNITS_SHOWN, trace.cell.size(-1))).indices
-        cells = trace.cell[:, units].T
-        limit = float(cells.abs().max())
-        image = ax.imshow(cells.numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
-        ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right")
-        ax.set_yticks(range(len(units)), [f"unit {u}" for u in units.tolist()])
-        ax.set_title(f"{title}: the {len(units)} most active memory cells")
-        fig.colorbar(image, ax=ax, fraction=0.04)
+
+QUANTITIES = (("input", "input gate"), ("forget", "forget gate"), ("output", "output gate"))
+
+
+def _gates(plt, panels: list[tuple[str, GateTrace, list[str]]]):
+    """A column per trace, a row per gate and one for the cell: each of the trace's
+    UNITS_SHOWN most moving units as a line, its legend above the column."""
+    rows = [*QUANTITIES, ("cell", "memory cell c")]
+    width = sum(max(3.2, 0.26 * len(labels) + 1.2) for _, _, labels in panels)
+    fig, axes = plt.subplots(len(rows), len(panels), figsize=(width, 8.5), squeeze=False)
+    colors = plt.get_cmap("tab10").colors
+    for col, (title, trace, labels) in enumerate(panels):
+        units, steps = moving_units(trace, UNITS_SHOWN).tolist(), range(len(labels))
+        for row, (key, name) in enumerate(rows):
+            ax = axes[row, col]
+            for rank, unit in enumerate(units):
+                values = getattr(trace, key)[:, unit].numpy()
+                ax.plot(steps, values, marker=".", lw=1.2, color=colors[rank], label=f"unit {unit}")
+            if key != "cell":
+                ax.set_ylim(-0.05, 1.05)
+            ax.grid(alpha=0.3)
+            ax.set_xticks(steps, labels if row == len(rows) - 1 else [], rotation=60, ha="right")
+            ax.tick_params(labelsize=7)
+            if col == 0:
+                ax.set_ylabel(name)
+        axes[0, col].legend(
+            title=f"{title}: the units that move most",
+            loc="lower center",
+            bbox_to_anchor=(0.5, 1.04),
+            ncol=3,
+            fontsize=7,
+            title_fontsize=8,
+            frameon=False,
+        )
+    fig.suptitle("Gates and memory cells, unit by unit (means over units sit near 0.5)", y=1.0)
     fig.tight_layout()
-    figs["cells"] = fig
-    return figs
+    return fig
+
+
+def _cells(plt, panels: list[tuple[str, GateTrace, list[str]]]):
+    """Each trace's 2 * UNITS_SHOWN most moving memory cells as a heat map."""
+    width = sum(max(3.5, 0.3 * len(labels) + 2.2) for _, _, labels in panels)
+    fig, axes = plt.subplots(1, len(panels), figsize=(width, 4.2), squeeze=False)
+    for ax, (title, trace, labels) in zip(axes[0], panels, strict=True):
+        units = moving_units(trace, 2 * UNITS_SHOWN)
+        cells = trace.cell[:, units].T
+        limit = max(float(cells.abs().max()), 1e-6)
+        image = ax.imshow(cells.numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
+        ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
+        ax.set_yticks(range(len(units)), [f"unit {u}" for u in units.tolist()], fontsize=7)
+        ax.set_title(f"{title}: the {len(units)} cells that move most", fontsize=9)
+        fig.colorbar(image, ax=ax, fraction=0.05, pad=0.03, label="c")
+    fig.tight_layout()
+    return fig
 
 
 def render(ins: Inspection, kind: str) -> str | bytes:
@@ -159,8 +213,9 @@ def render(ins: Inspection, kind: str) -> str | bytes:
 
 CAPTIONS = {
     "attention": "Attention weights: each row sums to one over the real source pieces.",
-    "gates": "Mean input, forget and output gate per step, and the norm of the memory cell.",
-    "cells": "The memory cells with the largest mean magnitude, step by step.",
+    "gates": "Input, forget and output gates and memory cells of single units, step by step: "
+    "the units whose values change most over the sentence.",
+    "cells": "The memory cells that change most over the sentence, step by step.",
 }
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>nmt inspect</title>

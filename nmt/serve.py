@@ -7,9 +7,11 @@ An ASGI app (Starlette) for uvicorn, one language pair per run:
   `GET /languages`, as LibreTranslate serves them (its Python client, libretranslatepy
   2.1.4, translates and lists languages unchanged; `/detect` is not served);
 - OpenNMT-py's `POST /translator/translate` (`[{"src": ..., "id": N}]`, N the N-th run);
-- `POST /v1/translate`: n-best lists with scores and alignments;
-- `GET /health` (the models are loaded before the server listens) and `GET /metrics`
-  in Prometheus' text format.
+- `POST /v1/translate`: n-best lists with scores, alignments and, asked for, attention;
+- `POST /v1/inspect`: one sentence's attention, gates and memory cells (`nmt.inside`),
+  which the page at `/` (nmt/static) draws;
+- `GET /health` (the models are loaded before the server listens), `GET /metrics` in
+  Prometheus' text format and `GET /openapi.json` (`nmt.openapi`).
 
 Requests that arrive together are translated together (`nmt.batcher`), so 32 clients
 with a sentence each cost about one batch. Past `max_pending` requests waiting the
@@ -23,18 +25,23 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
-from nmt.batcher import Batcher, Limits, Metrics, RequestError
+from nmt import openapi
+from nmt.batcher import Batcher, Limits, Metrics, Options, RequestError
 from nmt.config import NmtError
 from nmt.decoding import check_options
+from nmt.inside import as_json, inspect_sentence
 from nmt.translate import Translator
 
 LANGUAGE_NAMES = {"de": "German", "en": "English", "fr": "French", "cs": "Czech"}
+STATIC = Path(__file__).parent / "static"  # the page: package data, no build step
 
 
 def build_app(translators: list[Translator], limits: Limits | None = None) -> Starlette:
@@ -45,6 +52,8 @@ def build_app(translators: list[Translator], limits: Limits | None = None) -> St
         raise RequestError("two runs serve the same language pair: serve one of them")
     metrics = Metrics()
     batcher = Batcher(by_pair, limits, metrics)
+    api = _Api(by_pair, limits, batcher)
+    schema = openapi.document(list(by_pair), limits)
 
     def endpoint(handler):
         async def handle(request: Request) -> Response:
@@ -68,10 +77,49 @@ def build_app(translators: list[Translator], limits: Limits | None = None) -> St
 
         return handle
 
-    async def body(request: Request, forms: bool = False):
+    async def page(request: Request) -> Response:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    async def schema_document(request: Request) -> Response:
+        return JSONResponse(schema)
+
+    async def prometheus(request: Request) -> Response:
+        return PlainTextResponse(metrics.render(batcher.pending), media_type="text/plain")
+
+    routes = [
+        Route("/", page, methods=["GET"]),
+        Route("/translate", endpoint(api.libre_translate), methods=["POST"]),
+        Route("/languages", endpoint(api.languages), methods=["GET"]),
+        Route("/translator/translate", endpoint(api.onmt_translate), methods=["POST"]),
+        Route("/v1/translate", endpoint(api.native_translate), methods=["POST"]),
+        Route("/v1/inspect", endpoint(api.inspect), methods=["POST"]),
+        Route("/health", endpoint(api.health), methods=["GET"]),
+        Route("/metrics", prometheus, methods=["GET"]),
+        Route("/openapi.json", schema_document, methods=["GET"]),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        batcher.close()
+
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+class _Api:
+    """The endpoints that read a request: each validates, hands the models' work to the
+    batcher and answers; a RequestError becomes its status and message."""
+
+    def __init__(self, by_pair: dict[str, Translator], limits: Limits, batcher: Batcher):
+        self.by_pair, self.limits, self.batcher = by_pair, limits, batcher
+
+    async def body(self, request: Request, forms: bool = False):
         raw = await request.body()
-        if len(raw) > limits.max_body_bytes:
-            raise RequestError(f"the body is over the limit of {limits.max_body_bytes} bytes", 413)
+        if len(raw) > self.limits.max_body_bytes:
+            raise RequestError(
+                f"the body is over the limit of {self.limits.max_body_bytes} bytes", 413
+            )
         kind = request.headers.get("content-type", "")
         if forms and kind.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
             return dict(await request.form())
@@ -80,15 +128,17 @@ def build_app(translators: list[Translator], limits: Limits | None = None) -> St
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise RequestError(f"the body is not valid JSON: {err}") from None
 
-    def pair(source, target) -> str:
+    def pair(self, source, target) -> str:
         if source == "auto":  # one model per target here: its source is the language
-            found = [p for p in by_pair if p.endswith(f"-{target}")]
+            found = [p for p in self.by_pair if p.endswith(f"-{target}")]
             source = found[0].split("-")[0] if found else source
-        if f"{source}-{target}" not in by_pair:
-            raise RequestError(f"no model for {source} -> {target}; served: {', '.join(by_pair)}")
+        if f"{source}-{target}" not in self.by_pair:
+            served = ", ".join(self.by_pair)
+            raise RequestError(f"no model for {source} -> {target}; served: {served}")
         return f"{source}-{target}"
 
-    def texts_of(data: dict, key: str) -> tuple[list[str], bool]:
+    def texts(self, data, key: str) -> tuple[list[str], bool]:
+        """data[key], a string or a list of them -> the list, and whether it was one."""
         if not isinstance(data, dict):
             raise RequestError("the body must be a JSON object")
         if key not in data:
@@ -98,33 +148,42 @@ def build_app(translators: list[Translator], limits: Limits | None = None) -> St
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
             raise RequestError(f"'{key}' must be a string or a list of strings")
         chars = sum(len(t) for t in texts)
-        if chars > limits.max_text_chars:
+        if chars > self.limits.max_text_chars:
             raise RequestError(
-                f"{chars} characters of text, over the limit of {limits.max_text_chars}", 413
+                f"{chars} characters of text, over the limit of {self.limits.max_text_chars}", 413
             )
         return texts, isinstance(value, str)
 
-    def number(data: dict, key: str, kind: type, default):
-        try:
-            return default if data.get(key) in (None, "") else kind(data[key])
-        except (TypeError, ValueError):
-            raise RequestError(f"'{key}' must be a number, got {data[key]!r}") from None
+    def search(self, data: dict) -> tuple[int | None, int, float | None]:
+        """The native APIs' beam, nbest and alpha, checked (None: the run's config)."""
+        beam, alpha = _number(data, "beam", int, None), _number(data, "alpha", float, None)
+        nbest = _number(data, "nbest", int, 1)
+        check_options(beam=beam, nbest=nbest, alpha=alpha)
+        most = self.limits.max_beam
+        for name, value in (("beam", beam), ("nbest", nbest)):
+            if value is not None and value > most:
+                raise RequestError(f"'{name}' must be at most {most}, got {value}")
+        if alpha is not None and alpha > 10:  # past it the scores are all 0 or infinite
+            raise RequestError(f"'alpha' must be at most 10, got {alpha}")
+        if beam is not None and nbest > beam:
+            raise RequestError(f"nbest {nbest} needs a beam of {nbest} or more")
+        return beam, nbest, alpha
 
-    async def libre_translate(request: Request) -> Response:
-        data = await body(request, forms=True)  # as LibreTranslate: JSON or a form
-        texts, single = texts_of(data, "q")
+    async def libre_translate(self, request: Request) -> Response:
+        data = await self.body(request, forms=True)  # as LibreTranslate: JSON or a form
+        texts, single = self.texts(data, "q")
         for key in ("source", "target"):
             if not data.get(key):
                 raise RequestError(f"missing field '{key}'")
-        chosen = pair(data["source"], data["target"])
+        chosen = self.pair(data["source"], data["target"])
         fmt = data.get("format") or "text"
         if fmt not in ("text", "html"):
             raise RequestError(f"'format' must be text or html, got {fmt!r}")
-        alternatives = number(data, "alternatives", int, 0)
+        alternatives = _number(data, "alternatives", int, 0)
         if not 0 <= alternatives <= 10:
             raise RequestError(f"'alternatives' must be between 0 and 10, got {alternatives}")
         nbest = 1 if fmt == "html" else 1 + alternatives
-        results = await batcher.translate(chosen, texts, (fmt, None, nbest, None))
+        results = await self.batcher.translate(chosen, texts, Options(fmt, nbest=nbest))
         best = [r if fmt == "html" else r[0].text for r in results]
         answer = {"translatedText": best[0] if single else best}
         if alternatives:
@@ -135,9 +194,9 @@ def build_app(translators: list[Translator], limits: Limits | None = None) -> St
             answer["detectedLanguage"] = detected if single else [detected] * len(texts)
         return JSONResponse(answer)
 
-    async def languages(request: Request) -> Response:
+    async def languages(self, request: Request) -> Response:
         sources: dict[str, list[str]] = {}
-        for p in by_pair:
+        for p in self.by_pair:
             sources.setdefault(p.split("-")[0], []).append(p.split("-")[1])
         return JSONResponse(
             [
@@ -146,79 +205,94 @@ def build_app(translators: list[Translator], limits: Limits | None = None) -> St
             ]
         )
 
-    async def onmt_translate(request: Request) -> Response:
-        data = await body(request)
+    async def onmt_translate(self, request: Request) -> Response:
+        data = await self.body(request)
         if not isinstance(data, list) or not all(
             isinstance(x, dict) and isinstance(x.get("src"), str) for x in data
         ):
             raise RequestError('expected a list of {"src": text, "id": model}')
-        pairs = list(by_pair)
-        ids = {x.get("id", 0) for x in data}
-        if not ids <= set(range(len(pairs))):
-            raise RequestError(f"model ids {sorted(ids, key=str)}: served are 0-{len(pairs) - 1}")
+        pairs = list(self.by_pair)
+        ids = [x.get("id", 0) for x in data]
+        bad = [i for i in ids if type(i) is not int or not 0 <= i < len(pairs)]  # bool: no id
+        if bad:
+            raise RequestError(f"model ids {bad[:5]}: served are 0-{len(pairs) - 1}")
+        self.texts({"src": [x["src"] for x in data]}, "src")  # the limit on text
         out = []
-        for model in sorted(ids):
-            items = [x for x in data if x.get("id", 0) == model]
-            found = await batcher.translate(
-                pairs[model], [x["src"] for x in items], ("text", None, 1, None)
-            )
+        for model in sorted(set(ids)):
+            items = [x for x, i in zip(data, ids, strict=True) if i == model]
+            found = await self.batcher.translate(pairs[model], [x["src"] for x in items], Options())
             out += [
                 {"src": x["src"], "tgt": r[0].text, "n_best": 1, "pred_score": r[0].score}
                 for x, r in zip(items, found, strict=True)
             ]
         return JSONResponse([out])
 
-    async def native_translate(request: Request) -> Response:
-        data = await body(request)
-        texts, _ = texts_of(data, "text")
-        chosen = pair(data.get("source"), data.get("target"))
-        beam, alpha = number(data, "beam", int, None), number(data, "alpha", float, None)
-        nbest = number(data, "nbest", int, 1)
-        if beam is not None and nbest > beam:
-            raise RequestError(f"nbest {nbest} needs a beam of {nbest} or more")
-        check_options(beam=beam, nbest=nbest, alpha=alpha)
-        results = await batcher.translate(chosen, texts, ("text", beam, nbest, alpha))
-        return JSONResponse(
-            {
-                "pair": chosen,
-                "translations": [
-                    {
-                        "nbest": [
-                            {
-                                "text": h.text,
-                                "score": h.score,
-                                "logprob": h.logprob,
-                                "alignment": h.alignment_pairs(),
-                            }
-                            for h in r
-                        ]
-                    }
-                    for r in results
-                ],
-            }
+    async def native_translate(self, request: Request) -> Response:
+        data = await self.body(request)
+        texts, _ = self.texts(data, "text")
+        chosen = self.pair(data.get("source"), data.get("target"))
+        beam, nbest, alpha = self.search(data)
+        attention = data.get("attention", False)
+        if not isinstance(attention, bool):
+            raise RequestError(f"'attention' must be true or false, got {attention!r}")
+        options = Options("text", beam, nbest, alpha, attention)
+        results = await self.batcher.translate(chosen, texts, options)
+        translations = [
+            {"nbest": [_hypothesis(*h) if attention else _hypothesis(h, None) for h in r]}
+            for r in results
+        ]
+        return JSONResponse({"pair": chosen, "translations": translations})
+
+    async def inspect(self, request: Request) -> Response:
+        data = await self.body(request)
+        if not isinstance(data, dict) or not isinstance(data.get("text"), str):
+            raise RequestError("'text' must be a string: one sentence")
+        text = data["text"]
+        if len(text) > self.limits.max_inspect_chars:
+            most = self.limits.max_inspect_chars
+            raise RequestError(f"'text' has {len(text)} characters, over the limit of {most}", 413)
+        if not text.strip():
+            raise RequestError("'text' is empty: nothing to inspect")
+        chosen = self.pair(data.get("source"), data.get("target"))
+        beam = self.search(data)[0]
+        translator = self.by_pair[chosen]
+        beam = translator.cfg.decode.beam_size if beam is None else beam
+        found = await self.batcher.call(
+            lambda: as_json(inspect_sentence(translator, text, beam=beam))
         )
+        return JSONResponse({"pair": chosen, **found})
 
-    async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "pairs": list(by_pair)})
+    async def health(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", "pairs": list(self.by_pair)})
 
-    async def prometheus(request: Request) -> Response:
-        return PlainTextResponse(metrics.render(batcher.pending), media_type="text/plain")
 
-    routes = [
-        Route("/translate", endpoint(libre_translate), methods=["POST"]),
-        Route("/languages", endpoint(languages), methods=["GET"]),
-        Route("/translator/translate", endpoint(onmt_translate), methods=["POST"]),
-        Route("/v1/translate", endpoint(native_translate), methods=["POST"]),
-        Route("/health", endpoint(health), methods=["GET"]),
-        Route("/metrics", prometheus, methods=["GET"]),
-    ]
+def _number(data: dict, key: str, kind: type, default):
+    """data[key] as `kind` (a form sends "3"), `default` if absent; true, 2.5 for an int
+    and "x" are 400."""
+    value = data.get(key)
+    if value is None or value == "":
+        return default
+    fraction = isinstance(value, float) and not value.is_integer()
+    try:
+        if isinstance(value, bool) or (kind is int and fraction):
+            raise ValueError(value)
+        return kind(value)
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(float("inf"))
+        raise RequestError(f"'{key}' must be a number, got {value!r}") from None
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app):
-        yield
-        batcher.close()
 
-    return Starlette(routes=routes, lifespan=lifespan)
+def _hypothesis(h, attention) -> dict:
+    """A native answer's hypothesis; `attention`: a `documents.Attention` or None."""
+    found = {"text": h.text, "score": h.score, "logprob": h.logprob}
+    found["alignment"] = h.alignment_pairs()
+    if attention is not None:
+        weights = attention.weights.double().mul(1e4).round().div(1e4).tolist()
+        found["attention"] = {
+            "source": attention.source,
+            "target": attention.target,
+            "weights": weights,
+        }
+    return found
 
 
 async def _discard(request: Request, most: int) -> None:

@@ -148,13 +148,45 @@ class Translator:
 
     def _forced_logprob(self, src, src_len, tgt) -> torch.Tensor:
         """tgt (B, T) BOS-first -> (B,) log-probabilities, through the steps search takes."""
-        memory, state = self.decoder.encode(src, src_len)
         total = torch.zeros(tgt.size(0), device=self.device)
-        for t in range(tgt.size(1) - 1):
-            logp, state, _ = self.decoder.decode_step(tgt[:, t], state, memory)
+        for t, logp, _ in self._forced_steps(src, src_len, tgt):
             gold = tgt[:, t + 1]
             total += logp.gather(1, gold[:, None]).squeeze(1).masked_fill(gold == PAD, 0.0)
         return total
+
+    def _forced_steps(self, src, src_len, tgt) -> Iterator[tuple]:
+        """tgt (B, T) BOS-first -> (t, logp (B, V), attention (B, S) or None) for each
+        t < T - 1, each step fed tgt[:, t], as search feeds its choices."""
+        memory, state = self.decoder.encode(src, src_len)
+        for t in range(tgt.size(1) - 1):
+            logp, state, attn = self.decoder.decode_step(tgt[:, t], state, memory)
+            yield t, logp, attn
+
+    @torch.inference_mode()
+    def attention(self, src_lines: list[str], outputs: list[tuple[int, ...]]) -> list[torch.Tensor]:
+        """The attention the model pays while it writes each output (piece ids without BOS
+        and EOS, as `Hypothesis.tokens`) for its source line: (T + 1, S + 1) per line, row
+        t what output piece t (the last row: EOS) attended to over the source pieces and
+        EOS; rows sum to one. Decoded as search decoded it, so the argmax of each row is
+        the hypothesis' alignment. Empty for a model without attention weights."""
+        if len(src_lines) != len(outputs):
+            raise ValueError(f"{len(src_lines)} sources but {len(outputs)} outputs")
+        src_ids, _ = self._encode(src_lines)
+        tgt_ids = [[BOS, *ids, EOS] for ids in outputs]
+        found = [torch.empty(0, 0)] * len(src_lines)
+        for batch in inference_batches([len(ids) for ids in src_ids], self.cfg.decode.max_tokens):
+            src, src_len = (t.to(self.device) for t in pad_batch([src_ids[i] for i in batch]))
+            tgt = pad_batch([tgt_ids[i] for i in batch])[0].to(self.device)
+            with self.plan.autocast():
+                # copied: a replayed step (CUDA graphs) rewrites its output in place
+                steps = self._forced_steps(src, src_len, tgt)
+                rows = [None if a is None else a.to(torch.float32, copy=True) for _, _, a in steps]
+            if any(attn is None for attn in rows):
+                continue
+            weights = torch.stack(rows, 1).cpu()  # (B, T, S)
+            for row, i in enumerate(batch):
+                found[i] = weights[row, : len(tgt_ids[i]) - 1, : len(src_ids[i])]
+        return found
 
     def encode(self, lines: list[str]) -> list[list[int]]:
         """Source piece ids + EOS, truncated to the model's length limit."""

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from nmt.cli import main
-from nmt.inside import GateRecorder, inspect_sentence
+from nmt.figures import pyplot
+from nmt.gates import moving_units
+from nmt.inside import UNITS_SHOWN, GateRecorder, figures, inspect_sentence
 from nmt.tokenizer import BOS, EOS
 from nmt.translate import Translator
 
@@ -62,6 +64,25 @@ def test_inspect_writes_a_page_with_the_pictures_embedded(trained_run, tmp_path)
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page.read_text())
     assert len(images) == 3
     assert all(base64.b64decode(img).startswith(b"\x89PNG") for img in images)
+
+
+def test_the_gate_picture_draws_the_units_that_move_most_with_legends_outside(inspection):
+    figs = figures(inspection)
+    fig = figs["gates"]
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+
+    assert all(len(ax.get_lines()) == UNITS_SHOWN for ax in fig.axes)  # units, not a mean
+    first = {line.get_label() for line in fig.axes[0].get_lines()}  # encoder, forward
+    units = moving_units(inspection.encoder["forward"], UNITS_SHOWN).tolist()
+    assert first == {f"unit {u}" for u in units}
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    assert len(legends) == 3  # one per column: encoder forward, backward, decoder
+    for legend in legends:
+        box = legend.get_window_extent(renderer)
+        assert not any(box.overlaps(ax.get_window_extent(renderer)) for ax in fig.axes)
+    for each in figs.values():
+        pyplot().close(each)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])

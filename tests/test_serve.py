@@ -3,6 +3,7 @@ HTTP requests (urllib), the answers LibreTranslate's and OpenNMT-py's clients ex
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -13,13 +14,17 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import torch
 
 from nmt.documents import translate_lines
+from nmt.inside import inspect_sentence
 from nmt.markup import translate_html
+from nmt.tokenizer import EOS
 from nmt.translate import Translator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,12 +70,21 @@ def call(url: str, path: str, body=None, *, form: bool = False, raw: bytes | Non
     return status, json.loads(text) if is_json else text, got
 
 
+@contextlib.contextmanager
+def serving(run: Path) -> Iterator[str]:
+    """A server of `run` on a free loopback port -> its URL; stopped as SIGTERM stops it."""
+    process, url = start(run)
+    try:
+        yield url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+
+
 @pytest.fixture(scope="module")
 def server(trained_run):
-    process, url = start(trained_run)
-    yield url
-    process.send_signal(signal.SIGTERM)
-    process.wait(timeout=60)
+    with serving(trained_run) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +131,63 @@ def test_opennmt_clients_and_the_native_api(server, translator):
     assert [h["score"] for h in nbest["nbest"]] == pytest.approx([h.score for h in expected])
 
 
+def test_the_native_api_gives_each_hypothesis_the_attention_search_saw(server, translator):
+    text, body = "Der hund sieht eine katze.", {"source": "de", "target": "en", "beam": 3}
+    body = {**body, "text": [text, "Der hund läuft. Ein mann."], "nbest": 2, "attention": True}
+
+    status, answer, _ = call(server, "/v1/translate", body)
+
+    one, two = answer["translations"]
+    expected = translator.translate([text], beam=3, nbest=2)[0]
+    assert status == 200 and [h["text"] for h in one["nbest"]] == [h.text for h in expected]
+    for hyp, got in zip(expected, one["nbest"], strict=True):
+        attention, weights = got["attention"], torch.tensor(got["attention"]["weights"])
+        assert attention["source"] == translator.src_tok.id_to_piece(translator.encode([text])[0])
+        assert attention["target"] == translator.tgt_tok.id_to_piece([*hyp.tokens, EOS])
+        assert weights.shape == (len(hyp.tokens) + 1, len(attention["source"]))
+        torch.testing.assert_close(weights.sum(-1), torch.ones(len(weights)), atol=2e-3, rtol=0)
+        assert weights[:-1].argmax(-1).tolist() == list(hyp.alignment)  # what search chose
+    both = two["nbest"][0]["attention"]  # two sentences: each attends within its own
+    src_end, tgt_end = both["source"].index("</s>") + 1, both["target"].index("</s>") + 1
+    assert both["source"].count("</s>") == both["target"].count("</s>") == 2
+    weights = torch.tensor(both["weights"])
+    assert weights[:tgt_end, src_end:].sum() == weights[tgt_end:, :src_end].sum() == 0
+    plain = call(server, "/v1/translate", {**body, "attention": False})[1]["translations"]
+    assert "attention" not in plain[0]["nbest"][0]
+    assert [h["text"] for h in plain[0]["nbest"]] == [h["text"] for h in one["nbest"]]
+
+
+def test_inspect_gives_every_units_gates_and_cell_at_every_step(server, translator):
+    text = "Der hund sieht eine katze."
+
+    status, found, _ = call(server, "/v1/inspect", {"text": text, "source": "de", "target": "en"})
+
+    inspection = inspect_sentence(translator, text, beam=translator.cfg.decode.beam_size)
+    assert status == 200 and found["translation"] == inspection.translation
+    assert found["translation"] == translator.translate([text])[0][0].text
+    assert (found["source"], found["target"]) == (inspection.src_pieces, inspection.out_pieces)
+    for name, side in [("encoder_forward", "source"), ("encoder_backward", "source")] + [
+        ("decoder", "target")
+    ]:
+        trace, steps = found["traces"][name], len(found[side])
+        for key in ("input", "forget", "output", "cell"):
+            assert torch.tensor(trace[key]).shape == (steps, trace["units"])
+        assert len(set(trace["moving"])) == len(trace["moving"]) == 12
+        assert torch.tensor(trace["distinctive"]).shape == (steps, 12)
+    got = torch.tensor(found["traces"]["decoder"]["cell"], dtype=torch.float64)
+    torch.testing.assert_close(got, inspection.decoder.cell.double(), atol=1e-3, rtol=0)
+
+
+def test_the_page_and_its_files_are_served(server):
+    status, page, headers = call(server, "/")
+    assert status == 200 and headers["content-type"].startswith("text/html")
+    for name in ("app.js", "style.css"):
+        assert f"/static/{name}" in page and call(server, f"/static/{name}")[0] == 200
+    status, schema, _ = call(server, "/openapi.json")
+    assert status == 200 and "/v1/inspect" in schema["paths"]
+
+
+NATIVE = {"text": "Der hund.", "source": "de", "target": "en"}
 BAD = [  # (path, body or raw bytes, status, what the message names)
     ("/translate", b"{not json", 400, "not valid JSON"),
     ("/translate", {"source": "de", "target": "en"}, 400, "'q'"),
@@ -129,6 +200,24 @@ BAD = [  # (path, body or raw bytes, status, what the message names)
     ("/translator/translate", [{"src": "x", "id": 7}], 400, "model ids"),
     ("/v1/translate", {"text": "x", "source": "de", "target": "en", "beam": 0}, 400, "beam"),
     ("/v1/translate", {"text": "x", "source": "de", "target": "en", "nbest": "a"}, 400, "nbest"),
+    ("/v1/translate", {**NATIVE, "nbest": 2.5}, 400, "'nbest' must be a number"),
+    ("/v1/translate", {**NATIVE, "beam": 1000}, 400, "'beam' must be at most"),
+    ("/v1/translate", {**NATIVE, "alpha": 1e300}, 400, "'alpha' must be at most"),
+    ("/v1/translate", {**NATIVE, "attention": "yes"}, 400, "'attention'"),
+    (
+        "/v1/translate",
+        b'{"text": "x", "source": "de", "target": "en", "beam": Infinity}',
+        400,
+        "beam",
+    ),
+    ("/translator/translate", [{"src": "x", "id": 0.5}], 400, "model ids"),
+    ("/translator/translate", [{"src": "x", "id": [0]}], 400, "model ids"),
+    ("/translator/translate", [{"src": "x" * 30_000}], 413, "limit"),
+    ("/v1/inspect", {**NATIVE, "text": "x" * 2_000}, 413, "limit"),
+    ("/v1/inspect", {**NATIVE, "text": "  "}, 400, "'text'"),
+    ("/v1/inspect", {"source": "de", "target": "en"}, 400, "'text'"),
+    ("/v1/inspect", {**NATIVE, "target": "fr"}, 400, "served: de-en"),
+    ("/v1/inspect", {**NATIVE, "beam": 0}, 400, "beam"),
 ]
 
 
