@@ -127,15 +127,19 @@ def plan_for(
     model: ModelConfig,
     prepared: bool = False,
     static_shapes: str = "auto",
+    streaming: bool = False,
     graphs: bool = False,
 ) -> Plan:
     """The plan for training (precision: a `train.precision`, auto included) or for
     inference (fp32, bf16, fp16 or int8). `prepared`: inference may prepare the decoder's
     weights once, which only a model whose weights no longer change allows (int8 always
-    prepares them). `static_shapes`: a `train.static_shapes`; auto: on a GPU only (on a
-    CPU the padding is work that nothing pays back). `graphs`: capture steps as CUDA
-    graphs (`train.cuda_graphs`); training then pads to static shapes and encodes
-    without packing, which needs no host sync."""
+    prepares them). `static_shapes`: a `train.static_shapes`; auto: on a GPU when the
+    training data is streamed (`streaming`). An in-memory corpus cuts the same batch
+    shapes every epoch (the pairs are sorted by length before they are cut: 74 shapes in
+    the GPU config's first epoch, still 74 after five), so padding them would only add
+    work; a stream cuts new pools each time. `graphs`: capture steps as CUDA graphs
+    (`train.cuda_graphs`), one per batch shape; training then encodes without packing,
+    which needs no host sync."""
     cpu = device.type == "cpu"
     if graphs and cpu:
         raise DeviceError("CUDA graphs need a CUDA GPU; this plan is for the CPU")
@@ -175,7 +179,7 @@ def plan_for(
         dtype=DTYPES[precision] if low else None,
     )
     if training:
-        static = graphs or static_shapes == "always" or (static_shapes == "auto" and not cpu)
+        static = static_shapes == "always" or (static_shapes == "auto" and streaming and not cpu)
         options = {"pinned_copies": not cpu, "keep_freed_memory": cpu, "static_shapes": static}
         return Plan(device, precision, kernels, **options, graphs=graphs)
     if precision == "int8" and not cpu:

@@ -87,7 +87,11 @@ def _start(cfg, out_dir: Path, world: World, dev, resume, overrides, reset) -> T
             on_main(world, lambda: write_run_files(out_dir, cfg, tokenizers))
             log.info("resuming with changed settings: %s", ", ".join(changed))
     tc, dc = cfg.train, cfg.data
-    shapes = {"static_shapes": tc.static_shapes, "graphs": tc.cuda_graphs}
+    shapes = {
+        "static_shapes": tc.static_shapes,
+        "streaming": dc.streaming,
+        "graphs": tc.cuda_graphs,
+    }
     plan = plan_for(dev, tc.precision, training=True, model=cfg.model, **shapes)
     if plan.graphs and world.size > 1:  # DDP's all-reduce hooks are not in the graphs
         raise RunError("train.cuda_graphs=true runs in one process only, not under torchrun")

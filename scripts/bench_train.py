@@ -38,6 +38,7 @@ def measure(cfg: Config, precision: str, steps: int, warmup: int) -> dict:
         torch.set_num_threads(cfg.train.threads)
     # the plan `nmt train` makes, so that it refuses what training refuses (bf16 on AVX2)
     shapes = {"static_shapes": cfg.train.static_shapes, "graphs": cfg.train.cuda_graphs}
+    shapes["streaming"] = cfg.data.streaming
     plan = plan_for(resolve_device("auto"), precision, training=True, model=cfg.model, **shapes)
     if plan.keep_freed_memory:
         keep_freed_memory_mapped()
@@ -62,7 +63,7 @@ def measure(cfg: Config, precision: str, steps: int, warmup: int) -> dict:
         start = time.perf_counter()
         shapes = {}
         for batch in batches[warmup:]:
-            shape = collate(*batch, static_shapes=True)
+            shape = collate(*batch, static_shapes=plan.static_shapes)
             shapes.setdefault((shape["src"].shape, shape["tgt_in"].shape), batch)
         for batch in shapes.values():
             step(batch)
@@ -81,6 +82,7 @@ def measure(cfg: Config, precision: str, steps: int, warmup: int) -> dict:
     cuda = plan.device.type == "cuda"
     busy = gpu_busy(step, batches[-5:]) if cuda else {}
     tgt_lengths = [len(t) - 1 for _, tgt in corpus.batches(0) for t in tgt]
+    shapes = epoch_shapes(corpus)
     return {
         "precision": plan.precision,
         "device": str(plan.device),
@@ -89,12 +91,32 @@ def measure(cfg: Config, precision: str, steps: int, warmup: int) -> dict:
         "tok_per_s": round(tokens / seconds),
         "tokens_per_step": round(tokens / (len(batches) - warmup)),
         "tgt_tokens_per_sentence": round(sum(tgt_lengths) / len(tgt_lengths), 2),
+        **shapes,
         "mflop_per_token": round(flops_per_token / 1e6, 1),
         "gflop_per_s": round(flops_per_token * tokens / seconds / 1e9, 1),
         "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
         "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
         **busy,
         **capture,
+    }
+
+
+def epoch_shapes(corpus) -> dict:
+    """Epoch 0's batches: how many shapes (rows, source, target) they take padded to their
+    longest and padded to static shapes, and the target positions each computes per
+    real target token (what static shapes cost in padding)."""
+    shapes, positions, real = {False: set(), True: set()}, {False: 0, True: 0}, 0
+    for batch in corpus.batches(0):
+        real += sum(len(t) - 1 for t in batch[1])
+        for static in (False, True):
+            b = collate(*batch, static_shapes=static)
+            shapes[static].add((*b["src"].shape, b["tgt_in"].size(1)))
+            positions[static] += b["tgt_out"].numel()
+    return {
+        "epoch_shapes": {"loose": len(shapes[False]), "static": len(shapes[True])},
+        "positions_per_token": {
+            k: round(positions[v] / real, 3) for k, v in (("loose", False), ("static", True))
+        },
     }
 
 
@@ -220,6 +242,12 @@ def main() -> None:
         if "graphs" in r:
             print(f"  {r['precision']}: {r['graphs']} graphs captured in {r['capture_s']} s")
     print(f"device={results[0]['device']} threads={results[0]['threads']} steps={args.steps}")
+    shapes, positions = results[0]["epoch_shapes"], results[0]["positions_per_token"]
+    print(
+        f"epoch 0: {shapes['loose']} batch shapes padded to the longest, {shapes['static']} "
+        f"padded to static shapes; target positions per real token {positions['loose']} "
+        f"and {positions['static']}"
+    )
     sys.exit(1 if failed else 0)
 
 

@@ -119,29 +119,29 @@ def test_a_training_step_on_static_shapes_makes_the_same_update(normalization):
         torch.testing.assert_close(other, param, rtol=1e-9, atol=1e-9, msg=name)
 
 
-def test_the_plan_pads_to_static_shapes_on_a_gpu_by_default_and_on_a_cpu_when_asked():
+def test_the_plan_pads_a_stream_on_a_gpu_by_default_and_anything_when_asked():
     cfg = ModelConfig()
 
-    def static(device: str, setting: str) -> bool:
-        plan = plan_for(
-            torch.device(device), "fp32", training=True, model=cfg, static_shapes=setting
-        )
+    def static(device: str, setting: str, streaming: bool = True) -> bool:
+        options = {"static_shapes": setting, "streaming": streaming}
+        plan = plan_for(torch.device(device), "fp32", training=True, model=cfg, **options)
         return plan.static_shapes
 
     assert not static("cpu", "auto")
-    assert static("cpu", "always")
+    assert static("cpu", "always", streaming=False)
     assert not static("cpu", "never")
     # a training plan asks the device nothing in fp32: a CUDA device needs no GPU here
     assert static("cuda", "auto")
+    assert not static("cuda", "auto", streaming=False)  # its epochs repeat their shapes
     assert not static("cuda", "never")
 
 
-def test_a_plan_with_cuda_graphs_pads_and_encodes_without_packing():
+def test_a_plan_with_cuda_graphs_encodes_without_packing():
     cfg = ModelConfig()
     cuda = torch.device("cuda")
 
-    plan = plan_for(cuda, "bf16", training=True, model=cfg, static_shapes="never", graphs=True)
+    plan = plan_for(cuda, "bf16", training=True, model=cfg, graphs=True)
 
-    assert plan.graphs and plan.static_shapes and plan.kernels.encoder == "masked"
+    assert plan.graphs and plan.kernels.encoder == "masked" and not plan.static_shapes
     with pytest.raises(DeviceError, match="CUDA"):
         plan_for(torch.device("cpu"), "fp32", training=True, model=cfg, graphs=True)

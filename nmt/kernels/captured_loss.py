@@ -4,9 +4,10 @@ A GPU training step of this model is thousands of small kernels (the decoder cel
 everything around it, once per target position, forward and backward); launching them
 one by one from Python left an H100 idle 80% of the step (docs/benchmarks.md). Captured
 once per batch shape (`torch.cuda.make_graphed_callables`) and replayed, a step costs
-two launches. That needs steps whose shapes recur (the plan's `static_shapes`) and
-that never wait for the host: the encoder must not pack (the plan's "masked" encoder),
-and autocast must not cache casts (`Plan.autocast`).
+two launches. That needs steps whose shapes recur (an in-memory corpus's epochs cut the
+same shapes; a streamed one is padded to the plan's `static_shapes`) and that never
+wait for the host: the encoder must not pack (the plan's "masked" encoder), and
+autocast must not cache casts (`Plan.autocast`).
 
 The optimizer step stays outside the graphs: fused Adam is already a few kernels.
 Dropout draws fresh masks at every replay (CUDA graphs advance the generator's offset).
@@ -24,7 +25,7 @@ class CapturedLoss(nn.Module):
     batches of other shapes run eagerly. The graphs share one memory pool: they replay
     one after another, never at once, and none reads another's memory."""
 
-    def __init__(self, loss: nn.Module, max_graphs: int = 64):
+    def __init__(self, loss: nn.Module, max_graphs: int = 128):
         super().__init__()
         self.loss, self.max_graphs = loss, max_graphs
         self.graphed: dict[tuple, nn.Module] = {}
