@@ -155,8 +155,8 @@ class TrainConfig:
     max_nonfinite: int = 20
     valid_batch_tokens: int = 6000  # source tokens per validation decoding batch
     # Pad each batch's rows, source and target length up to a few bucket sizes
-    # (nmt.corpus.bucket) so that step shapes recur; "auto": on a GPU with data.streaming
-    # (in memory, each epoch cuts the same shapes already: nmt.plan.plan_for)
+    # (nmt.plan.bucket) so that step shapes recur; "auto": with cuda_graphs and
+    # data.streaming (in memory, each epoch cuts the same shapes already: nmt.plan.plan_for)
     static_shapes: str = "auto"  # "auto" | "always" | "never" (YAML reads on/off as booleans)
     # Replay the loss's forward and backward as CUDA graphs captured per batch shape
     # (GPU only, one process): nmt.kernels.captured_loss

@@ -12,7 +12,6 @@ import hashlib
 import itertools
 import json
 import logging
-import math
 import os
 import random
 import shutil
@@ -25,6 +24,7 @@ from torch import Tensor
 
 from nmt.config import DataConfig
 from nmt.data import DataError, hub_errors, load_split, map_procs, split_files, stream_pairs
+from nmt.plan import LENGTH_STEP, ROWS_STEP, bucket
 from nmt.tokenizer import BOS, EOS, PAD, Tokenizer
 
 log = logging.getLogger(__name__)
@@ -258,26 +258,6 @@ def pad_batch(
     for row, seq in enumerate(sequences):
         ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
     return ids, lengths
-
-
-def bucket(size: int, step: int) -> int:
-    """`size` rounded up to a bucket size: a multiple of `step` up to 16 steps, then
-    16 * step * 2^(k/8) rounded up to a multiple of `step` (with step 2: 2, 4, ... 32,
-    36, 40, 42, 46, 50, 54, 60, 64, 70, 78, ...): under 10% and one step more. Few
-    enough shapes that kernels chosen (or graphs captured) for one batch serve the
-    batches after it; fine enough to waste little: over an epoch of the GPU config's
-    batches (rows step 8, lengths step 2), 60 shapes and 8.6% more target positions
-    than real tokens (docs/benchmarks.md)."""
-    below = 16 * step
-    if size <= below:
-        return -(-size // step) * step
-    k = 1
-    while (size_k := -(-math.ceil(below * 2 ** (k / 8)) // step) * step) < size:
-        k += 1
-    return size_k
-
-
-ROWS_STEP, LENGTH_STEP = 8, 2  # static shapes' bucket steps for rows and for lengths
 
 
 def collate(

@@ -10,6 +10,7 @@ search and translation read the rest. Nothing else asks which device it is on
 from __future__ import annotations
 
 import ctypes
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,7 +63,7 @@ class Plan:
     src_multiple: int = 1  # decoding batches' source width rounded up to a multiple of this
     shrink_step: int = 1  # finished sentences leave a search in groups of this many
     pinned_copies: bool = False  # batches go to the device from pinned memory, without a wait
-    # training batches padded to a few bucket shapes (`nmt.corpus.bucket`), so that one
+    # training batches padded to a few bucket shapes (`nmt.plan.bucket`), so that one
     # step's kernels recur from batch to batch: what CUDA graphs and cuDNN's plans need
     static_shapes: bool = False
     # CUDA graphs: training replays its loss's forward and backward captured per batch
@@ -102,6 +103,28 @@ class Plan:
             torch.cuda.set_rng_state(state, self.device)
 
 
+# bucket steps for rows (matrix kernels' tiles) and for lengths, in static shapes and
+# captured search
+ROWS_STEP, LENGTH_STEP = 8, 2
+
+
+def bucket(size: int, step: int) -> int:
+    """`size` rounded up to a bucket size: a multiple of `step` up to 16 steps, then
+    16 * step * 2^(k/8) rounded up to a multiple of `step` (with step 2: 2, 4, ... 32,
+    36, 40, 42, 46, 50, 54, 60, 64, 70, 78, ...): under 10% and one step more. Few
+    enough shapes that kernels chosen (or graphs captured) for one batch serve the
+    batches after it; fine enough to waste little: over an epoch of the GPU config's
+    batches (rows step 8, lengths step 2), 60 shapes and 8.6% more target positions
+    than real tokens (docs/benchmarks.md)."""
+    below = 16 * step
+    if size <= below:
+        return -(-size // step) * step
+    k = 1
+    while (size_k := -(-math.ceil(below * 2 ** (k / 8)) // step) * step) < size:
+        k += 1
+    return size_k
+
+
 def resolve_device(name: str | torch.device) -> torch.device:
     """auto: the GPU if there is one, else the CPU; cpu, cuda and cuda:N checked here."""
     if name == "auto":
@@ -133,13 +156,14 @@ def plan_for(
     """The plan for training (precision: a `train.precision`, auto included) or for
     inference (fp32, bf16, fp16 or int8). `prepared`: inference may prepare the decoder's
     weights once, which only a model whose weights no longer change allows (int8 always
-    prepares them). `static_shapes`: a `train.static_shapes`; auto: on a GPU when the
-    training data is streamed (`streaming`). An in-memory corpus cuts the same batch
-    shapes every epoch (the pairs are sorted by length before they are cut: 74 shapes in
-    the GPU config's first epoch, still 74 after five), so padding them would only add
-    work; a stream cuts new pools each time. `graphs`: capture steps as CUDA graphs
-    (`train.cuda_graphs`), one per batch shape; training then encodes without packing,
-    which needs no host sync."""
+    prepares them). `static_shapes`: a `train.static_shapes`; auto: with CUDA graphs
+    over streamed training data (`streaming`), where each pool is cut afresh and would
+    capture new shapes without end. An in-memory corpus cuts the same batch shapes every
+    epoch (its pairs are sorted by length before they are cut: 74 shapes in the GPU
+    config's first epoch, still 74 after five), so padding them would only add work;
+    without graphs nothing has shown that padding pays on a GPU. `graphs`: capture steps
+    as CUDA graphs (`train.cuda_graphs`), one per batch shape; training then encodes
+    without packing, which needs no host sync."""
     cpu = device.type == "cpu"
     if graphs and cpu:
         raise DeviceError("CUDA graphs need a CUDA GPU; this plan is for the CPU")
@@ -179,7 +203,7 @@ def plan_for(
         dtype=DTYPES[precision] if low else None,
     )
     if training:
-        static = static_shapes == "always" or (static_shapes == "auto" and streaming and not cpu)
+        static = static_shapes == "always" or (static_shapes == "auto" and streaming and graphs)
         options = {"pinned_copies": not cpu, "keep_freed_memory": cpu, "static_shapes": static}
         return Plan(device, precision, kernels, **options, graphs=graphs)
     if precision == "int8" and not cpu:

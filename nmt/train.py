@@ -95,6 +95,10 @@ def _start(cfg, out_dir: Path, world: World, dev, resume, overrides, reset) -> T
     plan = plan_for(dev, tc.precision, training=True, model=cfg.model, **shapes)
     if plan.graphs and world.size > 1:  # DDP's all-reduce hooks are not in the graphs
         raise RunError("train.cuda_graphs=true runs in one process only, not under torchrun")
+    if plan.graphs and tc.accum_steps > 1:
+        # a graphed backward hands autograd its own gradient buffers, which become the
+        # parameters' .grad: the next replay of that shape would overwrite, not add
+        raise RunError("train.cuda_graphs=true needs train.accum_steps=1")
     # read first: a bad valid split fails in seconds, not after tokenizing the training data
     valid_text = load_split(dc, dc.valid)
     if not len(valid_text):  # else it would fail at the first validation, after training

@@ -137,14 +137,20 @@ class Translator:
         src_ids, _ = self._encode(src_lines)
         tgt_ids = [[BOS] + ids + [EOS] for ids in self.tgt_tok.encode(tgt_lines)]
         scores = [0.0] * len(src_lines)
-        for batch in inference_batches([len(ids) for ids in src_ids], self.cfg.decode.max_tokens):
-            src, src_len = (t.to(self.device) for t in pad_batch([src_ids[i] for i in batch]))
-            tgt = pad_batch([tgt_ids[i] for i in batch])[0].to(self.device)
+        for batch, src, src_len, tgt in self._forced_batches(src_ids, tgt_ids):
             with self.plan.autocast():
                 totals = self._forced_logprob(src, src_len, tgt)
             for i, value in zip(batch, totals.tolist(), strict=True):
                 scores[i] = value
         return scores
+
+    def _forced_batches(self, src_ids: list[list[int]], tgt_ids: list[list[int]]) -> Iterator:
+        """-> (indices, src (B, S), src_len (B,), tgt (B, T)) per batch on the device, the
+        source padded as search pads it (`Plan.src_multiple`: shapes that recur)."""
+        for batch in inference_batches([len(ids) for ids in src_ids], self.cfg.decode.max_tokens):
+            sources = pad_batch([src_ids[i] for i in batch], multiple=self.plan.src_multiple)
+            src, src_len = (t.to(self.device) for t in sources)
+            yield batch, src, src_len, pad_batch([tgt_ids[i] for i in batch])[0].to(self.device)
 
     def _forced_logprob(self, src, src_len, tgt) -> torch.Tensor:
         """tgt (B, T) BOS-first -> (B,) log-probabilities, through the steps search takes."""
@@ -174,13 +180,10 @@ class Translator:
         src_ids, _ = self._encode(src_lines)
         tgt_ids = [[BOS, *ids, EOS] for ids in outputs]
         found = [torch.empty(0, 0)] * len(src_lines)
-        for batch in inference_batches([len(ids) for ids in src_ids], self.cfg.decode.max_tokens):
-            src, src_len = (t.to(self.device) for t in pad_batch([src_ids[i] for i in batch]))
-            tgt = pad_batch([tgt_ids[i] for i in batch])[0].to(self.device)
-            with self.plan.autocast():
-                # copied: a replayed step (CUDA graphs) rewrites its output in place
+        for batch, src, src_len, tgt in self._forced_batches(src_ids, tgt_ids):
+            with self.plan.autocast():  # each step's attention is its own (graphs: a copy)
                 steps = self._forced_steps(src, src_len, tgt)
-                rows = [None if a is None else a.to(torch.float32, copy=True) for _, _, a in steps]
+                rows = [None if a is None else a.float() for _, _, a in steps]
             if any(attn is None for attn in rows):
                 continue
             weights = torch.stack(rows, 1).cpu()  # (B, T, S)

@@ -37,8 +37,9 @@ def test_captured_steps_make_the_updates_of_eager_steps(precision, input_feed):
     twin = copy.deepcopy(model)
     plan = plan_for(cuda, precision, training=True, model=cfg, graphs=True)
     eager_plan = dataclasses.replace(plan, graphs=False)  # the same kernels, not captured
-    # three shapes (rows, source, target): (8, 16, 16) twice, (24, 16, 16) three times and
-    # (8, 8, 8) once; the repeats replay what the first of their shape captured
+    # three shapes (rows, source, target) padded to static shapes: (8, 10, 10) twice,
+    # (24, 10, 10) three times and (8, 6, 8) once; the repeats replay what the first of
+    # their shape captured
     batches = [random_batch(n=n, vocab=50, seed=s) for s, n in enumerate([5, 5, 20, 5, 20, 20])]
     train = TrainConfig()
     runs = {}

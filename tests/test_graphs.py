@@ -13,10 +13,9 @@ import torch
 
 import nmt.translate
 from nmt import checkpoint
-from nmt.corpus import ROWS_STEP, bucket
 from nmt.ensemble import Ensemble
 from nmt.kernels.graphs import CapturedDecoder
-from nmt.plan import DeviceError, plan_for
+from nmt.plan import ROWS_STEP, DeviceError, bucket, plan_for
 from nmt.translate import Translator
 from tests.conftest import make_pairs
 

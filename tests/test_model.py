@@ -129,11 +129,6 @@ def test_the_parallel_decoder_needs_no_input_feeding_and_two_layers(options, nam
         ModelConfig(**options)
 
 
-def test_a_config_without_the_decoder_key_is_the_stacked_decoder():
-    # what a checkpoint saved before model.decoder existed holds
-    assert ModelConfig().decoder == "stacked"
-
-
 @pytest.mark.parametrize("options", VARIANTS)
 def test_greedy_output_is_the_same_alone_or_in_a_batch(options):
     model = small_model(**options)

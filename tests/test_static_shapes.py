@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from nmt.config import ModelConfig, TrainConfig
-from nmt.corpus import LENGTH_STEP, ROWS_STEP, bucket, collate
+from nmt.corpus import collate
 from nmt.model import Seq2Seq
 from nmt.optimize import TrainingLoss, build_optimizer, train_step
-from nmt.plan import REFERENCE, DeviceError, plan_for
+from nmt.plan import LENGTH_STEP, REFERENCE, ROWS_STEP, DeviceError, bucket, plan_for
 from nmt.tokenizer import PAD
 from tests.conftest import cpu_plan, gradients
 from tests.test_model import random_batch
@@ -119,21 +119,21 @@ def test_a_training_step_on_static_shapes_makes_the_same_update(normalization):
         torch.testing.assert_close(other, param, rtol=1e-9, atol=1e-9, msg=name)
 
 
-def test_the_plan_pads_a_stream_on_a_gpu_by_default_and_anything_when_asked():
+def test_the_plan_pads_a_captured_stream_by_default_and_anything_when_asked():
     cfg = ModelConfig()
 
-    def static(device: str, setting: str, streaming: bool = True) -> bool:
-        options = {"static_shapes": setting, "streaming": streaming}
+    def static(device: str, setting: str, streaming=True, graphs=False) -> bool:
+        options = {"static_shapes": setting, "streaming": streaming, "graphs": graphs}
         plan = plan_for(torch.device(device), "fp32", training=True, model=cfg, **options)
         return plan.static_shapes
 
     assert not static("cpu", "auto")
     assert static("cpu", "always", streaming=False)
-    assert not static("cpu", "never")
     # a training plan asks the device nothing in fp32: a CUDA device needs no GPU here
-    assert static("cuda", "auto")
-    assert not static("cuda", "auto", streaming=False)  # its epochs repeat their shapes
-    assert not static("cuda", "never")
+    assert static("cuda", "auto", graphs=True)
+    assert not static("cuda", "auto", graphs=True, streaming=False)  # epochs repeat shapes
+    assert not static("cuda", "auto")  # without graphs: not shown to pay
+    assert not static("cuda", "never", graphs=True)
 
 
 def test_a_plan_with_cuda_graphs_encodes_without_packing():

@@ -9,7 +9,12 @@ same shapes; a streamed one is padded to the plan's `static_shapes`) and that ne
 wait for the host: the encoder must not pack (the plan's "masked" encoder), and
 autocast must not cache casts (`Plan.autocast`).
 
-The optimizer step stays outside the graphs: fused Adam is already a few kernels.
+The optimizer step stays outside the graphs: fused Adam is already a few kernels. One
+loss call per optimizer step (no accumulation): the graphed backward hands autograd its
+own gradient buffers, which become the parameters' `.grad` after `zero_grad(set_to_none
+=True)`, so a second replay of that shape in the step would overwrite them, not add.
+Each shape's graph keeps its own gradient buffers: a full set of parameter gradients
+per captured shape (about 190 MB for the 47.5M-parameter GPU config).
 Dropout draws fresh masks at every replay (CUDA graphs advance the generator's offset).
 """
 

@@ -11,7 +11,7 @@ A graph replays fixed shapes on fixed buffers, so the wrapper keeps, per shape o
 step, static input buffers that each step's inputs are copied into and the graph's
 own output buffers that each step's outputs are copied out of. A step's shape is
 (memory rows A, rows per sentence R: 1 at beam search's first step, K after, source
-width S, dtypes); A is rounded up to a `nmt.corpus.bucket` size, so that a batch
+width S, dtypes); A is rounded up to a `nmt.plan.bucket` size, so that a batch
 that shrinks as its sentences finish replays a few graphs instead of capturing one
 per row count. The rows added are a one-position source with zero values and zero
 states: finite, and cut off the outputs.
@@ -32,8 +32,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from nmt.corpus import ROWS_STEP, bucket
 from nmt.model import DecoderState, Memory
+from nmt.plan import ROWS_STEP, bucket
 
 Outputs = tuple  # a step's (logp (N, V), DecoderState, attn (N, S))
 Step = Callable[[], Outputs]  # one decoder step on the static inputs

@@ -6,7 +6,7 @@ replayed for the next batch of the same shape. Here every row runs all S steps o
 padded width, and a step past a row's end leaves that row's state as it was: the
 forward direction keeps its state at the row's last token, the backward direction
 starts from zeros at it. The outputs, final states and gradients are those of `nn.LSTM`
-on packed sequences (tests/test_masked_lstm.py), from ops whose shapes depend on
+on packed sequences (tests/test_packed_lstm.py), from ops whose shapes depend on
 (N, S) alone.
 
 On a CPU this is slower than `nmt.kernels.packed_lstm` (every row pays for the longest);
@@ -19,6 +19,8 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
+
+from nmt.gates import lstm_cell
 
 
 def masked_bidirectional_lstm(
@@ -68,10 +70,7 @@ def _direction(
     outputs = [None] * x.size(1)
     order = range(x.size(1) - 1, -1, -1) if reverse else range(x.size(1))
     for t in order:
-        gates = gates_in[:, t] + h @ w_hh.t()
-        i, f, g, o = gates.chunk(4, 1)
-        c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h_new = torch.sigmoid(o) * torch.tanh(c_new)
+        h_new, c_new, _ = lstm_cell(gates_in[:, t] + h @ w_hh.t(), c)
         keep = real[:, t]
         # past a row's end its state stays: the forward direction's final state is the
         # one at its last token, and the backward direction starts there from zeros
