@@ -21,7 +21,10 @@
 # wheels with ../shared/gpu/prepare-wheels.sh (datasets, sentencex and what they need) and
 # carry ["data/multi30k", ".whl"]; the command then installs them into python3's own
 # environment first (pip install --no-index --no-deps .whl/*.whl): with --target outside it,
-# `datasets` pickles those modules by value for its fingerprints, and fails.
+# `datasets` pickles those modules by value for its fingerprints, and fails. The whole
+# command (timeout_s about 500: the sections' limits add up to 470 s):
+#   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir .whl/*.whl \
+#     && PYTHONPATH=$PWD MULTI30K_DIR=data/multi30k bash scripts/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 steps=${1:-1000}
