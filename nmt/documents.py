@@ -105,25 +105,35 @@ class Attention:
 
 def translate_attended(
     translator: Translator, lines: Iterable[str], **options
-) -> Iterator[list[tuple[Hypothesis, Attention]]]:
-    """`translate_lines`' n-best lists, each hypothesis with its `Attention`."""
+) -> list[list[tuple[Hypothesis, Attention]]]:
+    """`translate_lines`' n-best lists, each hypothesis with its `Attention`. All lines'
+    hypotheses are decoded again in one `Translator.attention` call (a list: the server's
+    requests are a few lines, not a stream)."""
     nbest = 1 if options.get("sampling") else options.get("nbest", 1)
-    for parts in translate_parts(translator, lines, **options):
-        yield [(_join(parts, k), _attention(translator, parts, k)) for k in range(nbest)]
+    lines_parts = list(translate_parts(translator, lines, **options))
+    # per line and rank k: the (source text, output tokens) of each translated part
+    picked = [
+        [(p.text, hyps[min(k, len(hyps) - 1)].tokens) for p, hyps in parts if hyps]
+        for parts in lines_parts
+        for k in range(nbest)
+    ]
+    texts = [text for pick in picked for text, _ in pick]
+    outputs = [tokens for pick in picked for _, tokens in pick]
+    blocks = iter(translator.attention(texts, outputs) if texts else [])
+    encoded = translator.encode(texts) if texts else []
+    sources = iter(translator.src_tok.id_to_piece(ids) for ids in encoded)
+    attended = iter([_attention(translator, pick, blocks, sources) for pick in picked])
+    return [[(_join(parts, k), next(attended)) for k in range(nbest)] for parts in lines_parts]
 
 
-def _attention(translator: Translator, parts: list[tuple[Part, list | None]], k: int) -> Attention:
-    """The attention of the line's k-th hypothesis (`_join`'s), part by part."""
-    done = [(p.text, hyps[min(k, len(hyps) - 1)].tokens) for p, hyps in parts if hyps]
-    texts, outputs = [text for text, _ in done], [tokens for _, tokens in done]
-    blocks = translator.attention(texts, outputs) if done else []
-    source = [translator.src_tok.id_to_piece(ids) for ids in translator.encode(texts)]
-    target = [translator.tgt_tok.id_to_piece([*tokens, EOS]) for tokens in outputs]
-    return Attention(
-        source=[piece for pieces in source for piece in pieces],
-        target=[piece for pieces in target for piece in pieces],
-        weights=torch.block_diag(*blocks) if blocks else torch.empty(0, 0),
-    )
+def _attention(translator: Translator, pick: list, blocks: Iterator, sources: Iterator):
+    """One hypothesis' `Attention` from its parts' (text, tokens), taking their blocks
+    and source pieces from the shared iterators in order."""
+    own = [next(blocks) for _ in pick]
+    source = [piece for _ in pick for piece in next(sources)]
+    target = [p for _, tokens in pick for p in translator.tgt_tok.id_to_piece([*tokens, EOS])]
+    weights = torch.block_diag(*own) if own else torch.empty(0, 0)
+    return Attention(source=source, target=target, weights=weights)
 
 
 def translate_parts(

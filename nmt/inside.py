@@ -100,7 +100,7 @@ def as_json(ins: Inspection, *, units: int = 12, decimals: int = 3) -> dict:
     cells, its `units` most moving units and, per step, its `units` most distinctive."""
 
     def rounded(x: Tensor) -> list:
-        return x.double().mul(10**decimals).round().div(10**decimals).tolist()
+        return x.double().round(decimals=decimals).tolist()
 
     traces = {
         "encoder_forward": (ins.encoder["forward"], "source"),

@@ -286,7 +286,7 @@ def _hypothesis(h, attention) -> dict:
     found = {"text": h.text, "score": h.score, "logprob": h.logprob}
     found["alignment"] = h.alignment_pairs()
     if attention is not None:
-        weights = attention.weights.double().mul(1e4).round().div(1e4).tolist()
+        weights = attention.weights.double().round(decimals=4).tolist()
         found["attention"] = {
             "source": attention.source,
             "target": attention.target,
