@@ -3,8 +3,7 @@
 One `.pt` file rebuilds the model and its tokenizers anywhere. Files are written
 atomically (`nmt.outputs`: temp file, fsync, rename) and read with
 `torch.load(weights_only=True)`, so a checkpoint can never run code. A run's `last.pt`
-also holds all resuming needs: the `Progress`, the optimizer and scaler, every rank's
-random generator.
+also holds what resuming needs (`nmt.training.state`).
 """
 
 from __future__ import annotations
@@ -13,16 +12,15 @@ import dataclasses
 import io
 import logging
 import pickle
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
-from nmt.config import Config, ConfigError, ModelConfig, NmtError
+from nmt.config import Config, ConfigError, ModelConfig
+from nmt.errors import NmtError
 from nmt.model import Seq2Seq
 from nmt.outputs import OutputError, write_output
-from nmt.plan import Plan
 from nmt.tokenizer import PAD, Tokenizer
 
 log = logging.getLogger(__name__)
@@ -35,7 +33,7 @@ class CheckpointError(NmtError):
 
 
 def save(path: Path, *, cfg: Config, model: Seq2Seq, tokenizers, state: dict | None = None):
-    """`tokenizers`: (src, tgt); `state`: what resuming needs (`training_state`)."""
+    """`tokenizers`: (src, tgt); `state`: what resuming needs (`nmt.training.state`)."""
     spm = [torch.frombuffer(bytearray(t.model_bytes), dtype=torch.uint8) for t in tokenizers]
     payload = {"format": FORMAT, "config": cfg.to_dict(), "spm": spm}
     _write(path, {**payload, "model": model.state_dict(), "state": state or {}})
@@ -58,8 +56,16 @@ def _write(path: Path, payload: dict[str, Any]) -> None:
         ) from None
 
 
-def load(path: Path, device: str | torch.device = "cpu") -> tuple[Config, Seq2Seq, tuple, dict]:
-    """-> config, model (in eval mode), (src, tgt) tokenizers and the training state."""
+class Loaded(NamedTuple):
+    """What a checkpoint holds."""
+
+    cfg: Config
+    model: Seq2Seq  # in eval mode, on the device asked for
+    tokenizers: tuple[Tokenizer, Tokenizer]  # (src, tgt)
+    state: dict  # what resuming needs ({} in best.pt and averages): nmt.training.state
+
+
+def load(path: Path, device: str | torch.device = "cpu") -> Loaded:
     ckpt = _read(path, device)
     try:
         cfg = Config.from_dict(ckpt["config"])
@@ -78,7 +84,7 @@ def load(path: Path, device: str | torch.device = "cpu") -> tuple[Config, Seq2Se
             f"{path} is marked as an nmt checkpoint but its contents are not one "
             f"({type(err).__name__}: {str(err).splitlines()[0][:120]})"
         ) from None
-    return cfg, model.to(device).eval(), tokenizers, ckpt["state"]
+    return Loaded(cfg, model.to(device).eval(), tokenizers, ckpt["state"])
 
 
 def average(paths: list[Path], out: Path) -> None:
@@ -128,63 +134,3 @@ def _read(path: Path, device: str | torch.device = "cpu") -> dict[str, Any]:
     if not all(isinstance(ckpt.get(key), kind) for key, kind in kinds.items()):
         raise CheckpointError(f"{path} is marked as an nmt checkpoint but is not one: damaged?")
     return ckpt
-
-
-@dataclass
-class Progress:
-    """Where training is; saved in every checkpoint and restored on resume."""
-
-    step: int = 0
-    epoch: int = 0
-    batch_in_epoch: int = 0  # index of the next batch of `epoch`
-    train_seconds: float = 0.0
-    best_bleu: float = -1.0
-    bad_validations: int = 0  # since the best, for early stopping
-    lr_scale: float = 1.0  # plateau decay factor
-    schedule_start: int = 0  # the step the schedule (warm-up) counts from; moved by a reset
-    plateau_bad: int = 0
-    skipped_steps: int = 0  # updates skipped for a non-finite loss or gradient
-    nonfinite_in_row: int = 0
-    history: list[dict[str, float]] = field(default_factory=list)
-
-
-def save_run(out_dir: Path, cfg: Config, model, tokenizers, *, state: dict, best: bool) -> None:
-    """`last.pt` with the training `state`, and `best.pt` too if `best`: for translating,
-    not resuming, a third of last.pt without Adam's moments."""
-    common = dict(cfg=cfg, model=model, tokenizers=tokenizers)
-    save(out_dir / "last.pt", **common, state=state)
-    if best:
-        save(out_dir / "best.pt", **common, state={"progress": state["progress"]})
-
-
-def training_state(progress: Progress, optimizer, scaler, rng_states: list, *, plan: Plan) -> dict:
-    """What resuming needs; `rng_states`: every rank's CPU generator, in rank order."""
-    ranks = rng_states if len(rng_states) > 1 else None
-    rng = {"torch": rng_states[0], "ranks": ranks, "cuda": plan.device_rng_state()}
-    state = {"progress": dataclasses.asdict(progress), "optimizer": optimizer.state_dict()}
-    return {**state, "scaler": scaler.state_dict(), "rng": rng}
-
-
-def restore_training(
-    saved: dict, optimizer, scaler, *, plan: Plan, world, seed: int, reset: bool
-) -> Progress:
-    """Puts `training_state`'s `saved` back: this rank's generators (`world`: the ranks'
-    World; `seed`: the run's), the optimizer and scaler unless `reset` (then the schedule
-    restarts too)."""
-    progress, rank, ranks, rng = Progress(**saved["progress"]), world.rank, world.size, saved["rng"]
-    states = rng.get("ranks") or [rng["torch"]]
-    if len(states) == ranks:
-        torch.set_rng_state(states[rank])
-    else:  # another world size: dropout masks cannot continue exactly
-        log.warning("resuming %d ranks from a %d-rank run", ranks, len(states))
-        torch.manual_seed(seed + rank + progress.step)
-    if not rank:
-        plan.set_device_rng_state(rng.get("cuda"))
-    if reset:
-        progress.lr_scale, progress.plateau_bad = 1.0, 0
-        progress.schedule_start = progress.step
-        log.info("optimizer and schedule reset")
-    else:
-        optimizer.load_state_dict(saved["optimizer"])
-        scaler.load_state_dict(saved["scaler"])
-    return progress

@@ -23,7 +23,8 @@ from nmt.commands import (
     cmd_train,
     cmd_translate,
 )
-from nmt.config import NmtError
+from nmt.errors import NmtError
+from nmt.options import DEVICE_HELP, PRECISION_HELP, PRECISIONS, SEARCH
 
 
 class _Parser(argparse.ArgumentParser):
@@ -64,27 +65,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/default", help="run directory (default: runs/default)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
     p.add_argument("--reset-optimizer", action="store_true", help="with --resume: fresh optimizer")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("translate", help="translate text with trained models")
     p.add_argument("model", nargs="+", help="run directory or checkpoint; several: an ensemble")
     p.add_argument("-i", "--input", default="-", help="input file (default: stdin)")
     p.add_argument("-o", "--output", default="-", help="output file (default: stdout)")
-    p.add_argument("--beam", type=at_least(1), help="beam size (1: greedy; default: decode's)")
-    nbest = "write N `id ||| text ||| score` rows"
-    p.add_argument("--nbest", type=at_least(1), default=1, help=nbest)
-    alpha = "length penalty (default: decode.alpha)"
-    p.add_argument("--alpha", type=at_least(0, float), help=alpha)
-    p.add_argument("--max-tokens", type=at_least(1), help="source tokens per batch")
+    _add_search(p, SEARCH.values())
     p.add_argument("--scores", action="store_true", help="append each line's score after a tab")
     p.add_argument("--alignments", action="store_true", help="append i-j alignments after a tab")
-    drawn = "sample at this temperature instead of searching"
-    p.add_argument("--sample-temperature", type=at_least(0, float), default=0.0, help=drawn)
-    top_k = "sample among the k most likely"
-    p.add_argument("--sample-top-k", type=at_least(0), default=0, help=top_k)
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    _add_precision(p)
+    _add_device(p)
     page = "text: one output line per input line; html: the input is one page, markup kept"
     p.add_argument("--format", choices=["text", "html"], default="text", help=page)
     no_split = "the input is one sentence a line: do not split lines into sentences"
@@ -97,8 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="run directory or checkpoint")
     p.add_argument("sentence", help="a source sentence, raw text")
     p.add_argument("-o", "--output", default="inspect.html", help=".html page or .png picture")
-    p.add_argument("--beam", type=at_least(1), default=5)
-    p.add_argument("--device", default="cpu")
+    _add_search(p, [SEARCH["beam"]])
+    _add_device(p)
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("average", help="average the parameters of checkpoints of one model")
@@ -120,16 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=at_least(0), default=0, help=samples)
     p.add_argument("--format", choices=["text", "json", "markdown", "html"], default="text")
     p.add_argument("-o", "--output", help="write the report here")
-    p.add_argument("--device", help="for --model (default: cpu)")
-    _add_precision(p, default=None)
+    _add_device(p, default=None)  # None: not given, which only --model may be
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("serve", help="serve models over HTTP (LibreTranslate's and OpenNMT's APIs)")
     p.add_argument("model", nargs="+", help="run directories or checkpoints, a language pair each")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=at_least(1, most=65535), default=5000)
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    _add_precision(p)
+    _add_device(p)
     pending = "requests admitted at once; past it: 503"
     p.add_argument("--max-pending", type=at_least(1), default=256, help=pending)
     wait = "how long a request waits for others to share its batch"
@@ -145,10 +134,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_precision(p: argparse.ArgumentParser, default: str | None = "fp32") -> None:
-    text = "int8: the decoder's products in 8-bit integers (CPU only; docs/benchmarks.md)"
-    choices = ["fp32", "bf16", "fp16", "int8"]
-    p.add_argument("--precision", choices=choices, default=default, help=text)
+def _add_search(p: argparse.ArgumentParser, options) -> None:
+    """The search options (`nmt.options.SEARCH`), as text: `SearchOptions.parse` checks
+    them, with the message the Python API and the server give."""
+    for option in options:
+        flag = "--" + option.name.replace("_", "-")
+        p.add_argument(flag, metavar=option.kind.__name__.upper(), help=option.help)
+
+
+def _add_device(p: argparse.ArgumentParser, default: str | None = "auto") -> None:
+    """--device and --precision, "auto" both: what `nmt.plan` picks for this machine."""
+    p.add_argument("--device", default=default, help=DEVICE_HELP)
+    p.add_argument("--precision", choices=PRECISIONS, default=default, help=PRECISION_HELP)
 
 
 def main(argv: list[str] | None = None) -> None:

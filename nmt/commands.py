@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import signal
 import socket
 import sys
 from pathlib import Path
 
-from nmt.config import NmtError
+from nmt.errors import NmtError
+from nmt.options import SEARCH, SearchOptions
 
 log = logging.getLogger("nmt")
 
@@ -26,7 +28,7 @@ class UsageError(NmtError):
 
 def cmd_train(args: argparse.Namespace) -> None:
     from nmt.config import Config
-    from nmt.train import train
+    from nmt.training.train import train
 
     # --resume without CONFIG: the run's own config with the overrides on top
     cfg = Config.from_yaml(args.config, args.overrides) if args.config else None
@@ -37,21 +39,15 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_translate(args: argparse.Namespace) -> None:
     from nmt.data import decode_lines, iter_lines
-    from nmt.documents import Summary, translate_lines
-    from nmt.markup import translate_html
     from nmt.outputs import check_output, output_file
-    from nmt.translate import Sampling, Translator
+    from nmt.text.documents import Summary, translate_lines
+    from nmt.text.markup import translate_html
+    from nmt.translate import Translator
 
-    if args.nbest > 1 and (args.scores or args.alignments):
+    search = SearchOptions.parse({name: getattr(args, name) for name in SEARCH})
+    if search.nbest > 1 and (args.scores or args.alignments):
         raise UsageError("--scores and --alignments need --nbest 1 (n-best rows hold scores)")
-    drawn = args.sample_temperature
-    if drawn and args.nbest > 1:
-        raise UsageError("sampling draws one output per line: drop --nbest")
-    if args.sample_top_k and not drawn:
-        raise UsageError("--sample-top-k needs --sample-temperature > 0")
-    if args.beam is not None and args.nbest > args.beam:
-        raise UsageError(f"--nbest {args.nbest} needs --beam {args.nbest} or more")
-    if args.format == "html" and (args.nbest > 1 or args.scores or args.alignments):
+    if args.format == "html" and (search.nbest > 1 or args.scores or args.alignments):
         raise UsageError("--format html writes one document: no --nbest, --scores, --alignments")
     for item in args.overrides:  # the model's own settings came with its weights
         if not item.startswith("decode."):
@@ -59,12 +55,9 @@ def cmd_translate(args: argparse.Namespace) -> None:
     source = None if args.input == "-" else _existing_file(args.input, "input ")
     if args.output != "-":
         check_output(Path(args.output), [source] if source else [])
-    translator = Translator.load(args.model, device=args.device, precision=args.precision)
-    if args.overrides:
-        translator.cfg = translator.cfg.replace(args.overrides)
-    sampling = Sampling(drawn, args.sample_top_k) if drawn else None
-    options = {"beam": args.beam, "nbest": args.nbest, "alpha": args.alpha, "sampling": sampling}
-    options.update(max_tokens=args.max_tokens, split=not args.no_split, summary=Summary())
+    load = {"device": args.device, "precision": args.precision, "overrides": args.overrides}
+    translator = Translator.load(args.model, **load)
+    options = {**dataclasses.asdict(search), "split": not args.no_split, "summary": Summary()}
     to_stdout = contextlib.nullcontext(sys.stdout)
     with to_stdout if args.output == "-" else output_file(Path(args.output)) as out:
         if args.format == "html":  # the whole input is one page
@@ -76,7 +69,7 @@ def cmd_translate(args: argparse.Namespace) -> None:
                 lines = decode_lines(sys.stdin.buffer, "<stdin>", args.errors)
             progress = _progress_bar("lines")
             for line_id, hyps in enumerate(translate_lines(translator, lines, **options)):
-                out.write(_format(line_id, hyps, args))
+                out.write(_format(line_id, hyps, search.nbest, args))
                 progress.update(1)
             progress.close()
     log.info("translated %s", options["summary"])
@@ -93,9 +86,9 @@ def _read_page(source: Path | None, errors: str) -> str:
         raise DataError(f"{source or '<stdin>'} line {line}: not valid UTF-8") from None
 
 
-def _format(line_id: int, hyps: list, args: argparse.Namespace) -> str:
+def _format(line_id: int, hyps: list, nbest: int, args: argparse.Namespace) -> str:
     """One line per input line, or with --nbest N, N `id ||| text ||| score` rows."""
-    if args.nbest > 1:
+    if nbest > 1:
         return "".join(f"{line_id} ||| {h.text} ||| {h.score:.4f}\n" for h in hyps)
     fields = [hyps[0].text]
     if args.scores:
@@ -112,16 +105,17 @@ def _progress_bar(unit: str):
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:
-    from nmt.inside import inspect_sentence, render
     from nmt.outputs import check_output, write_output
+    from nmt.reporting.inside import inspect_sentence, render
     from nmt.translate import Translator
 
     output = Path(args.output)
     if output.suffix not in (".html", ".png"):
         raise UsageError(f"-o {output}: name an .html page or a .png picture")
+    beam = SearchOptions.parse({"beam": args.beam}).beam
     check_output(output)
-    translator = Translator.load(args.model, device=args.device)
-    inspection = inspect_sentence(translator, args.sentence, beam=args.beam)
+    translator = Translator.load(args.model, device=args.device, precision=args.precision)
+    inspection = inspect_sentence(translator, args.sentence, beam=beam)
     write_output(output, render(inspection, output.suffix[1:]))
     log.info("translation: %s", inspection.translation)
     log.info("wrote %s", output)
@@ -139,30 +133,35 @@ def cmd_average(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from nmt.data import DataError
     from nmt.outputs import check_output, write_output
-    from nmt.report import evaluate, render
+    from nmt.reporting.evaluation import evaluate, render
 
     if _load_options(args) and not args.model:
         given = " and ".join(f"--{k} {v}" for k, v in _load_options(args).items())
         raise UsageError(f"{given}: only with --model")
     if args.output:
         check_output(Path(args.output), _evaluation_inputs(args))
-    refs = [_read_nonempty(path) for path in args.ref]
+    refs = [(path, _read_nonempty(path)) for path in args.ref]  # (name, lines)
     src = _read_nonempty(args.src) if args.src else None
+    hyp_paths = list(args.hyp)
     if args.model:  # translate --src, or the run's own test split (data.test)
-        src, refs = _translate_for_evaluation(args, src, refs)
-    if not args.hyp:
+        src, refs, translated = _translate_for_evaluation(args, src, refs)
+        hyp_paths.append(str(translated))
+    if not hyp_paths:
         raise DataError("give --hyp files, or --model")
     if not refs:
         raise DataError("give --ref files, or --model without --src (its data.test split)")
-    systems = list(zip(_system_names(args.hyp), map(_read_nonempty, args.hyp), strict=True))
-    for path, (_, hyps) in zip(args.hyp, systems, strict=True):
-        for ref_path, ref in zip(args.ref, refs, strict=True):
+    systems = list(zip(_system_names(hyp_paths), map(_read_nonempty, hyp_paths), strict=True))
+    for path, (_, hyps) in zip(hyp_paths, systems, strict=True):
+        for ref_name, ref in refs:
             if len(hyps) != len(ref):
-                raise DataError(f"{path} has {len(hyps)} lines but {ref_path} has {len(ref)}")
-    if src is not None and len(src) != len(refs[0]):
-        raise DataError(f"{args.src} has {len(src)} lines but {args.ref[0]} has {len(refs[0])}")
+                raise DataError(f"{path} has {len(hyps)} lines but {ref_name} has {len(ref)}")
+    first_name, first = refs[0]
+    if src is not None and len(src) != len(first):
+        raise DataError(f"{args.src} has {len(src)} lines but {first_name} has {len(first)}")
     tests = {"test": args.paired, "samples": args.samples, "chrf_plus": args.chrf_plus}
-    report = evaluate(systems, refs, src=src, metrics=tuple(args.metrics), **tests)
+    report = evaluate(
+        systems, [lines for _, lines in refs], src=src, metrics=tuple(args.metrics), **tests
+    )
     if args.output:  # the report goes to the file, a text summary to the terminal
         write_output(Path(args.output), render(report, args.format))
         sys.stdout.write(render(report, "text"))
@@ -205,9 +204,9 @@ def _read_nonempty(path: str) -> list[str]:
     return lines
 
 
-def _translate_for_evaluation(args, src, refs) -> tuple[list[str], list[list[str]]]:
-    """Translates --src, or without it the run's data.test split (its references
-    replacing --ref), into a .hyp file added to --hyp; -> the source and references."""
+def _translate_for_evaluation(args, src, refs: list) -> tuple[list[str], list, Path]:
+    """Translates --src, or without it the run's data.test split (its references then
+    replacing --ref's), into a .hyp file -> the source, the (name, lines) references, the file."""
     from nmt.data import load_split
     from nmt.outputs import check_output, write_output
     from nmt.translate import Translator
@@ -216,7 +215,7 @@ def _translate_for_evaluation(args, src, refs) -> tuple[list[str], list[list[str
     if src is None:
         data = translator.cfg.data
         test = load_split(data, data.test)
-        src, refs, args.ref = test["src"][:], [test["tgt"][:]], [f"{data.test} ({data.tgt_lang})"]
+        src, refs = test["src"][:], [(f"{data.test} ({data.tgt_lang})", test["tgt"][:])]
         name = f"{Path(data.test).name}.hyp.{data.tgt_lang}"  # beside the report
         hyp = Path(args.output).parent / name if args.output else Path(name)
     else:
@@ -225,13 +224,12 @@ def _translate_for_evaluation(args, src, refs) -> tuple[list[str], list[list[str
     hyps = translator.translate(src)
     write_output(hyp, "".join(h[0].text + "\n" for h in hyps))
     log.info("wrote %s", hyp)
-    args.hyp = [*args.hyp, str(hyp)]
-    return src, refs
+    return src, refs, hyp
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
-    from nmt.metrics import plot_learning_curves
     from nmt.outputs import check_output, write_output
+    from nmt.reporting.curves import plot_learning_curves
 
     out = Path(args.output or Path(args.run) / "curves.png")
     check_output(out)
@@ -243,7 +241,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     try:
         import uvicorn
 
-        from nmt.serve import Limits, build_app
+        from nmt.serve.app import Limits, build_app
     except ImportError as err:  # the extra is not installed
         raise UsageError(f"nmt serve needs {err.name}: pip install 'nmt[serve]'") from None
     from nmt.translate import Translator

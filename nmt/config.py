@@ -17,10 +17,8 @@ from typing import Any, ClassVar
 
 import yaml
 
-
-class NmtError(ValueError):
-    """The project's own errors: input it cannot work with, said in one line (the CLI
-    prints it and exits with status 2). Anything else is a bug, and shows its traceback."""
+from nmt.errors import NmtError
+from nmt.options import PRECISIONS, SEARCH, describe, within
 
 
 class ConfigError(NmtError):
@@ -136,11 +134,8 @@ class TrainConfig:
     min_lr: float = 1e-5
     clip_norm: float = 5.0  # on the gradient of the normalized loss (below)
     # The summed loss is divided by the batch's target tokens, or by its sentences as
-    # OpenNMT-py does by default. With tokens, Multi30k's gradient norms are ~0.4-1 and
-    # a clip of 5 never binds; with sentences they are ~15x larger and it always does
-    # (docs/benchmarks.md: sentences, or tokens with clip_norm 0.35, gained ~2.5 BLEU
-    # after 879 steps of the peers' configuration; in the demo configuration, with
-    # label smoothing, clip 0.35 lowered validation loss; test BLEU moved within noise)
+    # OpenNMT-py does by default; with sentences the gradient is ~15x larger on Multi30k
+    # and clip_norm binds where with tokens it never does (docs/benchmarks.md, loss)
     loss_normalization: str = "tokens"  # "tokens" | "sentences"
     label_smoothing: float = 0.1
     accum_steps: int = 1  # batches per optimizer step
@@ -159,7 +154,7 @@ class TrainConfig:
     # data.streaming (in memory, each epoch cuts the same shapes already: nmt.plan.plan_for)
     static_shapes: str = "auto"  # "auto" | "always" | "never" (YAML reads on/off as booleans)
     # Replay the loss's forward and backward as CUDA graphs captured per batch shape
-    # (GPU only, one process): nmt.kernels.captured_loss
+    # (GPU only, one process): nmt.runtime.captured_loss
     cuda_graphs: bool = False
 
     ALLOWED: ClassVar = {
@@ -172,7 +167,7 @@ class TrainConfig:
         "decay_factor": "(0, 1)",
         "optimizer": ("adam", "adamw"),
         "schedule": ("constant", "inverse_sqrt", "plateau"),
-        "precision": ("auto", "fp32", "fp16", "bf16"),
+        "precision": tuple(p for p in PRECISIONS if p != "int8"),
         "static_shapes": ("auto", "always", "never"),
         "loss_normalization": ("tokens", "sentences"),
     }
@@ -196,8 +191,11 @@ class DecodeConfig:
     replace_unk: bool = False  # replace <unk> outputs by the source piece they attend to
 
     ALLOWED: ClassVar = {
-        **dict.fromkeys(("beam_size", "max_tokens", "min_len"), "[1, inf)"),
-        **dict.fromkeys(("alpha", "beta", "max_len_a", "max_len_b", "no_repeat_ngram"), "[0, inf)"),
+        "beam_size": SEARCH["beam"].bounds,  # a call's options may override these three
+        "alpha": SEARCH["alpha"].bounds,
+        "max_tokens": SEARCH["max_tokens"].bounds,
+        "min_len": "[1, inf)",
+        **dict.fromkeys(("beta", "max_len_a", "max_len_b", "no_repeat_ngram"), "[0, inf)"),
     }
 
     def __post_init__(self):
@@ -335,25 +333,6 @@ def _check_values(section: str, obj: Any) -> None:
                 raise ConfigError(f"config key '{key}' must be finite, got {number}")
             if isinstance(allowed, str) and not within(number, allowed):
                 raise ConfigError(f"config key '{key}' must be {describe(allowed)}, got {value}")
-
-
-def parse_interval(text: str) -> tuple[float, float, bool, bool]:
-    """ "[0, 1)" -> (0.0, 1.0, low end included, high end included)."""
-    low, high = (float(end) for end in text[1:-1].split(","))
-    return low, high, text[0] == "[", text[-1] == "]"
-
-
-def within(number: float, interval: str) -> bool:
-    low, high, low_in, high_in = parse_interval(interval)
-    return (low < number or (low_in and number == low)) and (
-        number < high or (high_in and number == high)
-    )
-
-
-def describe(interval: str) -> str:
-    """ "[1, inf)" -> ">= 1"; "(0, 1]" -> "in (0, 1]"."""
-    low, high, low_in, _ = parse_interval(interval)
-    return f"{'>=' if low_in else '>'} {low:g}" if math.isinf(high) else f"in {interval}"
 
 
 def _nearest(word: str, candidates: typing.Iterable[str]) -> str:

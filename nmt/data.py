@@ -17,7 +17,8 @@ from pathlib import Path
 
 import datasets
 
-from nmt.config import DataConfig, NmtError
+from nmt.config import DataConfig
+from nmt.errors import NmtError
 
 log = logging.getLogger(__name__)
 datasets.disable_progress_bars()

@@ -1,34 +1,23 @@
 """Decoding id sequences: sorted by length into token-budget batches, padded, searched,
 and returned in input order, one n-best list per sequence. `nmt.translate` (text in,
-text out) and `nmt.validation` (ids, while training) both decode through `decode`.
+text out) and `nmt.training.validation` (ids, while training) both decode through
+`decode`, which settles a call's `SearchOptions` against the run's decode config.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass
 
 import torch
 
-from nmt.config import DecodeConfig, NmtError
+from nmt.config import DecodeConfig
 from nmt.corpus import inference_batches, pad_batch
+from nmt.options import SearchOptions
 from nmt.plan import Plan
 from nmt.scoring import BeamOptions, Hypotheses, output_limits, step_rules
 from nmt.search import beam_search, sample
 from nmt.tokenizer import BOS, EOS, PAD
-
-
-class DecodeError(NmtError):
-    """A decoding option out of its range."""
-
-
-def check_options(**options: float | None) -> None:
-    """beam, nbest and max_tokens: >= 1; alpha: >= 0; None: the config's value."""
-    for name, value in options.items():
-        least = 0 if name == "alpha" else 1
-        if value is not None and not (math.isfinite(value) and value >= least):
-            raise DecodeError(f"{name} must be a number >= {least}, got {value}")
 
 
 @dataclass(frozen=True)
@@ -47,42 +36,38 @@ class Hypothesis:
 EMPTY = Hypothesis("", 0.0, 0.0, ())
 
 
-@dataclass(frozen=True)
-class Sampling:
-    temperature: float = 1.0  # 0: the most probable token
-    top_k: int = 0  # 0: the whole vocabulary
-
-    def __post_init__(self):
-        if not (math.isfinite(self.temperature) and self.temperature >= 0):
-            raise DecodeError(f"sampling temperature must be >= 0, got {self.temperature}")
-        if self.top_k < 0:
-            raise DecodeError(f"sampling top_k must be >= 0, got {self.top_k}")
+def beam_options(options: SearchOptions, cfg: DecodeConfig) -> BeamOptions:
+    """A call's options over the run's: without a beam, the run's widened to nbest."""
+    return BeamOptions(
+        beam_size=options.beam or max(cfg.beam_size, options.nbest),
+        nbest=options.nbest,
+        alpha=cfg.alpha if options.alpha is None else options.alpha,
+        beta=cfg.beta,
+        min_len=cfg.min_len,
+        no_repeat_ngram=cfg.no_repeat_ngram,
+    )
 
 
 def decode(
-    model,
-    src_ids: list[list[int]],
-    options: BeamOptions,
-    *,
-    plan: Plan,
-    cfg: DecodeConfig,
-    sampling: Sampling | None = None,
+    model, src_ids: list[list[int]], options: SearchOptions, *, plan: Plan, cfg: DecodeConfig
 ) -> list[list[Hypothesis]]:
-    """`options.nbest` hypotheses (text left empty) per sequence of source ids (pieces + EOS),
-    best first, searched (a beam of 1: greedily) or drawn (`sampling`) in batches of
-    `cfg.max_tokens` tokens; an empty sequence gives EMPTY."""
+    """`options.nbest` hypotheses (text left empty) per sequence of source ids (pieces +
+    EOS), best first, searched (a beam of 1: greedily) or drawn (`sample_temperature`)
+    in batches of `max_tokens` source tokens; an empty sequence gives EMPTY."""
     results = [[EMPTY] * options.nbest for _ in src_ids]
     lengths = [len(ids) for ids in src_ids]
+    beam = beam_options(options, cfg)
     specials = {"bos": BOS, "eos": EOS, "pad": PAD, "shrink_step": plan.shrink_step}
-    draw = sampling or (Sampling(temperature=0.0) if options.beam_size == 1 else None)
-    if draw:
-        rules = step_rules(options.min_len, options.no_repeat_ngram, bos=BOS, eos=EOS, pad=PAD)
-        specials.update(temperature=draw.temperature, top_k=draw.top_k, rules=rules)
+    drawn = options.sampling or beam.beam_size == 1
+    if drawn:  # temperature 0: the most probable token
+        rules = step_rules(beam.min_len, beam.no_repeat_ngram, bos=BOS, eos=EOS, pad=PAD)
+        top_k, temperature = options.sample_top_k, options.sample_temperature
+        specials.update(temperature=temperature, top_k=top_k, rules=rules)
     else:
-        specials.update(options=options)
-    search = sample if draw else beam_search
+        specials.update(options=beam)
+    search = sample if drawn else beam_search
     with torch.inference_mode(), plan.autocast():
-        for batch in inference_batches(lengths, cfg.max_tokens):
+        for batch in inference_batches(lengths, options.max_tokens or cfg.max_tokens):
             batch = [i for i in batch if lengths[i] > 1]  # empty lines stay empty
             if not batch:
                 continue
@@ -98,7 +83,9 @@ def decode(
 def _hypotheses(found: Hypotheses, nbest: int) -> list[list[Hypothesis]]:
     """The first `nbest` of each sentence, read off the device once per batch."""
     pieces = found.pieces(EOS)
-    scores, logprobs, aligns = (x[:, :nbest].tolist() for x in found[1:])
+    scores, logprobs, aligns = (
+        x[:, :nbest].tolist() for x in (found.scores, found.logprob, found.align)
+    )
     out: list[list[Hypothesis]] = [[] for _ in pieces]
     for b, k in itertools.product(range(len(pieces)), range(nbest)):
         ids = tuple(pieces[b][k])

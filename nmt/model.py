@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nmt.config import ModelConfig
+from nmt.kernels.cells import attention_weights
 from nmt.kernels.dropout import uniform16_dropout
 from nmt.kernels.fused_loss import projected_cross_entropy
 from nmt.kernels.masked_lstm import masked_bidirectional_lstm
@@ -61,8 +62,8 @@ class DecoderState(NamedTuple):
 
 class StepLayers(NamedTuple):
     """The decoder step's products: the module's own (`Seq2Seq.step_layers`), or stand-ins
-    with the same results that prepare them (`nmt.kernels.prepared`) or record the gates
-    (`nmt.inside`)."""
+    with the same results that prepare them (`nmt.runtime.prepared`) or record the gates
+    (`nmt.reporting.inside`)."""
 
     cell: Callable  # (layer, x (N, I), (h, c) each (N, H)) -> the next (h, c)
     combine: Callable  # (..., M + H) -> (..., H): the attentional layer before its tanh
@@ -101,9 +102,7 @@ class Attention(nn.Module):
             scores = self.energy(hidden).squeeze(-1)
         else:
             scores = query @ memory.keys.transpose(1, 2)
-        # fp32 before masking: -inf and softmax are unsafe in half precision
-        scores = scores.float().masked_fill(~memory.mask[:, None, :], float("-inf"))
-        weights = scores.softmax(dim=-1)
+        weights = attention_weights(scores, memory.mask)
         context = weights.to(memory.values.dtype) @ memory.values
         return context.reshape(n, t, -1), weights.reshape(n, t, -1)
 

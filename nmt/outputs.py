@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
-from nmt.config import NmtError
+from nmt.errors import NmtError
 
 
 class OutputError(NmtError):

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import torch
 
-from nmt.config import ModelConfig, NmtError
+from nmt.config import ModelConfig
+from nmt.errors import NmtError
+from nmt.options import PRECISIONS
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -57,7 +59,7 @@ class Plan:
     precision: str  # "fp32" | "bf16" | "fp16" | "int8"
     kernels: Kernels = field(default_factory=Kernels)
     # inference: the decoder step multiplies with the "module"'s weights, or with weights
-    # "packed" (fp32) or "int8", prepared once by nmt.kernels.prepared
+    # "packed" (fp32) or "int8", prepared once by nmt.runtime.prepared
     decoder_weights: str = "module"
     weight_dtype: torch.dtype | None = None  # inference: weights cast once to this
     src_multiple: int = 1  # decoding batches' source width rounded up to a multiple of this
@@ -67,7 +69,7 @@ class Plan:
     # step's kernels recur from batch to batch: what CUDA graphs and cuDNN's plans need
     static_shapes: bool = False
     # CUDA graphs: training replays its loss's forward and backward captured per batch
-    # shape (`nmt.kernels.captured_loss`); translation its decode step
+    # shape (`nmt.runtime.captured_loss`); translation its decode step
     graphs: bool = False
     keep_freed_memory: bool = False  # glibc keeps large freed buffers (keep_freed_memory_mapped)
 
@@ -80,8 +82,15 @@ class Plan:
         return torch.autocast(self.device.type, dtype=dtype, enabled=low, cache_enabled=cache)
 
     def scaler(self) -> torch.amp.GradScaler:
-        """fp16's loss scaler; a no-op in the other precisions."""
-        return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        """fp16's loss scaler; in the other precisions one whose scale stays 1, which only
+        skips the updates whose gradients are not finite, on the device (it hands the
+        fused optimizer the flag; the step never waits for the device to read it)."""
+        if self.precision == "fp16":
+            return torch.amp.GradScaler(self.device.type)
+        scaler = torch.amp.GradScaler(self.device.type, init_scale=1.0)
+        scaler.set_growth_factor(1.0)  # the constructor refuses factors of 1: its setters do not
+        scaler.set_backoff_factor(1.0)
+        return scaler
 
     def to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """A collated batch on the device, its source lengths on the CPU where packing needs
@@ -113,9 +122,7 @@ def bucket(size: int, step: int) -> int:
     16 * step * 2^(k/8) rounded up to a multiple of `step` (with step 2: 2, 4, ... 32,
     36, 40, 42, 46, 50, 54, 60, 64, 70, 78, ...): under 10% and one step more. Few
     enough shapes that kernels chosen (or graphs captured) for one batch serve the
-    batches after it; fine enough to waste little: over an epoch of the GPU config's
-    batches (rows step 8, lengths step 2), 60 shapes and 8.6% more target positions
-    than real tokens (docs/benchmarks.md)."""
+    batches after it; fine enough to waste little (docs/benchmarks.md, static shapes)."""
     below = 16 * step
     if size <= below:
         return -(-size // step) * step
@@ -153,21 +160,21 @@ def plan_for(
     streaming: bool = False,
     graphs: bool = False,
 ) -> Plan:
-    """The plan for training (precision: a `train.precision`, auto included) or for
-    inference (fp32, bf16, fp16 or int8). `prepared`: inference may prepare the decoder's
-    weights once, which only a model whose weights no longer change allows (int8 always
-    prepares them). `static_shapes`: a `train.static_shapes`; auto: with CUDA graphs
-    over streamed training data (`streaming`), where each pool is cut afresh and would
-    capture new shapes without end. An in-memory corpus cuts the same batch shapes every
-    epoch (its pairs are sorted by length before they are cut: 74 shapes in the GPU
-    config's first epoch, still 74 after five), so padding them would only add work;
-    without graphs nothing has shown that padding pays on a GPU. `graphs`: capture steps
+    """The plan for training or for inference; `precision`: one of `PRECISIONS` ("auto":
+    `resolve_precision`; int8 decodes only). `prepared`: inference may prepare the
+    decoder's weights once, which only a model whose weights no longer change allows
+    (int8 always prepares them). `static_shapes`: a `train.static_shapes`; auto: with CUDA
+    graphs over streamed training data (`streaming`), where each pool is cut afresh and
+    would capture new shapes without end. An in-memory corpus cuts the same batch shapes
+    every epoch (its pairs are sorted by length before they are cut), so padding them
+    would only add work; without graphs nothing has shown that padding pays on a GPU
+    (docs/benchmarks.md, static shapes). `graphs`: capture steps
     as CUDA graphs (`train.cuda_graphs`), one per batch shape; training then encodes
     without packing, which needs no host sync."""
     cpu = device.type == "cpu"
     if graphs and cpu:
         raise DeviceError("CUDA graphs need a CUDA GPU; this plan is for the CPU")
-    precision = resolve_precision(precision, device) if training else precision
+    precision = resolve_precision(precision, device, training=training)
     if cpu and not cpu_runs(precision):
         what, slower, instead = (
             (f"train.precision={precision}", f"trains about 40x slower in {precision}", "auto")
@@ -180,9 +187,8 @@ def plan_for(
         )
     low = precision in ("bf16", "fp16")
     # The deferred input-feeding loop was measured faster on a CPU and on a GPU under
-    # AMP (docs/benchmarks.md); a GPU in fp32 keeps the step-by-step loop: the deferred
-    # one measured 0.84x there (CUDA's lstm_cell fuses the gate arithmetic into one
-    # kernel, the deferred loop's cell does not: the likely reason).
+    # AMP; a GPU in fp32 keeps the step-by-step loop, which was faster there (CUDA's
+    # lstm_cell fuses the gate arithmetic into one kernel; docs/benchmarks.md).
     luong = model.attention != "bahdanau"
     teacher_forcing = "stepwise"
     if model.decoder == "parallel":  # GNMT's: each layer one call over the whole target
@@ -221,11 +227,15 @@ def plan_for(
     return Plan(device, precision, kernels, weights, weight_dtype, **shapes)
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """A `train.precision` for this device. auto: bf16 on a GPU that has it, else fp16
-    on CUDA; on a CPU bf16 where it has bf16 matrix units (AMX, AVX-512 BF16), else fp32."""
+def resolve_precision(precision: str, device: torch.device, *, training: bool) -> str:
+    """A precision for this device (`nmt.options.PRECISIONS`). auto: bf16 on a GPU that has
+    it, else fp16 on CUDA; on a CPU bf16 where it has bf16 matrix units (AMX, AVX-512
+    BF16), else fp32: for training and translation alike."""
     cpu = device.type == "cpu"
-    if precision == "fp16" and cpu:  # oneDNN has no fp16 LSTM
+    if precision not in PRECISIONS or (training and precision == "int8"):
+        allowed = [p for p in PRECISIONS if not training or p != "int8"]
+        raise PrecisionError(f"unknown precision {precision!r}: use one of {', '.join(allowed)}")
+    if precision == "fp16" and cpu and training:  # oneDNN has no fp16 LSTM
         raise PrecisionError("train.precision=fp16 needs a GPU; on a CPU use fp32 or auto")
     if precision != "auto":
         return precision
@@ -236,9 +246,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 def cpu_runs(precision: str) -> bool:
     """Whether oneDNN has kernels for `precision`'s products on this CPU; bf16 and fp16
-    need AVX-512 or newer. Without them autocast's products fall back to scalar loops:
-    a demo-config training step ran 44x slower in bf16 than in fp32 on an AVX2 EPYC,
-    and beam search 5-6x slower (docs/benchmarks.md)."""
+    need AVX-512 or newer. Without them autocast's products fall back to scalar loops,
+    many times slower than fp32 (docs/benchmarks.md, precision)."""
     if precision == "bf16":
         return torch.ops.mkldnn._is_mkldnn_bf16_supported()
     if precision == "fp16":
@@ -248,9 +257,8 @@ def cpu_runs(precision: str) -> bool:
 
 def cpu_has_bf16_units(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     """Whether the CPU multiplies bf16 in hardware (AMX or AVX-512 BF16), from Linux's
-    CPU flags; elsewhere False. bf16 training measured 1.14-1.21x fp32 on a Xeon with
-    AMX, 1.91-2.27x on an AMD EPYC (Zen 5) with AVX-512 BF16 and no AMX
-    (docs/benchmarks.md)."""
+    CPU flags; elsewhere False. Where it does, bf16 trains and decodes faster than fp32
+    (docs/benchmarks.md, precision)."""
     try:
         lines = cpuinfo.read_text(errors="replace").splitlines()
     except OSError:
@@ -278,9 +286,8 @@ def keep_freed_memory_mapped() -> None:
 
     glibc serves large allocations with mmap and unmaps them on free, so a CPU
     training step faulted its large temporaries (logits, gate records) back in page
-    by page: 24,000-27,000 page faults and 55-80 ms of system time a step at the
-    peers' model size, against 85-484 faults and 5-23 ms with them kept
-    (docs/benchmarks.md). Does nothing where the C library is not glibc.
+    by page, thousands of faults a step (docs/benchmarks.md, CPU training). Does
+    nothing where the C library is not glibc.
     """
     try:
         libc = ctypes.CDLL("libc.so.6")

@@ -20,20 +20,17 @@ from torch import Tensor
 NEG_INF = float("-inf")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BeamOptions:
+    """What beam search looks for, settled by `nmt.decoding.decode` from a call's checked
+    `SearchOptions` and the run's checked decode config."""
+
     beam_size: int = 5
+    nbest: int = 1  # hypotheses returned per sentence, at most beam_size
     alpha: float = 0.0  # GNMT length penalty exponent; 0 ranks by raw log-probability
     beta: float = 0.0  # GNMT coverage penalty weight; 0 turns it off
     min_len: int = 1  # outputs shorter than this (EOS included) are not allowed
     no_repeat_ngram: int = 0  # block any n-gram of this size from repeating; 0: off
-    nbest: int = 1  # hypotheses returned per sentence, at most beam_size
-
-    def __post_init__(self):
-        if not 1 <= self.nbest <= self.beam_size:
-            raise ValueError(f"nbest must be between 1 and the beam size {self.beam_size}")
-        if min(self.alpha, self.beta, self.no_repeat_ngram) < 0:
-            raise ValueError("alpha, beta and no_repeat_ngram must be >= 0")
 
 
 class Hypotheses(NamedTuple):

@@ -48,6 +48,10 @@ class _Drawn(NamedTuple):
     align: Tensor  # (A, L)
     score: Tensor  # (A,) total log-probability of the tokens drawn
 
+    def outputs(self) -> tuple[Tensor, Tensor, Tensor]:
+        """What a sentence hands in when it is done: tokens, align, score."""
+        return self.tokens, self.align, self.score
+
 
 @torch.no_grad()
 def sample(
@@ -91,7 +95,7 @@ def sample(
         over = live.searching & (token == eos)
         if not over.any():  # a host sync per step, paid back by every row that leaves
             continue
-        live, left = _hand_in(live, over, done[3:], live[3:], shrink_step)
+        live, left = _hand_in(live, over, done.outputs(), live.outputs(), shrink_step)
         if left is not None:
             if not left.numel():
                 break
@@ -299,9 +303,7 @@ def top_k(scores: Tensor, k: int, groups: int = 32) -> tuple[Tensor, Tensor]:
     Each row is split into `width` interleaved sets of `groups` columns (i, i + width,
     ...): each of the k largest lies in one of the k sets with the largest maxima (k
     sets with a larger maximum would hold k larger values), so one vectorized max over
-    the row and two small topks find them. End to end, beam 5 over test_2016_flickr
-    ran 1.03x faster than with `torch.topk` in fp32 and 1.09x in int8, the same
-    translations (medians of 4 and 6 alternating rounds, AMD EPYC, 2026-12-01).
+    the row and two small topks find them (docs/benchmarks.md: beam search's top-k).
     """
     R, C = scores.shape
     groups = max(1, min(groups, C // k))  # at least k sets

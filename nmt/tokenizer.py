@@ -12,7 +12,8 @@ from collections.abc import Iterable
 
 import sentencepiece as spm
 
-from nmt.config import DataConfig, NmtError
+from nmt.config import DataConfig
+from nmt.errors import NmtError
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 

@@ -1,4 +1,4 @@
-"""Whole-line translation (`nmt.documents`) with sentence splitting on and off, side by
+"""Whole-line translation (`nmt.text.documents`) with sentence splitting on and off, side by
 side in one run: speed, words out, and BLEU where the lines are single sentences.
 
     python scripts/bench_documents.py RUN [--rounds 3] [--beam 5] [--join 10]
@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 from nmt.data import read_lines
-from nmt.documents import Summary, translate_lines
-from nmt.metrics import bleu
+from nmt.text.documents import Summary, translate_lines
+from nmt.training.validation import bleu
 from nmt.translate import Translator
 
 MULTI30K = Path(os.environ.get("MULTI30K_DIR", "../shared/data/multi30k"))

@@ -27,7 +27,7 @@ from nmt.config import Config
 from nmt.corpus import training_corpus
 from nmt.data import tokenizer_text
 from nmt.tokenizer import build_tokenizers
-from nmt.train import train
+from nmt.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -26,11 +26,11 @@ import torch
 from nmt.config import Config
 from nmt.corpus import collate, training_corpus
 from nmt.data import tokenizer_text
-from nmt.kernels.captured_loss import CapturedLoss
 from nmt.model import Seq2Seq
-from nmt.optimize import TrainingLoss, build_optimizer, train_step
 from nmt.plan import Kernels, keep_freed_memory_mapped, plan_for, resolve_device
+from nmt.runtime.captured_loss import CapturedLoss
 from nmt.tokenizer import PAD, build_tokenizers
+from nmt.training.optimize import TrainingLoss, build_optimizer, train_step
 
 
 def measure(cfg: Config, precision: str, steps: int, warmup: int) -> dict:

@@ -7,7 +7,7 @@ optionally against OpenNMT-py on the same sentences in the same run.
 With --rounds R the systems take turns R times and the table gives medians
 (the ratio column: the median of the per-round ratios). With --graphs (a CUDA
 device) each precision also runs with its decoder step replayed as CUDA graphs
-(`nmt.kernels.graphs`), eager and captured in the same run; every system then
+(`nmt.runtime.graphs`), eager and captured in the same run; every system then
 warms up on the whole file, so that the captured ones time replays, not captures.
 
 Ours: `Translator.translate` on the whole file after the model is loaded and
@@ -36,7 +36,7 @@ import sentencepiece as spm
 import torch
 
 from nmt.data import read_lines
-from nmt.metrics import bleu
+from nmt.training.validation import bleu
 from nmt.translate import Translator
 
 MULTI30K = Path(os.environ.get("MULTI30K_DIR", "../shared/data/multi30k"))

@@ -46,7 +46,7 @@ from bench_train import run_worker  # this folder is on sys.path when run as a s
 from bench_translate import BATCH_SENTS, onmt_translate
 
 from nmt.data import read_lines
-from nmt.report import make_metrics
+from nmt.reporting.evaluation import make_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 HARNESS = ROOT.parent / "shared" / "peers"
@@ -152,7 +152,7 @@ def nmt_after(seconds: int, out: Path, multi30k: Path, refs: list[str], seed: in
         cmd = [*nmt, "train", str(CONFIG), "--out", str(out), *train]
         subprocess.run(cmd, stderr=stderr, check=True)
     # the loop starts right after the "device=..." line, logged as local HH:MM:SS
-    clock = re.search(r"^(\d\d:\d\d:\d\d) INFO nmt.train: device=", log.read_text(), re.M)
+    clock = re.search(r"^(\d\d:\d\d:\d\d) INFO nmt.training.train: device=", log.read_text(), re.M)
     begun = datetime.datetime.fromtimestamp(started)
     loop_start = datetime.datetime.combine(begun, datetime.time.fromisoformat(clock[1]))
     setup = (loop_start - begun.replace(microsecond=0)).seconds  # .seconds: wraps past midnight

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import nmt.config
-from nmt.optimize import TrainingLoss, train_step
 from nmt.plan import DTYPES, plan_for
+from nmt.training.optimize import TrainingLoss, train_step
 
 WORDS = {  # "German" -> "English"
     "der": "the",
@@ -102,7 +102,7 @@ def trained_parallel_run(toy_corpus, tmp_path_factory) -> Path:
 
 
 def _train_small(toy_corpus: Path, run: Path, *overrides: str) -> Path:
-    from nmt.train import train
+    from nmt.training.train import train
 
     sizes = ["model.emb_dim=64", "model.enc_hidden=64", "model.dec_hidden=128"]
     steps = ["train.max_steps=200", "train.valid_every=200", "train.lr=0.005"]

@@ -13,8 +13,8 @@ import torch
 from nmt.config import ModelConfig, TrainConfig
 from nmt.corpus import collate
 from nmt.model import Seq2Seq
-from nmt.optimize import TrainingLoss, build_optimizer, train_step
 from nmt.plan import plan_for
+from nmt.training.optimize import TrainingLoss, build_optimizer, train_step
 from tests.test_model import random_batch
 
 pytestmark = [
@@ -28,7 +28,7 @@ pytestmark = [
 def test_captured_steps_make_the_updates_of_eager_steps(precision, input_feed):
     if precision == "bf16" and not torch.cuda.is_bf16_supported():
         pytest.skip("this GPU has no bf16")
-    from nmt.kernels.captured_loss import CapturedLoss
+    from nmt.runtime.captured_loss import CapturedLoss
 
     torch.manual_seed(0)
     cuda = torch.device("cuda")

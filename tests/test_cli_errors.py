@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from nmt import checkpoint, cli, config
+from nmt import checkpoint, cli, config, options
+from nmt.options import SEARCH
 from tests.conftest import TINY, tiny_overrides, write_split
 from tests.test_serve import free_port
 
@@ -125,6 +126,10 @@ def bad_values(command: str, action: argparse.Action, w: dict[str, Path]) -> lis
         return ["10.255.255.1"]  # a valid address, not this machine's
     if action.choices:
         return ["bogus"]
+    if dest in SEARCH:  # checked by SearchOptions, with the message the server gives
+        low, high, low_in, high_in = options.parse_interval(SEARCH[dest].bounds)
+        outside = [low - 1 if low_in else low] + ([] if math.isinf(high) else [high + 1])
+        return [*(f"{v:g}" for v in outside), "nan", "x"]
     if hasattr(action.type, "least"):
         step = 1 if action.type.kind is int else 0.5
         above = [] if math.isinf(action.type.most) else [f"{action.type.most + step:g}"]
@@ -143,6 +148,7 @@ def option_cases(w: dict[str, Path]) -> list[tuple[str, list[str], str]]:
                 if action.option_strings:
                     argv = _set_option(args, action.option_strings, value)
                     named = value if by_value else action.option_strings[-1]
+                    named = action.dest if action.dest in SEARCH else named
                 else:
                     argv = _set_positional(parser, args, action, value)
                     named = value
@@ -197,7 +203,7 @@ def bad_config_values(key: str, hint, allowed) -> list[str]:
     values = plain.get(hint, ["[0.9]", "[x, y]", "[nan, 0.9]"])
     outside = []
     if isinstance(allowed, str):
-        low, high, low_in, high_in = config.parse_interval(allowed)
+        low, high, low_in, high_in = options.parse_interval(allowed)
         outside.append(low - 1 if low_in else low)
         if not math.isinf(high):
             outside.append(high + 1 if high_in else high)
@@ -216,9 +222,9 @@ def semantic_cases(w: dict[str, Path]) -> list[tuple[str, list[str], str]]:
         ("translate missing -i", _set_option(translate, ["-i"], str(root / "nope")), "nope"),
         ("nbest with scores", [*translate, "--nbest", "2", "--scores"], "--scores"),
         ("nbest with alignments", [*translate, "--nbest", "2", "--alignments"], "--alignments"),
-        ("nbest above beam", [*translate, "--nbest", "3", "--beam", "2"], "--nbest 3"),
-        ("sampling nbest", [*translate, "--sample-temperature", "1", "--nbest", "2"], "--nbest"),
-        ("top-k without sampling", [*translate, "--sample-top-k", "3"], "--sample-top-k"),
+        ("nbest above beam", [*translate, "--nbest", "3", "--beam", "2"], "nbest 3"),
+        ("sampling nbest", [*translate, "--sample-temperature", "1", "--nbest", "2"], "nbest"),
+        ("top-k without sampling", [*translate, "--sample-top-k", "3"], "sample_top_k"),
         ("translate a model override", [*translate, "model.emb_dim=8"], "model.emb_dim"),
         ("resume changes the model", [*resume, "model.emb_dim=32"], "model.emb_dim"),
         ("resume changes the vocabulary", [*resume, "data.vocab_size=900"], "data.vocab_size"),
@@ -282,6 +288,7 @@ def test_every_option_and_key_is_covered():
     for command, parser in subparsers().items():
         for action in parser._actions:
             covered = action.dest in roles or action.choices or hasattr(action.type, "least")
+            covered = covered or action.dest in SEARCH
             assert covered, f"nmt {command}: no bad values for {action.dest}"
     for section, cls, field, hint in config_fields():
         key = f"{section}.{field}"
@@ -317,13 +324,12 @@ def test_outputs_that_are_not_regular_files_are_written_through(world, tmp_path)
 
 
 def test_the_python_api_refuses_a_string_and_bad_options(world):
-    from nmt.decoding import DecodeError, Sampling
     from nmt.translate import Translator
 
-    translator = Translator.load(world["run"])
+    translator = Translator.load(world["run"], precision="fp32")
     with pytest.raises(TypeError, match=r"translate\(\[text\]\)"):
         translator.translate("Ein Hund.")
-    with pytest.raises(DecodeError, match="beam must be"):
+    with pytest.raises(options.OptionError, match="beam must be"):
         translator.translate(["Ein Hund."], beam=0)
-    with pytest.raises(DecodeError, match="temperature"):
-        Sampling(temperature=-1.0)
+    with pytest.raises(options.OptionError, match="sample_temperature"):
+        translator.translate(["Ein Hund."], sample_temperature=-1.0)

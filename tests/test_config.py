@@ -36,7 +36,7 @@ def test_overrides_reach_typed_fields():
         ("train.max_steps=2.5", "config key 'train.max_steps' expects int, got 2.5 (float)"),
         (
             "train.precision=fp8",
-            "config key 'train.precision' must be one of auto, fp32, fp16, bf16",
+            "config key 'train.precision' must be one of auto, fp32, bf16, fp16",
         ),
         ("model.attention=genral", "(did you mean 'general'?)"),
         ("train.lr", "override 'train.lr' is not of the form section.key=value"),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from nmt.train import train
+from nmt.training.train import train
 from tests.conftest import tiny_config, tiny_train_args
 
 ROOT = Path(__file__).resolve().parents[1]

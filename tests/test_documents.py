@@ -10,17 +10,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nmt import documents, markup
 from nmt.decoding import Hypothesis
-from nmt.documents import Part, Summary, translate_lines
-from nmt.markup import INLINE, UNTRANSLATED, translate_html
+from nmt.text import documents, markup
+from nmt.text.documents import Part, Summary, translate_lines
+from nmt.text.markup import INLINE, UNTRANSLATED, translate_html
 from nmt.translate import Translator
 from tests.conftest import WORDS, make_pairs
 
 
 @pytest.fixture(scope="module")
 def translator(trained_run) -> Translator:
-    return Translator.load(trained_run)
+    return Translator.load(trained_run, precision="fp32")
 
 
 def texts(hyps) -> list[str]:

@@ -21,8 +21,9 @@ import torch
 from nmt import checkpoint, outputs
 from nmt.cli import main
 from nmt.model import Seq2Seq
-from nmt.optimize import NonFiniteError
-from nmt.train import RunError, train
+from nmt.training.optimize import NonFiniteError
+from nmt.training.run_dir import RunError
+from nmt.training.train import train
 from tests.conftest import tiny_config, tiny_train_args
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -28,7 +28,7 @@ LINE = st.one_of(
 
 @pytest.fixture(scope="module")
 def translator(trained_run):
-    return Translator.load(trained_run)
+    return Translator.load(trained_run, precision="fp32")
 
 
 @FUZZ

@@ -1,4 +1,4 @@
-"""The decoder step replayed as graphs (`nmt.kernels.graphs`): the wrapper's buffers,
+"""The decoder step replayed as graphs (`nmt.runtime.graphs`): the wrapper's buffers,
 padding, slicing and memory caching are checked on the CPU with a stand-in that
 "captures" by running the step and "replays" by running it again into the first
 outputs (a CUDA graph's semantics: fixed buffers, outputs rewritten in place); the
@@ -11,11 +11,11 @@ import dataclasses
 import pytest
 import torch
 
-import nmt.translate
+import nmt.loading
 from nmt import checkpoint
 from nmt.ensemble import Ensemble
-from nmt.kernels.graphs import CapturedDecoder
 from nmt.plan import ROWS_STEP, DeviceError, bucket, plan_for
+from nmt.runtime.graphs import CapturedDecoder
 from nmt.translate import Translator
 from tests.conftest import make_pairs
 
@@ -72,9 +72,9 @@ def translators(run, monkeypatch, ensemble: bool = False) -> tuple[Translator, T
     cfg, model, tokenizers, _ = checkpoint.load(run / "best.pt")
     model.eval()
     if ensemble:  # two members: the same weights, so that the ensemble is checkable
-        model = Ensemble([model, checkpoint.load(run / "best.pt")[1].eval()])
+        model = Ensemble([model, checkpoint.load(run / "best.pt").model])
     plain = Translator(model, tokenizers, cfg)
-    monkeypatch.setattr(nmt.translate, "CudaGraphs", EagerGraphs)
+    monkeypatch.setattr(nmt.loading, "CudaGraphs", EagerGraphs)
     captured = Translator(model, tokenizers, cfg, dataclasses.replace(plain.plan, graphs=True))
     return plain, captured
 
@@ -179,9 +179,9 @@ def test_graphs_are_refused_on_a_cpu_and_off_by_default(trained_run):
     cfg, _, _, _ = checkpoint.load(trained_run / "best.pt")
 
     with pytest.raises(DeviceError, match="CUDA"):
-        Translator.load(trained_run, graphs=True)
+        Translator.load(trained_run, graphs=True, precision="fp32")
 
-    assert not Translator.load(trained_run).plan.graphs
+    assert not Translator.load(trained_run, precision="fp32").plan.graphs
     # an inference plan asks the device nothing in fp32: a CUDA device needs no GPU here
     cuda = torch.device("cuda")
     assert plan_for(cuda, "fp32", training=False, model=cfg.model, graphs=True).graphs
@@ -225,8 +225,8 @@ def test_captured_search_on_a_gpu_is_eager_search(trained_run, precision, beam):
     if precision == "bf16" and not torch.cuda.is_bf16_supported():
         pytest.skip("this GPU has no bf16")
     options = {"device": "cuda", "precision": precision}
-    eager = Translator.load(trained_run, **options)
-    captured = Translator.load(trained_run, **options, graphs=True)
+    eager = Translator.load(trained_run, **options, precision="fp32")
+    captured = Translator.load(trained_run, **options, graphs=True, precision="fp32")
     assert isinstance(captured.decoder, CapturedDecoder)
 
     found = captured.translate(LINES, beam=beam, max_tokens=10_000)

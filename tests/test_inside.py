@@ -7,16 +7,18 @@ import pytest
 import torch
 
 from nmt.cli import main
-from nmt.figures import pyplot
-from nmt.gates import moving_units
-from nmt.inside import UNITS_SHOWN, GateRecorder, figures, inspect_sentence
+from nmt.reporting.figures import pyplot
+from nmt.reporting.gates import moving_units
+from nmt.reporting.inside import UNITS_SHOWN, GateRecorder, figures, inspect_sentence
 from nmt.tokenizer import BOS, EOS
 from nmt.translate import Translator
 
 
 @pytest.fixture(scope="module")
 def inspection(trained_run):
-    return inspect_sentence(Translator.load(trained_run), "Der hund sieht eine katze.", beam=3)
+    return inspect_sentence(
+        Translator.load(trained_run, precision="fp32"), "Der hund sieht eine katze.", beam=3
+    )
 
 
 def test_the_attention_picture_has_a_row_per_output_piece_each_summing_to_one(inspection):
@@ -28,7 +30,7 @@ def test_the_attention_picture_has_a_row_per_output_piece_each_summing_to_one(in
 
 
 def test_the_gate_recorder_decodes_as_the_model_and_records_its_states(trained_run, inspection):
-    translator = Translator.load(trained_run)
+    translator = Translator.load(trained_run, precision="fp32")
     model = translator.model
     src_ids = translator.encode([inspection.sentence])[0]
     src, src_len = torch.tensor([src_ids]), torch.tensor([len(src_ids)])
@@ -98,7 +100,7 @@ def test_inspecting_leaves_the_translator_as_it_was(trained_run, precision):
 
 
 def test_the_gates_of_the_parallel_decoder_are_its_top_layer_s(trained_parallel_run):
-    translator = Translator.load(trained_parallel_run)
+    translator = Translator.load(trained_parallel_run, precision="fp32")
     model, sentence = translator.model, "Der hund sieht eine katze."
     assert model.cfg.decoder == "parallel" and model.cfg.dec_layers == 2
     inspection = inspect_sentence(translator, sentence, beam=3)

@@ -8,10 +8,10 @@ from nmt.config import ConfigError, ModelConfig, TrainConfig
 from nmt.corpus import collate
 from nmt.kernels.dropout import uniform16_dropout
 from nmt.model import Seq2Seq
-from nmt.optimize import build_optimizer
 from nmt.plan import REFERENCE, Kernels
 from nmt.search import greedy
 from nmt.tokenizer import BOS, EOS, PAD
+from nmt.training.optimize import build_optimizer
 from tests.conftest import cpu_plan, gradients, train_one_step
 
 # GNMT's decoder (model.decoder=parallel): each score kind, 2 and 3 layers

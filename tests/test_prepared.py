@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from nmt import checkpoint
-from nmt.kernels.prepared import FusedLSTMCell, Int8Linear, PackedLinear, PreparedModel
 from nmt.model import Seq2Seq
 from nmt.plan import PrecisionError, int8_available, packed_fp32_available, plan_for
+from nmt.runtime.prepared import FusedLSTMCell, Int8Linear, PackedLinear, PreparedModel
 from nmt.tokenizer import PAD
 from nmt.translate import Translator
 from tests.conftest import make_pairs
@@ -74,7 +74,7 @@ RUNS = ["trained_run", "trained_parallel_run"]
 @pytest.mark.parametrize("run", RUNS)
 def test_loaded_fp32_translations_are_those_of_the_unprepared_model(run, request):
     trained_run = request.getfixturevalue(run)
-    loaded = Translator.load(trained_run)  # prepared: the model is frozen
+    loaded = Translator.load(trained_run, precision="fp32")  # prepared: the model is frozen
     assert isinstance(loaded.decoder, PreparedModel)
     assert isinstance(loaded.decoder.layers.combine, PackedLinear)
     cfg, model, tokenizers, _ = checkpoint.load(trained_run / "best.pt")
@@ -160,7 +160,7 @@ def test_the_int8_cell_follows_torch_lstm_cell():
 def test_int8_translations_match_fp32(run, request):
     trained_run = request.getfixturevalue(run)
     lines = [src for src, _ in make_pairs(60, seed=7)]
-    fp32 = Translator.load(trained_run).translate(lines, beam=5)
+    fp32 = Translator.load(trained_run, precision="fp32").translate(lines, beam=5)
     int8 = Translator.load(trained_run, precision="int8").translate(lines, beam=5)
 
     same = sum(a[0].text == b[0].text for a, b in zip(fp32, int8, strict=True))
@@ -192,7 +192,7 @@ def test_cli_int8_keeps_one_line_per_input_line(trained_run):
 
 @needs_int8
 def test_evaluate_model_translates_in_the_precision_asked_for(trained_run, tmp_path, monkeypatch):
-    import nmt.translate
+    import nmt.loading
     from nmt.cli import main
 
     prepared = []
@@ -202,7 +202,7 @@ def test_evaluate_model_translates_in_the_precision_asked_for(trained_run, tmp_p
             prepared.append(kind)
             super().__init__(model, kind)
 
-    monkeypatch.setattr(nmt.translate, "PreparedModel", Recorded)
+    monkeypatch.setattr(nmt.loading, "PreparedModel", Recorded)
     pairs = make_pairs(20, seed=9)
     src, ref = tmp_path / "src.de", tmp_path / "ref.en"
     src.write_text("".join(s + "\n" for s, _ in pairs))

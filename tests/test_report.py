@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from nmt.report import evaluate
+from nmt.reporting.evaluation import evaluate
 from tests.conftest import make_pairs
 
 REFS = [t for _, t in make_pairs(150, seed=11)]

@@ -17,9 +17,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from nmt.batcher import Limits
-from nmt.openapi import document
-from nmt.serve import build_app
+from nmt.serve.app import build_app
+from nmt.serve.batcher import Limits
+from nmt.serve.openapi import document
 from nmt.translate import Translator
 
 CHECKS = [
@@ -40,7 +40,7 @@ OPERATIONS = [  # (method, path, generation mode): bodies valid and not
 
 @pytest.fixture(scope="module")
 def translator(trained_run):
-    return Translator.load(trained_run)
+    return Translator.load(trained_run, precision="fp32")
 
 
 @pytest.fixture

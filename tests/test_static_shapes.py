@@ -12,9 +12,9 @@ import torch
 from nmt.config import ModelConfig, TrainConfig
 from nmt.corpus import collate
 from nmt.model import Seq2Seq
-from nmt.optimize import TrainingLoss, build_optimizer, train_step
 from nmt.plan import LENGTH_STEP, REFERENCE, ROWS_STEP, DeviceError, bucket, plan_for
 from nmt.tokenizer import PAD
+from nmt.training.optimize import TrainingLoss, build_optimizer, train_step
 from tests.conftest import cpu_plan, gradients
 from tests.test_model import random_batch
 

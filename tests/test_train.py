@@ -12,15 +12,16 @@ import sentencepiece as spm
 import torch
 
 import nmt.corpus
-import nmt.optimize
 import nmt.plan
-from nmt.checkpoint import Progress
+import nmt.training.optimize
 from nmt.cli import main
 from nmt.config import TrainConfig
 from nmt.data import tokenizer_text
-from nmt.optimize import learning_rate
 from nmt.tokenizer import build_tokenizers
-from nmt.train import RunError, record_validation, train
+from nmt.training.optimize import learning_rate
+from nmt.training.run_dir import RunError
+from nmt.training.state import Progress
+from nmt.training.train import record_validation, train
 from nmt.translate import Translator
 from tests.conftest import make_pairs, tiny_config, tiny_train_args
 
@@ -102,7 +103,7 @@ def test_overrides_on_resume_apply_and_are_logged(toy_corpus, tmp_path, caplog):
     run = tmp_path / "run"
     train(tiny_config(toy_corpus, "train.max_steps=4", "train.log_every=2"), run)
 
-    with caplog.at_level("INFO", logger="nmt.train"):
+    with caplog.at_level("INFO", logger="nmt.training.train"):
         train(None, run, resume=True, overrides=["train.max_steps=8", "train.lr=0.0005"])
 
     assert "resuming with changed settings: train.max_steps=8, train.lr=0.0005" in caplog.text
@@ -264,14 +265,14 @@ def test_auto_precision_trains_in_bf16_only_on_a_cpu_with_bf16_units(
     monkeypatch.setattr(nmt.plan, "cpu_has_bf16_units", lambda: units)
     monkeypatch.setattr(nmt.plan, "cpu_runs", lambda precision: True)  # as on such a CPU
     autocast = []  # what each training step's forward ran under
-    forward = nmt.optimize.TrainingLoss.forward
+    forward = nmt.training.optimize.TrainingLoss.forward
 
     def spied(self, **batch):
         on = torch.is_autocast_enabled("cpu")
         autocast.append(torch.get_autocast_dtype("cpu") if on else None)
         return forward(self, **batch)
 
-    monkeypatch.setattr(nmt.optimize.TrainingLoss, "forward", spied)
+    monkeypatch.setattr(nmt.training.optimize.TrainingLoss, "forward", spied)
     cfg = tiny_config(toy_corpus, "train.precision=auto", "train.max_steps=2")
     train(cfg, tmp_path / "run")
 
@@ -360,5 +361,5 @@ def test_a_bpe_run_trains_bpe_pieces_and_translates(toy_corpus, tmp_path):
     scores = [sp.get_score(i) for i in range(4, len(sp))]  # after the specials
     # BPE scores a piece by its merge rank (0, -1, -2, ...); unigram by a log-probability
     assert all(score == int(score) for score in scores) and len(set(scores)) > 10
-    translated = Translator.load(run).translate(["Der hund läuft.", ""], beam=2)
+    translated = Translator.load(run, precision="fp32").translate(["Der hund läuft.", ""], beam=2)
     assert [len(h) for h in translated] == [1, 1] and translated[1][0].text == ""

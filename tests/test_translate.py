@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from nmt import checkpoint
-from nmt.cli import main
+from nmt.cli import build_parser, main
 from nmt.ensemble import Ensemble
 from nmt.tokenizer import UNK
 from nmt.translate import Hypothesis, Translator
@@ -31,7 +31,7 @@ def run(trained_run):
 
 @pytest.fixture(scope="module")
 def translator(run):
-    return Translator.load(run)
+    return Translator.load(run, precision="fp32")
 
 
 def test_one_output_per_input_line_in_order(translator):
@@ -103,8 +103,8 @@ def test_an_ensemble_of_one_checkpoint_equals_that_checkpoint(translator):
 
 def test_an_ensemble_scores_the_mean_of_its_members_log_probabilities(two_checkpoints):
     sources = [s for s, _ in make_pairs(12, seed=8)]
-    ensemble = Translator.load(list(two_checkpoints))
-    members = [Translator.load(path) for path in two_checkpoints]
+    ensemble = Translator.load(list(two_checkpoints), precision="fp32")
+    members = [Translator.load(path, precision="fp32") for path in two_checkpoints]
 
     hyps = [h[0] for h in ensemble.translate(sources, beam=3)]
     texts = [h.text for h in hyps]
@@ -137,11 +137,11 @@ def test_a_checkpoint_from_before_the_decoder_option_is_the_stacked_decoder(run,
     lines = [s for s, _ in make_pairs(8, seed=4)]
 
     cfg, _, _, _ = checkpoint.load(tmp_path / "old.pt")
-    translations = Translator.load(tmp_path / "old.pt").translate(lines, beam=3)
+    translations = Translator.load(tmp_path / "old.pt", precision="fp32").translate(lines, beam=3)
     checkpoint.average([tmp_path / "old.pt", run / "best.pt"], tmp_path / "avg.pt")
 
     assert cfg.model.decoder == "stacked"
-    own = Translator.load(run).translate(lines, beam=3)
+    own = Translator.load(run, precision="fp32").translate(lines, beam=3)
     assert [h[0].text for h in translations] == [h[0].text for h in own]
     _, averaged, _, _ = checkpoint.load(tmp_path / "avg.pt")  # the same model: averaged
     assert averaged.cfg.decoder == "stacked"
@@ -206,6 +206,27 @@ def test_half_precision_on_a_cpu_without_its_kernels_is_a_one_line_error(
     error = capsys.readouterr().err
     assert error.count("\n") == 1
     assert f"nmt: error: precision {precision} needs a CPU with AVX-512" in error
+
+
+@pytest.mark.parametrize("units", [False, True])
+def test_translation_with_no_precision_runs_in_bf16_only_on_a_cpu_with_bf16_units(
+    run, units, monkeypatch
+):
+    """`auto`, as training's: the translate, evaluate, inspect and serve commands default
+    to it, and Translator.load too."""
+    monkeypatch.setattr("nmt.plan.cpu_has_bf16_units", lambda: units)
+    monkeypatch.setattr("nmt.plan.cpu_runs", lambda precision: True)  # as on such a CPU
+    parser = build_parser()
+
+    translator = Translator.load(run)
+    defaults = {
+        command: parser.parse_args([command, "R", *extra]).precision
+        for command, extra in (("translate", []), ("serve", []), ("inspect", ["S"]))
+    }
+
+    assert translator.plan.precision == ("bf16" if units else "fp32")
+    assert translator.translate(["Ein hund."])[0][0].text
+    assert set(defaults.values()) == {"auto"}
 
 
 def test_cli_missing_model_is_a_one_line_error(tmp_path):

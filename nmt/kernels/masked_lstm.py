@@ -20,7 +20,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from nmt.gates import lstm_cell
+from nmt.kernels.cells import lstm_cell
 
 
 def masked_bidirectional_lstm(

@@ -12,7 +12,8 @@ Here a layer, both directions, is one autograd Function on the packed layout
 input projection of every token is one matrix product; each step multiplies only
 the previous state; backward runs the recurrence for the state gradients alone,
 records every step's gate gradients, and forms the input and weight gradients
-from them after the loop, one product each.
+from them after the loop, one product each. Its forward works in place on the gates;
+its backward is `nmt.kernels.cells.gate_gradients`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from nmt.kernels.cells import Gates, gate_gradients
 
 
 def bidirectional_lstm(
@@ -166,17 +169,11 @@ class _BidirectionalLayer(torch.autograd.Function):
             order = range(len(steps.sizes))
             for t in reversed(order) if direction == 0 else order:  # forward's order reversed
                 n, rows = steps.sizes[t], steps.rows(t)
-                i, f, g, o = acts[rows, gates].chunk(4, 1)
-                tanh_c = tanh_cells[rows, state]
+                step_gates = Gates(*acts[rows, gates].chunk(4, 1), tanh_cells[rows, state])
                 dh_t = dh[:n] + d_out[rows, state]
-                dc_t = dc[:n] + dh_t * o * (1 - tanh_c * tanh_c)
-                di, df, dg, do = d_gates[rows, gates].chunk(4, 1)
-                torch.mul(dc_t * g, i * (1 - i), out=di)
-                torch.mul(dc_t * c_prev[rows], f * (1 - f), out=df)
-                torch.mul(dc_t * i, 1 - g * g, out=dg)
-                torch.mul(dh_t * tanh_c, o * (1 - o), out=do)
-                torch.mm(d_gates[rows, gates], w_hh, out=dh[:n])
-                torch.mul(dc_t, f, out=dc[:n])
+                d_step = d_gates[rows, gates]
+                dc[:n] = gate_gradients(dh_t, dc[:n], step_gates, c_prev[rows], d_step)
+                torch.mm(d_step, w_hh, out=dh[:n])
             h_prev = _with_zero_row(out[:, state])[previous]  # (P, H)
             d_w_hh.append(d_gates[:, gates].t() @ h_prev)
         # the input and weight gradients of all steps and both directions at once

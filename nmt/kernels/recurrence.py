@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from nmt.gates import lstm_cell
+from nmt.kernels.cells import Gates, attention_weights, gate_gradients, lstm_cell
 
 
 class _Records:
@@ -94,22 +94,17 @@ class _LSTMStep(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, dh, dc):
-        weight, c, i, f, g, o, tanh_c = ctx.saved_tensors
+        weight, c, *gates = ctx.saved_tensors
         r: _Records = ctx.records
-        dh = torch.zeros_like(o) if dh is None else dh
+        dh = torch.zeros_like(c) if dh is None else dh
         dc = torch.zeros_like(c) if dc is None else dc
-        dc = dc + dh * o * (1 - tanh_c * tanh_c)
         if r.dgates[ctx.layer] is None:
-            r.dgates[ctx.layer] = weight.new_empty(r.steps, o.size(0), weight.size(0))
+            r.dgates[ctx.layer] = weight.new_empty(r.steps, c.size(0), weight.size(0))
         dgates = r.dgates[ctx.layer][ctx.t]
-        di, df, dg, do = dgates.chunk(4, 1)
-        torch.mul(dc * g, i * (1 - i), out=di)
-        torch.mul(dc * c, f * (1 - f), out=df)
-        torch.mul(dc * i, 1 - g * g, out=dg)
-        torch.mul(dh * tanh_c, o * (1 - o), out=do)
+        dc_prev = gate_gradients(dh, dc, Gates(*gates), c, dgates)
         dxh = dgates @ weight  # (N, I + H)
         *dinputs, dh_prev = dxh.split(ctx.widths, 1)
-        return (None, None, None, None, None, dh_prev, dc * f, *dinputs)
+        return (None, None, None, None, None, dh_prev, dc_prev, *dinputs)
 
 
 class _AttendStep(torch.autograd.Function):
@@ -117,9 +112,7 @@ class _AttendStep(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, records, t, query, keys, values, mask):
-        scores = torch.bmm(query[:, None], keys.transpose(1, 2))[:, 0]
-        # fp32 before masking: -inf and softmax are unsafe in half precision
-        attn = scores.float().masked_fill(~mask, float("-inf")).softmax(-1)
+        attn = attention_weights(torch.bmm(query[:, None], keys.transpose(1, 2)), mask)[:, 0]
         context = torch.bmm(attn.to(values.dtype)[:, None], values)[:, 0]
         records.query = records.buffer(records.query, query)
         records.attn = records.buffer(records.attn, attn)

@@ -4,7 +4,7 @@ A run directory holds `config.yaml`, `src.model`/`tgt.model` (SentencePiece), `l
 `best.pt` and `metrics.jsonl`. `last.pt` holds all a resumed run needs, so stopping
 after N steps (or a kill after step N's checkpoint) and resuming gives the parameters
 of one unbroken run. Under torchrun each step's batches are dealt out across the ranks
-(`nmt.distributed`): one process's global batch of `accum_steps * world_size` batches;
+(`nmt.training.distributed`): one process's global batch of `accum_steps * world_size` batches;
 each rank draws its own dropout masks, so only without dropout is it that process's run.
 """
 
@@ -21,27 +21,30 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
-import yaml
 
-from nmt import checkpoint, distributed
-from nmt.checkpoint import Progress, restore_training, training_state
-from nmt.config import Config, NmtError, TrainConfig
+from nmt import checkpoint
+from nmt.config import Config, TrainConfig
 from nmt.corpus import Corpus, collate, tokenize, training_corpus, training_split
 from nmt.data import DataError, load_split, tokenizer_text
-from nmt.distributed import World, on_main
-from nmt.kernels.captured_loss import CapturedLoss
-from nmt.metrics import MetricsLog
 from nmt.model import Seq2Seq
-from nmt.optimize import SkippedSteps, TrainingLoss, build_optimizer, learning_rate, train_step
 from nmt.plan import Plan, keep_freed_memory_mapped, plan_for, resolve_device
+from nmt.runtime.captured_loss import CapturedLoss
 from nmt.tokenizer import PAD, Tokenizer, build_tokenizers
-from nmt.validation import ValidSet, validate
+from nmt.training import distributed
+from nmt.training.distributed import World, on_main
+from nmt.training.log import MetricsLog
+from nmt.training.optimize import (
+    SkippedSteps,
+    TrainingLoss,
+    build_optimizer,
+    learning_rate,
+    train_step,
+)
+from nmt.training.run_dir import RunError, changed_settings, open_run, write_run_files
+from nmt.training.state import Progress, restore_training, save_run, training_state
+from nmt.training.validation import ValidSet, validate
 
 log = logging.getLogger(__name__)
-
-
-class RunError(NmtError):
-    """A run directory that cannot be started or resumed as asked."""
 
 
 def train(
@@ -78,12 +81,12 @@ def train(
 
 def _start(cfg, out_dir: Path, world: World, dev, resume, overrides, reset) -> Trainer:
     """Opens or creates the run directory (rank 0) and builds the trainer (every rank)."""
-    mode, cfg = on_main(world, lambda: _open_run(cfg, out_dir, resume, overrides))
+    mode, cfg = on_main(world, lambda: open_run(cfg, out_dir, resume, overrides))
     train_text, saved = None, {}  # the training text: loaded only if tokenizers or cache need it
     if mode == "resume":  # the RNG state comes from the checkpoint
         run_cfg, model, tokenizers, saved = checkpoint.load(out_dir / "last.pt")
         cfg = cfg or run_cfg.replace(overrides)
-        if changed := _changed_settings(run_cfg, cfg):
+        if changed := changed_settings(run_cfg, cfg):
             on_main(world, lambda: write_run_files(out_dir, cfg, tokenizers))
             log.info("resuming with changed settings: %s", ", ".join(changed))
     tc, dc = cfg.train, cfg.data
@@ -132,65 +135,6 @@ def _start(cfg, out_dir: Path, world: World, dev, resume, overrides, reset) -> T
     return Trainer(run, world, plan, saved=saved, reset=reset)
 
 
-def _open_run(cfg, out_dir: Path, resume: bool, overrides) -> tuple[str, Config]:
-    """-> ("new", config) or ("resume", None): what to do with the run directory."""
-    last = out_dir / "last.pt"
-    if resume:
-        if last.exists():
-            return "resume", cfg  # the run's own config is last.pt's, read by every rank
-        if not (out_dir / "config.yaml").is_file():
-            raise RunError(f"cannot resume: {last} does not exist")
-        # stopped before its first checkpoint: start again from its own config
-        log.warning("%s holds no checkpoint yet: starting the run from step 0", out_dir)
-        return "new", cfg or Config.from_yaml(out_dir / "config.yaml", overrides)
-    if last.exists():
-        raise RunError(f"{out_dir} already holds a run: pass --resume, or choose another --out")
-    _check_writable(out_dir)  # before minutes of SentencePiece training, not after
-    return "new", cfg
-
-
-# what a resumed run may change besides train.* and decode.*: the rest of model.* and data.*
-# fixes the weights' shapes, the vocabularies and the batches the checkpoint was made with
-RESUMABLE_DATA = ("valid", "test", "cache_dir", "num_proc")
-
-
-def _changed_settings(run_cfg: Config, cfg: Config) -> list[str]:
-    """The keys a resumed run changes; a RunError for one it may not change."""
-    changed = []
-    for section in ("data", "model", "train", "decode"):
-        new = dataclasses.asdict(getattr(cfg, section))
-        for name, value in dataclasses.asdict(getattr(run_cfg, section)).items():
-            if value == new[name]:
-                continue
-            if section == "model" or (section == "data" and name not in RESUMABLE_DATA):
-                raise RunError(
-                    f"{section}.{name} cannot change on --resume: the checkpoint's shapes, "
-                    "vocabularies and batches depend on it; train a new run (another --out)"
-                )
-            changed.append(f"{section}.{name}={new[name]}")
-    return changed
-
-
-def _check_writable(out_dir: Path) -> None:
-    probe = out_dir / ".write-test"
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        raise RunError(f"cannot write to run directory {out_dir}: {err.strerror or err}") from None
-
-
-def write_run_files(out_dir: Path, cfg: Config, tokenizers: tuple[Tokenizer, Tokenizer]) -> None:
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        (out_dir / "src.model").write_bytes(tokenizers[0].model_bytes)
-        (out_dir / "tgt.model").write_bytes(tokenizers[1].model_bytes)
-    except OSError as err:
-        raise RunError(f"cannot write to run directory {out_dir}: {err.strerror or err}") from None
-
-
 class Run(NamedTuple):
     """What a training run is made of, before its optimizer and progress."""
 
@@ -200,6 +144,9 @@ class Run(NamedTuple):
     tokenizers: tuple[Tokenizer, Tokenizer]
     corpus: Corpus
     valid: ValidSet
+
+
+PROGRESS_FIELDS = {f.name for f in dataclasses.fields(Progress)}
 
 
 class Trainer:
@@ -297,15 +244,15 @@ class Trainer:
         """Rank 0 scores the val split and updates early stopping and plateau decay; every
         rank then takes its progress, and rank 0 saves with every rank's RNG. True: stop."""
         improved = on_main(self.world, self._score_validation)
-        fields = distributed.broadcast(dataclasses.asdict(self.progress), self.world)
-        seconds = self.progress.train_seconds  # each rank keeps its own clock
-        self.progress.__dict__.update(fields, train_seconds=seconds)
+        main = distributed.broadcast(self.progress, self.world)  # each rank keeps its clock
+        for name in PROGRESS_FIELDS - {"train_seconds"}:
+            setattr(self.progress, name, getattr(main, name))
         rng = distributed.gather(torch.get_rng_state(), self.world)
 
         def save() -> None:
             state = training_state(self.progress, self.optimizer, self.scaler, rng, plan=self.plan)
             run = (self.cfg, self.model, self.tokenizers)
-            checkpoint.save_run(self.out_dir, *run, state=state, best=improved)
+            save_run(self.out_dir, *run, state=state, best=improved)
 
         on_main(self.world, save)
         self.saved_step = self.progress.step

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from nmt.gates import lstm_cell
+from nmt.kernels.cells import lstm_cell
 from nmt.model import DecoderState, Memory, Seq2Seq, StepLayers
 
 # The row count oneDNN chooses the packed layout for; it serves other counts as

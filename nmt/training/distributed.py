@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from nmt.config import NmtError
+from nmt.errors import NmtError
 
 # Rank 0 validates while the others wait in a collective: allow for a long validation.
 TIMEOUT = timedelta(hours=2)

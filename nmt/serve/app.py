@@ -8,12 +8,12 @@ An ASGI app (Starlette) for uvicorn, one language pair per run:
   2.1.4, translates and lists languages unchanged; `/detect` is not served);
 - OpenNMT-py's `POST /translator/translate` (`[{"src": ..., "id": N}]`, N the N-th run);
 - `POST /v1/translate`: n-best lists with scores, alignments and, asked for, attention;
-- `POST /v1/inspect`: one sentence's attention, gates and memory cells (`nmt.inside`),
-  which the page at `/` (nmt/static) draws;
+- `POST /v1/inspect`: one sentence's attention, gates and memory cells (`nmt.reporting.inside`),
+  which the page at `/` (nmt/serve/static) draws;
 - `GET /health` (the models are loaded before the server listens), `GET /metrics` in
-  Prometheus' text format and `GET /openapi.json` (`nmt.openapi`).
+  Prometheus' text format and `GET /openapi.json` (`nmt.serve.openapi`).
 
-Requests that arrive together are translated together (`nmt.batcher`), so 32 clients
+Requests that arrive together are translated together (`nmt.serve.batcher`), so 32 clients
 with a sentence each cost about one batch. Past `max_pending` requests waiting the
 answer is 503 with Retry-After; bodies and texts over their limits are 413; bad JSON,
 a missing field or an unknown pair is 400 with a message naming it. uvicorn stops on
@@ -33,11 +33,12 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from nmt import openapi
-from nmt.batcher import Batcher, Limits, Metrics, Options, RequestError
-from nmt.config import NmtError
-from nmt.decoding import check_options
-from nmt.inside import as_json, inspect_sentence
+from nmt.errors import NmtError
+from nmt.options import SearchOptions, convert
+from nmt.reporting.inside import as_json, inspect_sentence
+from nmt.serve import openapi
+from nmt.serve.batcher import Batcher, Limits, Metrics, Options, RequestError
+from nmt.serve.openapi import ALTERNATIVES, SERVED
 from nmt.translate import Translator
 
 LANGUAGE_NAMES = {"de": "German", "en": "English", "fr": "French", "cs": "Czech"}
@@ -154,20 +155,9 @@ class _Api:
             )
         return texts, isinstance(value, str)
 
-    def search(self, data: dict) -> tuple[int | None, int, float | None]:
-        """The native APIs' beam, nbest and alpha, checked (None: the run's config)."""
-        beam, alpha = _number(data, "beam", int, None), _number(data, "alpha", float, None)
-        nbest = _number(data, "nbest", int, 1)
-        check_options(beam=beam, nbest=nbest, alpha=alpha)
-        most = self.limits.max_beam
-        for name, value in (("beam", beam), ("nbest", nbest)):
-            if value is not None and value > most:
-                raise RequestError(f"'{name}' must be at most {most}, got {value}")
-        if alpha is not None and alpha > 10:  # past it the scores are all 0 or infinite
-            raise RequestError(f"'alpha' must be at most 10, got {alpha}")
-        if beam is not None and nbest > beam:
-            raise RequestError(f"nbest {nbest} needs a beam of {nbest} or more")
-        return beam, nbest, alpha
+    def search(self, data: dict) -> SearchOptions:
+        """The native APIs' search options (`SERVED`), checked as everywhere else."""
+        return SearchOptions.parse({name: data.get(name) for name in SERVED})
 
     async def libre_translate(self, request: Request) -> Response:
         data = await self.body(request, forms=True)  # as LibreTranslate: JSON or a form
@@ -179,11 +169,10 @@ class _Api:
         fmt = data.get("format") or "text"
         if fmt not in ("text", "html"):
             raise RequestError(f"'format' must be text or html, got {fmt!r}")
-        alternatives = _number(data, "alternatives", int, 0)
-        if not 0 <= alternatives <= 10:
-            raise RequestError(f"'alternatives' must be between 0 and 10, got {alternatives}")
+        alternatives = convert(ALTERNATIVES, data.get("alternatives") or 0)  # an n-best list
         nbest = 1 if fmt == "html" else 1 + alternatives
-        results = await self.batcher.translate(chosen, texts, Options(fmt, nbest=nbest))
+        options = Options(fmt, SearchOptions(nbest=nbest))
+        results = await self.batcher.translate(chosen, texts, options)
         best = [r if fmt == "html" else r[0].text for r in results]
         answer = {"translatedText": best[0] if single else best}
         if alternatives:
@@ -231,11 +220,11 @@ class _Api:
         data = await self.body(request)
         texts, _ = self.texts(data, "text")
         chosen = self.pair(data.get("source"), data.get("target"))
-        beam, nbest, alpha = self.search(data)
+        search = self.search(data)
         attention = data.get("attention", False)
         if not isinstance(attention, bool):
             raise RequestError(f"'attention' must be true or false, got {attention!r}")
-        options = Options("text", beam, nbest, alpha, attention)
+        options = Options("text", search, attention)
         results = await self.batcher.translate(chosen, texts, options)
         translations = [
             {"nbest": [_hypothesis(*h) if attention else _hypothesis(h, None) for h in r]}
@@ -254,9 +243,8 @@ class _Api:
         if not text.strip():
             raise RequestError("'text' is empty: nothing to inspect")
         chosen = self.pair(data.get("source"), data.get("target"))
-        beam = self.search(data)[0]
+        beam = SearchOptions.parse({"beam": data.get("beam")}).beam
         translator = self.by_pair[chosen]
-        beam = translator.cfg.decode.beam_size if beam is None else beam
         found = await self.batcher.call(
             lambda: as_json(inspect_sentence(translator, text, beam=beam))
         )
@@ -264,21 +252,6 @@ class _Api:
 
     async def health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok", "pairs": list(self.by_pair)})
-
-
-def _number(data: dict, key: str, kind: type, default):
-    """data[key] as `kind` (a form sends "3"), `default` if absent; true, 2.5 for an int
-    and "x" are 400."""
-    value = data.get(key)
-    if value is None or value == "":
-        return default
-    fraction = isinstance(value, float) and not value.is_integer()
-    try:
-        if isinstance(value, bool) or (kind is int and fraction):
-            raise ValueError(value)
-        return kind(value)
-    except (TypeError, ValueError, OverflowError):  # OverflowError: int(float("inf"))
-        raise RequestError(f"'{key}' must be a number, got {value!r}") from None
 
 
 def _hypothesis(h, attention) -> dict:

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from sacrebleu.metrics import BLEU, CHRF, TER
 from sacrebleu.significance import PairedTest
 
-from nmt.figures import embedded, png, pyplot
+from nmt.reporting.figures import embedded, png, pyplot
 
 BUCKETS = [(1, 10), (11, 20), (21, 30), (31, 10_000)]  # source words
 DROPS_SHOWN = 10

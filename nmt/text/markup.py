@@ -8,7 +8,7 @@ back byte for byte, in its order, so the page's tree is the same; `<script>`,
 Text is translated a block at a time: the text between two block-level tags (`<p>`,
 `<li>`, `<td>`, ...), inline markup (`<b>`, `<a href>`, `<br>`) included, so a
 sentence keeps its context across its inline tags. Each line of a block (so `<pre>`
-keeps its line breaks) goes through `nmt.documents` (sentences, windows, nothing
+keeps its line breaks) goes through `nmt.text.documents` (sentences, windows, nothing
 invented), all blocks of a page in one batch. The inline tags are then put back into
 the translation by the alignments: an opening tag before the first target piece
 aligned to a source piece after it, a closing tag after the last one aligned to a
@@ -28,7 +28,7 @@ import itertools
 from dataclasses import dataclass
 from html.parser import HTMLParser
 
-from nmt.documents import WORD_START, translate_parts
+from nmt.text.documents import WORD_START, translate_parts
 from nmt.translate import Translator
 
 UNTRANSLATED = {"script", "style", "code", "kbd", "samp", "var", "textarea", "template"}

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from nmt.decoding import Hypothesis
+from nmt.options import SearchOptions
 from nmt.tokenizer import EOS, UNK
 from nmt.translate import Translator
 
@@ -87,7 +88,7 @@ def translate_lines(
     translator: Translator, lines: Iterable[str], **options
 ) -> Iterator[list[Hypothesis]]:
     """The n-best translations of each whole line, in order; `options`: `translate_parts`'."""
-    nbest = 1 if options.get("sampling") else options.get("nbest", 1)
+    nbest = options.get("nbest", 1)
     for parts in translate_parts(translator, lines, **options):
         yield [_join(parts, k) for k in range(nbest)]
 
@@ -109,7 +110,7 @@ def translate_attended(
     """`translate_lines`' n-best lists, each hypothesis with its `Attention`. All lines'
     hypotheses are decoded again in one `Translator.attention` call (a list: the server's
     requests are a few lines, not a stream)."""
-    nbest = 1 if options.get("sampling") else options.get("nbest", 1)
+    nbest = options.get("nbest", 1)
     lines_parts = list(translate_parts(translator, lines, **options))
     # per line and rank k: the (source text, output tokens) of each translated part
     picked = [
@@ -148,6 +149,7 @@ def translate_parts(
     """Each line's parts, each with its n-best list (None: passed through), in order;
     `options` as `translate`'s. `split=False`: the input is one sentence a line
     (over-long ones are still cut). `summary`, if given, is filled in as lines go."""
+    SearchOptions(**options)  # checked before any line: a chunk may have nothing to search
     summary = summary if summary is not None else Summary()
     lines = iter(lines)
     while chunk := list(itertools.islice(lines, chunk_lines)):

@@ -1,6 +1,6 @@
-"""What training measures and records: validation BLEU (SacreBLEU, with its
-signature; full reports are nmt.report), the run's metrics.jsonl log, and its
-learning curves drawn from that log.
+"""The run's metrics.jsonl: one JSON object per log line or validation, a progress bar
+on a terminal (else periodic log lines), and TensorBoard where it is installed.
+`nmt.reporting.curves` draws the learning curves from the file.
 """
 
 from __future__ import annotations
@@ -9,26 +9,11 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-from sacrebleu.metrics import BLEU
-
-from nmt.config import NmtError
-from nmt.figures import png, pyplot
 from nmt.outputs import write_output
 
 log = logging.getLogger(__name__)
-
-
-class MetricsError(NmtError):
-    """A metrics.jsonl that is missing or not one."""
-
-
-def bleu(hyps: list[str], refs: list[str]) -> tuple[float, str]:
-    """Detokenized, cased corpus BLEU (13a) -> (score, sacrebleu signature)."""
-    metric = BLEU()
-    return metric.corpus_score(hyps, [refs]).score, str(metric.get_signature())
 
 
 class MetricsLog:
@@ -117,52 +102,3 @@ def _tensorboard(out_dir: Path):
     except ImportError:  # tensorboard is optional
         return None
     return SummaryWriter(str(out_dir / "tensorboard"))
-
-
-PANELS = [  # (title, event, key)
-    ("training loss (label-smoothed)", "train", "loss"),
-    ("validation loss", "valid", "loss"),
-    ("validation perplexity", "valid", "ppl"),
-    ("validation BLEU (greedy)", "valid", "bleu"),
-    ("learning rate", "train", "lr"),
-    ("training speed (target tokens/s)", "train", "tok_per_s"),
-]
-
-
-def plot_learning_curves(metrics: Path) -> bytes:
-    """A run's metrics.jsonl -> its learning curves, six panels in one PNG."""
-    plt = pyplot()
-    events = list(read_events(metrics))
-    fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
-    for ax, (title, kind, key) in zip(axes.flat, PANELS, strict=True):
-        points = [(e["step"], e[key]) for e in events if e.get("event") == kind and key in e]
-        if points:
-            steps, values = zip(*points, strict=True)
-            ax.plot(steps, values, marker="o" if kind == "valid" else None, markersize=3)
-        ax.set_title(title, fontsize=10)
-        ax.ticklabel_format(axis="y", style="plain", useOffset=False)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    fig.suptitle(f"Learning curves: {metrics.parent.name}")
-    fig.tight_layout()
-    return png(fig)
-
-
-def read_events(metrics: Path) -> Iterator[dict]:
-    """The records of a metrics.jsonl; a line that is not one raises a `MetricsError`
-    naming it (a last line cut short by a crash is skipped, as `_truncate` does)."""
-    if not metrics.is_file():
-        raise MetricsError(f"{metrics} does not exist: is {metrics.parent} a run directory?")
-    lines = metrics.read_text(encoding="utf-8", errors="replace").splitlines()
-    for number, line in enumerate(lines, 1):
-        try:
-            event = json.loads(line) if line.strip() else None
-        except json.JSONDecodeError:
-            if number == len(lines):
-                return
-            event = []
-        if event is None:
-            continue
-        if not isinstance(event, dict) or not isinstance(event.get("step"), (int, float)):
-            raise MetricsError(f"{metrics} line {number}: not a metrics record")
-        yield event

@@ -4,20 +4,19 @@ greedy translations, on the val split tokenized once at the start of the run.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import datasets
 import torch
+from sacrebleu.metrics import BLEU
 
 from nmt.config import Config
 from nmt.corpus import collate, epoch_batches
 from nmt.decoding import decode
-from nmt.metrics import bleu
+from nmt.options import SearchOptions
 from nmt.plan import Plan
-from nmt.scoring import BeamOptions
 from nmt.tokenizer import EOS, PAD, Tokenizer
 
 
@@ -48,11 +47,16 @@ def validate(model, valid: ValidSet, tgt_tok: Tokenizer, plan: Plan, cfg: Config
         parts = (part["src"], part["src_len"], part["tgt_in"], part["tgt_out"])
         loss_sum += float(model.loss(*parts, kernels=plan.kernels))
         count += int((part["tgt_out"] != PAD).sum())
-    greedy = BeamOptions(1, min_len=cfg.decode.min_len, no_repeat_ngram=cfg.decode.no_repeat_ngram)
-    decode_cfg = dataclasses.replace(cfg.decode, max_tokens=budget)
-    found = decode(model, valid.src_ids, greedy, plan=plan, cfg=decode_cfg)
+    greedy = SearchOptions(beam=1, max_tokens=budget)
+    found = decode(model, valid.src_ids, greedy, plan=plan, cfg=cfg.decode)
     hyps = tgt_tok.decode([hyps[0].tokens for hyps in found])
     model.train(was_training)
     loss, (score, _) = loss_sum / max(count, 1), bleu(hyps, valid.refs)
     ppl = math.exp(min(loss, 50))
     return {"loss": round(loss, 4), "ppl": round(ppl, 2), "bleu": round(score, 2)}
+
+
+def bleu(hyps: list[str], refs: list[str]) -> tuple[float, str]:
+    """Detokenized, cased corpus BLEU (13a) -> (score, sacrebleu signature)."""
+    metric = BLEU()
+    return metric.corpus_score(hyps, [refs]).score, str(metric.get_signature())

@@ -1,21 +1,5 @@
-"""An LSTM written out gate by gate, for looking inside; training keeps nn.LSTM.
-
-Shapes: N batch rows, T time steps, I input size, H hidden size per direction.
-
-At each step t an LSTM layer computes, from its input x_t and previous state
-(h, c), four gates with PyTorch's weight layout (rows i, f, g, o):
-
-    i = sigmoid(W_ii x + b_ii + W_hi h + b_hi)   input gate: how much new content to write
-    f = sigmoid(W_if x + b_if + W_hf h + b_hf)   forget gate: how much of the cell to keep
-    g = tanh(W_ig x + b_ig + W_hg h + b_hg)      candidate content
-    o = sigmoid(W_io x + b_io + W_ho h + b_ho)   output gate: how much of the cell to show
-    c' = f * c + i * g                           the memory cell
-    h' = o * tanh(c')                            the hidden state
-
-`lstm_cell` is that arithmetic after the product, the one definition the kernels
-(nmt.kernels) share; `lstm_gates` runs an nn.LSTM this way, on its own weights, and
-returns every gate at every step.
-"""
+"""An nn.LSTM run step by step with its own weights, every gate recorded, and which of
+its units to show: single units, not means over units (those sit near 0.5)."""
 
 from __future__ import annotations
 
@@ -24,25 +8,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-
-class Gates(NamedTuple):
-    """One step's activated gates, each (N, H)."""
-
-    input: Tensor
-    forget: Tensor
-    candidate: Tensor  # g
-    output: Tensor
-    tanh_cell: Tensor  # tanh(c'), which h' = o * tanh(c') shows
-
-
-def lstm_cell(preactivations: Tensor, c: Tensor) -> tuple[Tensor, Tensor, Gates]:
-    """The gates' pre-activations (N, 4H), in torch's order i, f, g, o, and the cell c
-    (N, H) -> h', c' and the gates."""
-    i, f, g, o = preactivations.chunk(4, dim=-1)
-    i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
-    c = f * c + i * g
-    tanh_c = torch.tanh(c)
-    return o * tanh_c, c, Gates(i, f, g, o, tanh_c)
+from nmt.kernels.cells import cell_step
 
 
 class GateTrace(NamedTuple):
@@ -53,14 +19,6 @@ class GateTrace(NamedTuple):
     output: Tensor
     cell: Tensor  # the memory cell c after each step
     hidden: Tensor
-
-
-def cell_step(
-    x: Tensor, h: Tensor, c: Tensor, weights: tuple[Tensor, ...]
-) -> tuple[Tensor, Tensor, Gates]:
-    """One LSTM step with nn.LSTM's (w_ih, w_hh, b_ih, b_hh) -> h, c and the gates."""
-    w_ih, w_hh, b_ih, b_hh = weights
-    return lstm_cell(x @ w_ih.t() + b_ih + h @ w_hh.t() + b_hh, c)
 
 
 def lstm_gates(lstm: nn.LSTM, x: Tensor) -> tuple[Tensor, dict[tuple[int, int], GateTrace]]:

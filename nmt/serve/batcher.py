@@ -2,7 +2,7 @@
 
 A worker thread takes what is waiting, up to `max_wait_ms` after the first request or
 `batch_lines` lines, groups it by language pair and options, and translates each group
-as one call of `nmt.documents` (html: `nmt.markup`, page by page). In fp32 a line's
+as one call of `nmt.text.documents` (html: `nmt.text.markup`, page by page). In fp32 a line's
 translation is the one it gets alone (tests/test_serve.py checks 32); int8 scales the
 activations of each product by the rows in it, so there a batch can change a few. Past
 `max_pending` requests admitted, a request is refused (503) rather than queued.
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import queue
 import threading
 import time
@@ -23,9 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from nmt.config import NmtError
-from nmt.documents import translate_attended, translate_lines
-from nmt.markup import translate_html
+from nmt.errors import NmtError
+from nmt.options import SearchOptions
+from nmt.text.documents import translate_attended, translate_lines
+from nmt.text.markup import translate_html
 from nmt.translate import Translator
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -45,7 +47,6 @@ class Limits:
     max_text_chars: int = 20_000  # all the texts of one request together
     max_pending: int = 256  # requests waiting or being translated
     max_inspect_chars: int = 1_000  # the one sentence of /v1/inspect
-    max_beam: int = 32  # beam and nbest: a beam's memory grows with its size
     max_wait_ms: float = 5.0  # how long the first request of a batch waits for others
     batch_lines: int = 256  # lines in one batch at most
 
@@ -54,9 +55,7 @@ class Options(NamedTuple):
     """How to translate a job's lines: jobs with equal options can share a batch."""
 
     format: str = "text"  # or "html": a page per line
-    beam: int | None = None  # None: the run's decode config
-    nbest: int = 1
-    alpha: float | None = None
+    search: SearchOptions = SearchOptions()
     attention: bool = False  # text only: each hypothesis with its `documents.Attention`
 
 
@@ -141,7 +140,7 @@ class Batcher:
 
     @staticmethod
     def _translate(translator: Translator, options: Options, jobs: list[_Job]) -> list:
-        search = {"beam": options.beam, "nbest": options.nbest, "alpha": options.alpha}
+        search = dataclasses.asdict(options.search)
         if options.format == "html":  # a page is its own unit
             return [[translate_html(translator, t, **search) for t in j.lines] for j in jobs]
         translate = translate_attended if options.attention else translate_lines

@@ -14,12 +14,13 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from nmt import distributed
-from nmt.config import NmtError, TrainConfig
-from nmt.distributed import World
+from nmt.config import TrainConfig
+from nmt.errors import NmtError
 from nmt.model import Seq2Seq
 from nmt.plan import Plan
 from nmt.tokenizer import PAD
+from nmt.training import distributed
+from nmt.training.distributed import World
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,8 @@ def train_step(
     (default: these parts'). `idle`: this rank has no batch; it runs `parts` with weight 0
     only to join the gradient all-reduce. A non-finite loss or gradient skips the update:
     `skipped` is then 1, a device tensor like `loss` and `grad_norm`, so the step never
-    waits for the device. The optimizer must be fused (`build_optimizer`)."""
+    waits for the device. The optimizer must be fused (`build_optimizer`) and the scaler
+    the plan's (`Plan.scaler`), which skips such steps on the device."""
     tokens = tokens or sum(int((p["tgt_out"] != PAD).sum()) for p in parts)
     # rows with a target: a batch padded to static shapes has rows without one
     sentences = sentences or sum(int((p["tgt_out"] != PAD).any(1).sum()) for p in parts)
@@ -93,15 +95,10 @@ def train_step(
         total += loss.detach()
     scaler.unscale_(optimizer)  # so clipping sees the true gradient norm
     grad_norm = torch.nn.utils.clip_grad_norm_(objective.parameters(), cfg.clip_norm)
-    # No host sync: the fused optimizer reads `found_inf` on the device and leaves
-    # parameters, moments and step counts as they were when it is 1 (the protocol
-    # GradScaler uses with fused optimizers). fp16's scaler then lowers its scale.
+    # No host sync: the scaler found the same non-finite gradients on the device, and the
+    # fused optimizer leaves parameters, moments and step counts as they were then
     skipped = (~torch.isfinite(grad_norm)).float()
-    optimizer.grad_scale, optimizer.found_inf = None, skipped
-    try:
-        optimizer.step()
-    finally:
-        del optimizer.grad_scale, optimizer.found_inf
+    scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
     loss = distributed.all_reduce_sum(total, world) / world.size * (divisor / tokens)

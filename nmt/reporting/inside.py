@@ -1,6 +1,6 @@
 """`nmt inspect`: one sentence through a trained model, with its attention, gates and cells.
 
-The encoder is re-run gate by gate (`nmt.gates.lstm_gates`, the same weights); the decoder
+The encoder is re-run gate by gate (`nmt.reporting.gates.lstm_gates`, the same weights); the decoder
 re-decodes the translation through a `GateRecorder`. Pictures: matplotlib (Agg), single
 units rather than means over units (those near 0.5 show nothing); `as_json` is what the
 server's page draws.
@@ -15,9 +15,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from nmt.figures import embedded, png, pyplot
-from nmt.gates import GateTrace, cell_step, distinctive_units, lstm_gates, moving_units
+from nmt import forced
+from nmt.kernels.cells import cell_step
 from nmt.model import Seq2Seq
+from nmt.reporting.figures import embedded, png, pyplot
+from nmt.reporting.gates import GateTrace, distinctive_units, lstm_gates, moving_units
 from nmt.tokenizer import BOS, EOS
 from nmt.translate import Translator
 
@@ -57,9 +59,11 @@ class GateRecorder:
 
 
 @torch.no_grad()
-def inspect_sentence(translator: Translator, sentence: str, *, beam: int = 5) -> Inspection:
-    """The translator's translation of `sentence`, decoded again by the model's own
-    weights with every gate recorded."""
+def inspect_sentence(
+    translator: Translator, sentence: str, *, beam: int | None = None
+) -> Inspection:
+    """The translator's translation of `sentence` (`beam` None: the run's), decoded again
+    by the model's own weights with every gate recorded."""
     model = translator.model
     if not isinstance(model, Seq2Seq):
         raise TypeError("inspect needs one model, not an ensemble")
@@ -70,11 +74,9 @@ def inspect_sentence(translator: Translator, sentence: str, *, beam: int = 5) ->
     _, traces = lstm_gates(model.encoder, model.src_embed(src))
     top = model.encoder.num_layers - 1
 
-    recorder, attention = GateRecorder(model), []
-    memory, state = recorder.encode(src, src_len)
-    for token in torch.tensor([BOS, *hyp.tokens], device=src.device)[:, None]:
-        _, state, attn = recorder.decode_step(token, state, memory)
-        attention.append(attn[0])
+    recorder = GateRecorder(model)
+    tgt = torch.tensor([[BOS, *hyp.tokens, EOS]], device=src.device)
+    attention = [step.attn[0] for step in forced.steps(recorder, src, src_len, tgt)]
     calls = recorder.calls[model.cfg.dec_layers - 1 :: model.cfg.dec_layers]  # the top layer's
     steps = [(gates.input, gates.forget, gates.output, c, h) for _, gates, c, h in calls]
     decoder = GateTrace(*(torch.cat(parts) for parts in zip(*steps, strict=True)))
@@ -94,7 +96,7 @@ def inspect_sentence(translator: Translator, sentence: str, *, beam: int = 5) ->
 
 
 def as_json(ins: Inspection, *, units: int = 12, decimals: int = 3) -> dict:
-    """The inspection as plain lists for the server's page (nmt/static): the pieces,
+    """The inspection as plain lists for the server's page (nmt/serve/static): the pieces,
     attention (T, S), and per trace ("encoder_forward", "encoder_backward" over the
     source pieces, "decoder" over the target pieces; steps x units each) its gates and
     cells, its `units` most moving units and, per step, its `units` most distinctive."""
