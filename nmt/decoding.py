@@ -1,15 +1,21 @@
-"""Decoding id sequences: sorted by length into token-budget batches, padded, searched,
-and returned in input order, one n-best list per sequence. `nmt.translate` (text in,
-text out) and `nmt.training.validation` (ids, while training) both decode through
-`decode`, which settles a call's `SearchOptions` against the run's decode config.
+"""Decoding id sequences through a model, in token-budget batches sorted by length, back
+in input order: searched (`decode`: one n-best list per sequence, a call's
+`SearchOptions` settled against the run's decode config) or forced (`steps`, `logprobs`,
+`attention`: a given output fed step by step as search feeds its choices). The
+Translator, validation while training and `nmt inspect` all decode through here.
+
+Shapes: B sentences, S source length, T output length (BOS first), V vocabulary.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
+from torch import Tensor
 
 from nmt.config import DecodeConfig
 from nmt.corpus import inference_batches, pad_batch
@@ -48,6 +54,14 @@ def beam_options(options: SearchOptions, cfg: DecodeConfig) -> BeamOptions:
     )
 
 
+def batches(src_ids: list[list[int]], max_tokens: int, plan: Plan) -> Iterator[tuple]:
+    """-> (indices, src (B, S), src_len (B,)) per batch, longest first, on the device; the
+    source width rounded up to `Plan.src_multiple` (shapes that recur)."""
+    for batch in inference_batches([len(ids) for ids in src_ids], max_tokens):
+        src, src_len = pad_batch([src_ids[i] for i in batch], multiple=plan.src_multiple)
+        yield batch, src.to(plan.device), src_len.to(plan.device)
+
+
 def decode(
     model, src_ids: list[list[int]], options: SearchOptions, *, plan: Plan, cfg: DecodeConfig
 ) -> list[list[Hypothesis]]:
@@ -55,7 +69,6 @@ def decode(
     EOS), best first, searched (a beam of 1: greedily) or drawn (`sample_temperature`)
     in batches of `max_tokens` source tokens; an empty sequence gives EMPTY."""
     results = [[EMPTY] * options.nbest for _ in src_ids]
-    lengths = [len(ids) for ids in src_ids]
     beam = beam_options(options, cfg)
     specials = {"bos": BOS, "eos": EOS, "pad": PAD, "shrink_step": plan.shrink_step}
     drawn = options.sampling or beam.beam_size == 1
@@ -66,29 +79,81 @@ def decode(
     else:
         specials.update(options=beam)
     search = sample if drawn else beam_search
+    wanted = [i for i, ids in enumerate(src_ids) if len(ids) > 1]  # empty lines stay empty
     with torch.inference_mode(), plan.autocast():
-        for batch in inference_batches(lengths, options.max_tokens or cfg.max_tokens):
-            batch = [i for i in batch if lengths[i] > 1]  # empty lines stay empty
-            if not batch:
-                continue
-            src, src_len = pad_batch([src_ids[i] for i in batch], multiple=plan.src_multiple)
-            src, src_len = src.to(plan.device), src_len.to(plan.device)
+        found = batches([src_ids[i] for i in wanted], options.max_tokens or cfg.max_tokens, plan)
+        for batch, src, src_len in found:
             max_len = output_limits(src_len, cfg.max_len_a, cfg.max_len_b)
-            found = search(model, src, src_len, max_len=max_len, **specials)
-            for i, hyps in zip(batch, _hypotheses(found, options.nbest), strict=True):
-                results[i] = hyps
+            hypotheses = search(model, src, src_len, max_len=max_len, **specials)
+            for i, hyps in zip(batch, _hypotheses(hypotheses, options.nbest), strict=True):
+                results[wanted[i]] = hyps
     return results
 
 
 def _hypotheses(found: Hypotheses, nbest: int) -> list[list[Hypothesis]]:
     """The first `nbest` of each sentence, read off the device once per batch."""
     pieces = found.pieces(EOS)
-    scores, logprobs, aligns = (
-        x[:, :nbest].tolist() for x in (found.scores, found.logprob, found.align)
-    )
+    named = (found.scores, found.logprob, found.align)
+    scores, logprobs, aligns = (x[:, :nbest].tolist() for x in named)
     out: list[list[Hypothesis]] = [[] for _ in pieces]
     for b, k in itertools.product(range(len(pieces)), range(nbest)):
         ids = tuple(pieces[b][k])
         align = tuple(aligns[b][k][1 : len(ids) + 1])
         out[b].append(Hypothesis("", scores[b][k], logprobs[b][k], ids, align))
     return out
+
+
+class Step(NamedTuple):
+    t: int  # the step: it was fed tgt[:, t] and scores tgt[:, t + 1]
+    logp: Tensor  # (B, V)
+    attn: Tensor | None  # (B, S); None for a model without attention weights
+
+
+def steps(decoder, src: Tensor, src_len: Tensor, tgt: Tensor) -> Iterator[Step]:
+    """Forced decoding: tgt (B, T) BOS-first -> a `Step` for each t < T - 1; `decoder`:
+    anything with search's model interface (`nmt.search`)."""
+    memory, state = decoder.encode(src, src_len)
+    for t in range(tgt.size(1) - 1):
+        logp, state, attn = decoder.decode_step(tgt[:, t], state, memory)
+        yield Step(t, logp, attn)
+
+
+def _forced(src_ids, tgt_ids, max_tokens: int, plan: Plan) -> Iterator[tuple]:
+    """`batches` of the sources, each with its targets padded -> (..., tgt (B, T))."""
+    for batch, src, src_len in batches(src_ids, max_tokens, plan):
+        yield batch, src, src_len, pad_batch([tgt_ids[i] for i in batch])[0].to(plan.device)
+
+
+@torch.inference_mode()
+def logprobs(decoder, src_ids, tgt_ids, *, max_tokens: int, plan: Plan) -> list[float]:
+    """Each target's (BOS + pieces + EOS) total log-probability given its source."""
+    found = [0.0] * len(src_ids)
+    for batch, src, src_len, tgt in _forced(src_ids, tgt_ids, max_tokens, plan):
+        total = torch.zeros(tgt.size(0), device=plan.device)
+        with plan.autocast():
+            for step in steps(decoder, src, src_len, tgt):
+                gold = tgt[:, step.t + 1]
+                picked = step.logp.gather(1, gold[:, None]).squeeze(1)
+                total += picked.masked_fill(gold == PAD, 0.0)
+        for i, value in zip(batch, total.tolist(), strict=True):
+            found[i] = value
+    return found
+
+
+@torch.inference_mode()
+def attention(decoder, src_ids, tgt_ids, *, max_tokens: int, plan: Plan) -> list[Tensor]:
+    """Per pair, (T - 1, S) fp32 on the CPU: row t what output t + 1 attended to over the
+    source; empty (0, 0) for a model without attention weights."""
+    found = [torch.empty(0, 0)] * len(src_ids)
+    for batch, src, src_len, tgt in _forced(src_ids, tgt_ids, max_tokens, plan):
+        with plan.autocast():  # each step's attention is its own (graphs: a copy)
+            rows = [
+                None if s.attn is None else s.attn.float()
+                for s in steps(decoder, src, src_len, tgt)
+            ]
+        if any(attn is None for attn in rows):
+            continue
+        weights = torch.stack(rows, 1).cpu()  # (B, T - 1, S)
+        for row, i in enumerate(batch):
+            found[i] = weights[row, : len(tgt_ids[i]) - 1, : len(src_ids[i])]
+    return found

@@ -1,19 +1,11 @@
 """LSTM encoder-decoder with attention: Luong (dot, general) or Bahdanau (additive).
 
-Shapes: N batch rows (batch * beam during search), S source length, T target length,
-E embedding dim, H decoder hidden dim, M = 2 * encoder hidden (the bidirectional memory
-width), L decoder layers, V vocabulary size.
-
-Two decoders: "stacked" (Luong's, L layers, the top one attends) and "parallel" (GNMT's:
-the bottom layer attends and the context joins every upper layer's input; without input
-feeding nothing flows back from attention into a layer, so in training each layer runs
-over the whole target in one call).
-
-Four stages, each a plain reference here with one entry point that a plan's `Kernels`
-may steer to a fast path in `nmt.kernels`: the encoder and the decoder step (`encode`,
-`decode_step`: search's calls, returning tuples it re-indexes with `.select(rows)`
-without looking inside), teacher forcing and the output layer with its loss
-(`forward`, `loss`).
+Shapes: N rows (batch * beam during search), S source length, T target length, E
+embedding, H decoder hidden, M = 2 * encoder hidden (memory width), L decoder layers, V
+vocabulary. Decoders: "stacked" (the top layer attends) and "parallel" (GNMT's: the bottom
+layer attends, the context joins every upper layer). Four stages, each a plain reference
+here that a plan's `Kernels` may steer to `nmt.kernels`: `encode` and `decode_step`
+(search's calls; it re-indexes their tuples with `.select`), `forward` and `loss`.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ No torch in this module.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,12 +39,8 @@ class Option:
 SEARCH = {
     option.name: option
     for option in (
-        Option(
-            "beam", int, f"[1, {MAX_BEAM}]", "beam size, 1: greedy (default: the run's, >= nbest)"
-        ),
-        Option(
-            "nbest", int, f"[1, {MAX_BEAM}]", "hypotheses per line, best first; at most the beam"
-        ),
+        Option("beam", int, f"[1, {MAX_BEAM}]", "beam size, 1: greedy (default: the run's)"),
+        Option("nbest", int, f"[1, {MAX_BEAM}]", "hypotheses per line, best first; <= beam"),
         Option("alpha", float, "[0, 10]", "GNMT length penalty exponent (default: the run's)"),
         Option("max_tokens", int, "[1, inf)", "source tokens per batch (default: the run's)"),
         Option("sample_temperature", float, "[0, inf)", "> 0: sample at it instead of searching"),
@@ -87,27 +84,18 @@ class SearchOptions:
     def parse(cls, values: Mapping[str, object]) -> SearchOptions:
         """From text (the CLI's arguments, a form's fields) or JSON values; None or "":
         unset. Only `SEARCH`'s names."""
-        given = {
-            name: convert(SEARCH[name], v) for name, v in values.items() if v not in (None, "")
-        }
-        return cls(**given)
+        return cls(**{k: convert(SEARCH[k], v) for k, v in values.items() if v not in (None, "")})
 
 
 def convert(option: Option, value: object) -> int | float:
-    """`value` as the option's kind: text is parsed; a whole float is an int; a bool is
-    refused (JSON's true would otherwise read as 1)."""
+    """`value` as the option's kind, checked: text is parsed, a whole float is an int, a
+    bool is refused (JSON's true would otherwise read as 1)."""
     if isinstance(value, str):
-        try:
-            number = float(value) if option.kind is float else int(value.strip())
-        except ValueError:
-            raise OptionError(
-                f"{option.name} must be {_kind_name(option)}, got {value!r}"
-            ) from None
-    else:
-        number = value
-    if option.kind is int and isinstance(number, float) and number.is_integer():
-        number = int(number)
-    return check(option, number)
+        with contextlib.suppress(ValueError):  # text that is no number is refused as text
+            value = float(value) if option.kind is float else int(value.strip())
+    if option.kind is int and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return check(option, value)
 
 
 def check(option: Option, value: object) -> int | float:

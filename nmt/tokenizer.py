@@ -99,11 +99,7 @@ def train_spm(
         limit = str(err).rsplit("<=", 1)
         if len(limit) != 2:
             raise
-        model = io.BytesIO()
-        options.update(
-            sentence_iterator=iter(sentences),
-            model_writer=model,
-            vocab_size=int(limit[1].strip(" .")),
-        )
+        model, most = io.BytesIO(), int(limit[1].strip(" ."))
+        options.update(sentence_iterator=iter(sentences), model_writer=model, vocab_size=most)
         spm.SentencePieceTrainer.train(**options)
     return model.getvalue()

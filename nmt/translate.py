@@ -4,7 +4,7 @@ A `Translator` holds a model (or an `Ensemble`), its two tokenizers, its config 
 plan, and always returns one result per input line, in input order (`nmt.decoding`):
 empty input gives an empty output, over-long input is translated from its truncated
 start (`nmt.text.documents` cuts long lines into windows first). Loading and wrapping the
-models is `nmt.loading`'s; decoding a given output, `nmt.forced`'s.
+models is `nmt.loading`'s.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from nmt import forced, loading
+from nmt import decoding, loading
 from nmt.config import Config
 from nmt.decoding import Hypothesis, decode
 from nmt.ensemble import Ensemble
@@ -82,7 +82,7 @@ class Translator:
         if len(src_lines) != len(tgt_lines):
             raise ValueError(f"{len(src_lines)} sources but {len(tgt_lines)} targets")
         tgt_ids = [[BOS, *ids, EOS] for ids in self.tgt_tok.encode(tgt_lines)]
-        return forced.logprobs(self.decoder, self._encode(src_lines)[0], tgt_ids, **self._forced)
+        return decoding.logprobs(self.decoder, self._encode(src_lines)[0], tgt_ids, **self._forced)
 
     def attention(self, src_lines: list[str], outputs: list[tuple[int, ...]]) -> list[torch.Tensor]:
         """The attention the model pays while it writes each output (piece ids without BOS
@@ -93,7 +93,7 @@ class Translator:
         if len(src_lines) != len(outputs):
             raise ValueError(f"{len(src_lines)} sources but {len(outputs)} outputs")
         tgt_ids = [[BOS, *ids, EOS] for ids in outputs]
-        return forced.attention(self.decoder, self._encode(src_lines)[0], tgt_ids, **self._forced)
+        return decoding.attention(self.decoder, self._encode(src_lines)[0], tgt_ids, **self._forced)
 
     @property
     def _forced(self) -> dict:

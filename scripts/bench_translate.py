@@ -36,6 +36,7 @@ import sentencepiece as spm
 import torch
 
 from nmt.data import read_lines
+from nmt.options import PRECISIONS
 from nmt.training.validation import bleu
 from nmt.translate import Translator
 
@@ -121,7 +122,8 @@ def main() -> None:
         "--precisions",
         nargs="+",
         default=["fp32", "int8"],
-        choices=["fp32", "bf16", "fp16", "int8"],
+        choices=PRECISIONS,
+        help="auto: what `nmt translate` runs with no --precision; ratios against the first",
     )
     parser.add_argument(
         "--alpha", type=float, default=0.0, help="length penalty (OpenNMT-py's default: none)"
@@ -148,7 +150,11 @@ def main() -> None:
         f"batches of ~{args.batch_sents} "
         f"sentences, length penalty {args.alpha}, model load excluded"
     )
-    print(f"{'system':<22} {'beam':>4} {'sent/s':>8} {'tok/s':>8} {'BLEU':>6} {'vs OpenNMT':>10}")
+    for name, translator in translators.items():
+        print(f"{name}: runs in {translator.plan.precision}")
+    first = f"nmt ({next(iter(translators))})"
+    header = f"{'system':<22} {'beam':>4} {'sent/s':>8} {'tok/s':>8} {'BLEU':>6} {'vs OpenNMT':>10}"
+    print(header + f" {'vs ' + first:>14}")
     for beam in args.beams:
         # rounds alternate the systems, so a slow spell of the shared machine hits all of them
         runs: dict[str, list[dict]] = {}
@@ -177,9 +183,11 @@ def main() -> None:
                 pairs = zip(results, peer_runs, strict=True)
                 per_round = [ours["sent_per_s"] / peer["sent_per_s"] for ours, peer in pairs]
                 ratio = f"{statistics.median(per_round):.2f}"
+            pairs = zip(results, runs[first], strict=True)
+            to_first = statistics.median(r["sent_per_s"] / f["sent_per_s"] for r, f in pairs)
             print(
                 f"{system:<22} {beam:>4} {rate:>8.1f} {tokens:>8.0f} "
-                f"{results[0]['bleu']:>6.2f} {ratio:>10}"
+                f"{results[0]['bleu']:>6.2f} {ratio:>10} {to_first:>14.3f}"
             )
             if args.rounds > 1:
                 print(f"{'':<22} rounds: " + ", ".join(f"{r['sent_per_s']:.1f}" for r in results))

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nmt.reporting.gates import GateTrace, distinctive_units, lstm_gates, moving_units
+from nmt.reporting.inside import GateTrace, distinctive_units, lstm_gates, moving_units
 
 
 @pytest.mark.parametrize(

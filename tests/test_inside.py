@@ -8,8 +8,7 @@ import torch
 
 from nmt.cli import main
 from nmt.reporting.figures import pyplot
-from nmt.reporting.gates import moving_units
-from nmt.reporting.inside import UNITS_SHOWN, GateRecorder, figures, inspect_sentence
+from nmt.reporting.inside import UNITS_SHOWN, GateRecorder, figures, inspect_sentence, moving_units
 from nmt.tokenizer import BOS, EOS
 from nmt.translate import Translator
 

@@ -31,7 +31,7 @@ RANKS = [
     {"corpus", "model"},
     {"runtime", "checkpoint", "scoring", "ensemble"},
     {"search"},
-    {"decoding", "forced", "loading"},
+    {"decoding", "loading"},
     {"translate"},
 ]
 EDGES = {"training", "text", "serve", "reporting"}

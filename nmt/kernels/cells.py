@@ -1,21 +1,10 @@
 """The LSTM cell and Luong attention's weights, written once: every kernel, the model's
-reference and `nmt inspect` compute them here.
+reference and `nmt inspect` compute them here. Shapes: N rows, H hidden size, I input
+size, S source length, T query steps.
 
-Shapes: N rows, H hidden size, I input size, S source length, T query steps.
-
-At each step an LSTM layer computes, from its input x and previous state (h, c), four
-gates with PyTorch's weight layout (rows i, f, g, o):
-
-    i = sigmoid(W_ii x + b_ii + W_hi h + b_hi)   input gate: how much new content to write
-    f = sigmoid(W_if x + b_if + W_hf h + b_hf)   forget gate: how much of the cell to keep
-    g = tanh(W_ig x + b_ig + W_hg h + b_hg)      candidate content
-    o = sigmoid(W_io x + b_io + W_ho h + b_ho)   output gate: how much of the cell to show
-    c' = f * c + i * g                           the memory cell
-    h' = o * tanh(c')                            the hidden state
-
-`lstm_cell` is that arithmetic after the products, `gate_gradients` its backward; a
-kernel that works in place for speed (`packed_lstm`'s forward) keeps its own forward and
-shares the backward.
+`lstm_cell` is the gate arithmetic after the products (its docstring writes it out),
+`gate_gradients` its backward; a kernel that works in place for speed (`packed_lstm`'s
+forward) keeps its own forward and shares the backward.
 """
 
 from __future__ import annotations
@@ -37,8 +26,18 @@ class Gates(NamedTuple):
 
 
 def lstm_cell(preactivations: Tensor, c: Tensor) -> tuple[Tensor, Tensor, Gates]:
-    """The gates' pre-activations (N, 4H), in torch's order i, f, g, o, and the cell c
-    (N, H) -> h', c' and the gates."""
+    """The gates' pre-activations (N, 4H) and the cell c (N, H) -> h', c' and the gates.
+
+    From the input x and the previous state (h, c), with torch's weight layout (rows i,
+    f, g, o), the pre-activations are W_i* x + b_i* + W_h* h + b_h* for each gate, and:
+
+        i = sigmoid(.)        input gate: how much new content to write
+        f = sigmoid(.)        forget gate: how much of the cell to keep
+        g = tanh(.)           candidate content
+        o = sigmoid(.)        output gate: how much of the cell to show
+        c' = f * c + i * g    the memory cell
+        h' = o * tanh(c')     the hidden state
+    """
     i, f, g, o = preactivations.chunk(4, dim=-1)
     i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
     c = f * c + i * g

@@ -1,13 +1,10 @@
 """The output layer and the training loss in one pass over row chunks.
 
-Unfused, a batch's logits (rows x vocabulary) are written, cast to fp32, read by
-log-softmax, written again, and in backward the same again plus a zero-filled
-gradient: on a CPU the log-softmax passes alone took 9% of a bf16 training step,
-the casts and fills more (docs/benchmarks.md). Here each chunk of rows goes
-output layer -> fp32 logits -> loss and its gradient while the chunk is in cache;
-the gradients of the inputs, the weight and the bias are formed in the same
-forward call, one product per group of chunks: the loss is the graph's last
-node, so backward only scales them by the incoming gradient.
+Unfused, a batch's logits are written, cast to fp32, read by log-softmax and written again,
+and as much again in backward (docs/benchmarks.md, CPU training). Here each chunk of rows
+goes output layer -> fp32 logits -> loss and its gradient while it is in cache; the
+gradients of the inputs, weight and bias are formed in the forward call, one product per
+group of chunks: the loss is the graph's last node, so backward only scales them.
 """
 
 from __future__ import annotations

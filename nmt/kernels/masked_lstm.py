@@ -1,16 +1,10 @@
 """The bidirectional encoder LSTM with the lengths on the device: no packing, no host sync.
 
-Packing a batch (`pack_padded_sequence`) reads the lengths on the host and gives each
-batch a layout of its own, so a step that packs cannot be captured as a CUDA graph and
-replayed for the next batch of the same shape. Here every row runs all S steps of its
-padded width, and a step past a row's end leaves that row's state as it was: the
-forward direction keeps its state at the row's last token, the backward direction
-starts from zeros at it. The outputs, final states and gradients are those of `nn.LSTM`
-on packed sequences (tests/test_packed_lstm.py), from ops whose shapes depend on
-(N, S) alone.
-
-On a CPU this is slower than `nmt.kernels.packed_lstm` (every row pays for the longest);
-it is the encoder for captured training steps (`Plan.kernels.encoder == "masked"`).
+Packing reads the lengths on the host and gives each batch its own layout, so a step that
+packs cannot be captured as a CUDA graph. Here every row runs all S steps, and a step past
+a row's end leaves its state as it was; outputs, final states and gradients equal
+`nn.LSTM`'s on packed sequences (tests/test_packed_lstm.py). Slower than `packed_lstm`
+on a CPU: it is the encoder of captured training steps (`Kernels.encoder == "masked"`).
 """
 
 from __future__ import annotations

@@ -1,19 +1,12 @@
 """The bidirectional encoder LSTM over sequences of different lengths, one autograd
 node per layer.
 
-`nn.LSTM` on a PackedSequence has no fused kernel on a CPU: it runs as a few
-autograd ops per time step, and their backward zero-fills a gradient the size of
-all the layer's gates at every step and adds the steps' pieces into it. In a CPU
-profile of fp32 training steps at the peers' model size those fills and adds took
-25 ms a step, and the encoder's forward and backward 125-129 ms (docs/benchmarks.md).
-
-Here a layer, both directions, is one autograd Function on the packed layout
-(time-major, rows sorted by length, `batch_sizes[t]` rows active at step t): the
-input projection of every token is one matrix product; each step multiplies only
-the previous state; backward runs the recurrence for the state gradients alone,
-records every step's gate gradients, and forms the input and weight gradients
-from them after the loop, one product each. Its forward works in place on the gates;
-its backward is `nmt.kernels.cells.gate_gradients`.
+`nn.LSTM` on a PackedSequence runs a few autograd ops per time step on a CPU, whose
+backward zero-fills and adds a gate-sized gradient at every step (docs/benchmarks.md,
+CPU training). Here a layer, both directions, is one Function on the packed layout: the
+input projection of every token is one product, each step multiplies only the previous
+state (in place on the gates), and backward (`cells.gate_gradients`) forms the input and
+weight gradients after the loop, one product each.
 """
 
 from __future__ import annotations

@@ -1,12 +1,9 @@
 """GNMT's parallel decoder (`model.decoder=parallel`) over the whole target, for training.
 
-Without input feeding nothing flows from attention back into a decoder layer: the bottom
-layer's outputs depend on the target's embeddings alone, so it runs as one nn.LSTM call
-over the whole (N, T) target (cuDNN's on a GPU, oneDNN's on a CPU), attention with all
-its outputs as queries is one batched matmul, and each upper layer, whose input is [the
-layer below's output, the context], is one more call. `Seq2Seq._step` is the reference
-that computes the same one position at a time (tested against it in float64, values and
-gradients, in tests/test_model.py).
+Without input feeding nothing flows from attention back into a layer: the bottom layer
+runs as one nn.LSTM call over the target, attention as one batched matmul, and each upper
+layer ([the output below, the context]) as one more call. `Seq2Seq._step` is the reference
+(tests/test_model.py compares values and gradients in float64).
 """
 
 from __future__ import annotations

@@ -1,23 +1,11 @@
 """The input-feeding decoder loop for training, with its shared gradients deferred.
 
-Teacher forcing with input feeding must run the decoder one target position at a
-time. Under plain autograd every step then computes, and adds into the running
-sum, a full-size gradient for each tensor all steps share: the LSTM and combine
-weights, and the attention keys and values (N, S, H) of the whole batch. In a
-CPU profile of an fp32 training step (docs/benchmarks.md) those adds took 11% and
-the attention's batched products, among them the ones forming the full-size key
-and value gradients, 13%; on a GPU they are that many more kernels per step.
-
-Here each step's backward computes only what the previous step needs (the state's
-gradients) and records the per-step factors (inputs, gate gradients, attention
-weights and their gradients) in preallocated (T, ...) buffers. A `_Shared` node,
-through which the shared tensors enter the loop, runs after every step's backward
-(autograd orders it after all its consumers) and turns the records into the
-shared gradients with one large matrix product each: dW = sum_t dgates_t^T [x_t, h_t]
-over all T * N rows at once, dkeys = sum_t dscores_t^T q_t as one batched product.
-
-Same function as `Seq2Seq`'s stepwise teacher forcing (tests/test_recurrence.py compares
-values and every gradient); Luong attention (dot, general) with input feeding only.
+Under plain autograd every step of the loop adds a full-size gradient into each tensor
+all steps share (LSTM and combine weights, attention keys and values). Here each step's
+backward computes only the state's gradients and records its factors in (T, ...)
+buffers; a `_Shared` node, which autograd runs after every step's backward, turns them
+into the shared gradients with one large product each (docs/benchmarks.md, CPU
+training). Equal to `Seq2Seq`'s stepwise loop (tests/test_recurrence.py); Luong only.
 """
 
 from __future__ import annotations

@@ -1,21 +1,11 @@
 """The training loss's forward and backward replayed as CUDA graphs, one pair per shape.
 
-A GPU training step of this model is thousands of small kernels (the decoder cell and
-everything around it, once per target position, forward and backward); launching them
-one by one from Python left an H100 idle 80% of the step (docs/benchmarks.md). Captured
-once per batch shape (`torch.cuda.make_graphed_callables`) and replayed, a step costs
-two launches. That needs steps whose shapes recur (an in-memory corpus's epochs cut the
-same shapes; a streamed one is padded to the plan's `static_shapes`) and that never
-wait for the host: the encoder must not pack (the plan's "masked" encoder), and
-autocast must not cache casts (`Plan.autocast`).
-
-The optimizer step stays outside the graphs: fused Adam is already a few kernels. One
-loss call per optimizer step (no accumulation): the graphed backward hands autograd its
-own gradient buffers, which become the parameters' `.grad` after `zero_grad(set_to_none
-=True)`, so a second replay of that shape in the step would overwrite them, not add.
-Each shape's graph keeps its own gradient buffers: a full set of parameter gradients
-per captured shape (about 190 MB for the 47.5M-parameter GPU config).
-Dropout draws fresh masks at every replay (CUDA graphs advance the generator's offset).
+A GPU training step is thousands of small kernels launched from Python, which left an H100
+mostly idle (docs/benchmarks.md, GPU); replayed, a step costs two launches. That needs
+recurring shapes (`Plan.static_shapes` for a stream), no host sync (the "masked"
+encoder) and no cached casts (`Plan.autocast`). The optimizer stays outside; one loss call
+a step (a graphed backward's gradient buffers become `.grad`: a second replay would
+overwrite, not add); each shape keeps its own gradient buffers.
 """
 
 from __future__ import annotations

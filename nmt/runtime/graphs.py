@@ -1,26 +1,11 @@
 """The decoder step replayed as CUDA graphs: a launch and a few copies, not dozens of launches.
 
-A decoder step is dozens of small kernels (embedding, the LSTM cell of each layer,
-attention, `combine`, the output layer, log-softmax) on a few hundred rows: on a GPU
-the launches, not the arithmetic, take most of its time, and the GPU idles between
-them. A CUDA graph records a step's kernels once, with the addresses of their
-tensors, and replays them with one launch. `CapturedDecoder` is a wrapper with the
-model's interface (`nmt.search`'s contract), so search cannot tell it from the model.
-
-A graph replays fixed shapes on fixed buffers, so the wrapper keeps, per shape of
-step, static input buffers that each step's inputs are copied into and the graph's
-own output buffers that each step's outputs are copied out of. A step's shape is
-(memory rows A, rows per sentence R: 1 at beam search's first step, K after, source
-width S, dtypes); A is rounded up to a `nmt.plan.bucket` size, so that a batch
-that shrinks as its sentences finish replays a few graphs instead of capturing one
-per row count. The rows added are a one-position source with zero values and zero
-states: finite, and cut off the outputs.
-
-Capture happens inside search's first call for a shape, so it records the step
-under the same `torch.inference_mode` and `Plan.autocast()` as every replay (a graph
-replays the casts it was captured with: the autocast state is part of the key too).
-A plan with graphs turns autocast's cast cache off (`Plan.autocast`): a graph must not
-read casts that the call which captured it cached and freed on leaving autocast.
+A step is dozens of small kernels on a few hundred rows: on a GPU the launches take most of
+its time. `CapturedDecoder` (search's model interface) keeps per step shape (memory rows
+A rounded up to a `nmt.plan.bucket` size, rows per sentence, source width, dtypes,
+autocast state) static buffers that inputs are copied into and the graph's outputs are
+copied out of; added rows are a one-position source with zero states. Capture runs inside
+search's first call for a shape, under the same inference mode and autocast as replays.
 """
 
 from __future__ import annotations

@@ -1,23 +1,11 @@
 """The decoder step's products, prepared once for translation on a CPU.
 
-Beam search spends most of its time in three products per step and beam row: the
-decoder LSTM's gates, the attentional `combine` layer and the output layer (after
-`out_proj` where the embeddings are tied). While a checkpoint translates their
-weights never change, so `PreparedModel`, a wrapper that search cannot tell from the
-model, prepares them once (figures in docs/benchmarks.md):
-
-- fp32: each weight reordered into oneDNN's blocked layout. torch's own CPU product
-  (MKL's sgemm) repacks the weight at every call, much of a call on a step's few
-  rows: 2.9-3.9 ms against 0.46-0.68 ms for an 8000 x 512 layer on 5 rows.
-- int8 (`--precision int8`): dynamic quantization, fbgemm's u8 x s8 kernels: weight
-  rows scaled to int8 once, activations at every call by their range (7 bits), sums
-  in int32, results in fp32. The step's inputs are mostly tanh outputs in (-1, 1).
-
-The LSTM's two products become one, over cat([x, h]) with weight [W_ih, W_hh] and bias
-b_ih + b_hh. The encoder, embeddings, attention and softmax stay as they are. These
-are snapshots without gradients: only a model whose weights no longer change may be
-prepared (`Translator.load`'s). torch's `torch.ops.mkldnn` and `torch.ops.quantized`
-operators (deprecated in favour of torchao) are checked for by `nmt.plan`.
+Beam search spends most of its time in the decoder LSTM's, `combine`'s and the output
+layer's products; while a checkpoint translates their weights never change, so
+`PreparedModel`, a wrapper search cannot tell from the model, prepares them once: fp32
+weights reordered into oneDNN's blocked layout (MKL repacks them at every call), or
+int8 (dynamic quantization, fbgemm). The LSTM's two products become one, over [x, h].
+Figures: docs/benchmarks.md, translation speed; `nmt.plan` checks the operators exist.
 """
 
 from __future__ import annotations

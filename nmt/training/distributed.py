@@ -1,12 +1,10 @@
-"""Training on several processes with `torchrun`: the process group and the few
-collectives the trainer needs. A process started without torchrun is a world of
-one, and every function here is then a no-op.
+"""Training on several processes with `torchrun`: the process group and the few collectives
+the trainer needs; without torchrun a world of one, where each function is a no-op.
 
     torchrun --nproc_per_node 4 -m nmt train CONFIG        # one machine, 4 processes
-    torchrun --nnodes 2 --node_rank 0 --master_addr HOST --nproc_per_node 8 -m nmt train CONFIG
 
 NCCL between GPUs, gloo between CPU processes. Rank 0 decides (run directory,
-tokenizers, validation, when to stop) and the others follow its broadcasts.
+tokenizers, validation, when to stop); the others follow its broadcasts.
 """
 
 from __future__ import annotations
