@@ -11,5 +11,6 @@ def translate(translator, text: str, name: str, *, fmt: str, files, **options) -
     bodies = [line.rstrip("\r\n") for line in lines]
     found = translate_lines(translator, bodies, **{**options, "nbest": 1})
     return "".join(
-        hyps[0].text + line[len(body) :] for hyps, line, body in zip(found, lines, bodies)
+        hyps[0].text + line[len(body) :]
+        for hyps, line, body in zip(found, lines, bodies, strict=True)
     )
