@@ -16,9 +16,9 @@ the translation back into one string per Text:
   what lies between (unaligned words, spaces) goes to the second Text if its source
   began with a space, else to the first;
 - a cut inside a source piece (a run boundary inside a word) lands at the same
-  fraction of what that piece was translated into, and a cut after (before) a space
-  keeps the spaces after (before) its target: so a translator that changes nothing
-  gives every Text back exactly;
+  fraction of what that piece was translated into, and a cut with spaces between it
+  and the piece before (after) it takes as many of the spaces after (before) that
+  piece's target: so a translator that changes nothing gives every Text back exactly;
 - a Mark with a line break ("\\n") ends a line: each side is translated on its own; a
   Mark with other whitespace (a tab, ODF's `text:s`) is a space in the plain text, and
   spaces the translation puts where it lands are dropped (it keeps its own);
@@ -119,16 +119,16 @@ def _mapper(translator: Translator, source: str, hyp):
                 max(t[1] for _, t in inside),
             )
             return lo + round((c - s0) / (s1 - s0) * (hi - lo))
-        if closing:  # after the last target piece of a source piece before c
+        if closing:  # after the last target piece of a source piece before c,
             at = max((t[1] for s, t in links if s[1] <= c), default=0)
-            if c and source[c - 1].isspace():  # with the spaces that follow it
-                while at < len(text) and text[at].isspace():
-                    at += 1
+            spaces = c - max((s[1] for s in src if s[1] <= c), default=0)
+            while spaces and at < len(text) and text[at].isspace():  # and the spaces
+                at, spaces = at + 1, spaces - 1  # the source has before c
             return at
         at = min((t[0] for s, t in links if s[0] >= c), default=len(text))
-        if c < len(source) and source[c].isspace():  # with the spaces before it
-            while at > 0 and text[at - 1].isspace():
-                at -= 1
+        spaces = min((s[0] for s in src if s[0] >= c), default=len(source)) - c
+        while spaces and at > 0 and text[at - 1].isspace():
+            at, spaces = at - 1, spaces - 1
         return at
 
     return place
