@@ -39,8 +39,14 @@ class Words:
 class StandIn:
     """`change` maps a sentence to its "translation", word for word."""
 
-    def __init__(self, change: Callable[[str], str] = lambda s: s, lang: str = "de"):
-        self.change = change
+    def __init__(
+        self,
+        change: Callable[[str], str] = lambda s: s,
+        lang: str = "de",
+        align: Callable[[int, int], int] = lambda j, n: min(j, n - 1),
+    ):
+        """`align(j, n)`: the source word (of n) that target word j is aligned to."""
+        self.change, self.align = change, align
         self.src_tok = self.tgt_tok = Words()
         self.cfg = SimpleNamespace(data=SimpleNamespace(src_lang=lang, max_len=200))
         self.calls: list[int] = []  # how many lines each translate call had
@@ -53,7 +59,7 @@ class StandIn:
             text = self.change(line)
             tokens = tuple(self.tgt_tok.encode([text])[0])
             n = len(self.src_tok.pieces(line))
-            alignment = tuple(min(j, n - 1) for j in range(len(tokens)))
+            alignment = tuple(self.align(j, n) for j in range(len(tokens)))
             out.append([Hypothesis(text, -1.0, -1.0, tokens, alignment)])
         return out
 
