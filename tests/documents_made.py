@@ -235,8 +235,10 @@ def _html_runs(runs: list[Run]) -> str:
 
 
 def html_file(spec: list[list[Run]] = SPEC) -> bytes:
-    page = f'<!DOCTYPE html><html lang="de"><head><title>Ein Titel</title><style>p {{}}</style></head><body>{html_body(spec)}<script>var x = "Hund";</script></body></html>\n'
-    return page.encode()
+    head = "<head><title>Ein Titel</title><style>p {}</style></head>"
+    script = '<script>var x = "Hund";</script>'
+    body = f"<body>{html_body(spec)}{script}</body>"
+    return f'<!DOCTYPE html><html lang="de">{head}{body}</html>\n'.encode()
 
 
 def md_file(spec: list[list[Run]] = SPEC) -> bytes:
@@ -337,16 +339,16 @@ def xliff_file(spec: list[list[Run]] = SPEC) -> bytes:
             for n, _ in enumerate(style):
                 text = f'<g id="{k}-{n}">{text}</g>'
             inner += text
-        units.append(
-            f'<trans-unit id="u{k}"><source>{inner}<x id="x{k}"/></source><note>Eine Notiz bleibt.</note></trans-unit>'
-        )
-    units.append(
-        '<trans-unit id="done"><source>Schon da</source><target state="final">Already here</target></trans-unit>'
-    )
+        source = f'<source>{inner}<x id="x{k}"/></source>'
+        units.append(f'<trans-unit id="u{k}">{source}<note>Eine Notiz bleibt.</note></trans-unit>')
+    done = '<source>Schon da</source><target state="final">Already here</target>'
+    units.append(f'<trans-unit id="done">{done}</trans-unit>')
     body = "\n      ".join(units)
+    file = '<file source-language="de" target-language="en" datatype="plaintext" original="app">'
     return (
-        '<?xml version="1.0" encoding="UTF-8"?>\n<xliff version="1.2" xmlns="urn:oasis:names:tc:xliff:document:1.2">\n'
-        f'  <file source-language="de" target-language="en" datatype="plaintext" original="app">\n    <body>\n      {body}\n    </body>\n  </file>\n</xliff>\n'
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<xliff version="1.2" xmlns="urn:oasis:names:tc:xliff:document:1.2">\n'
+        f"  {file}\n    <body>\n      {body}\n    </body>\n  </file>\n</xliff>\n"
     ).encode()
 
 
