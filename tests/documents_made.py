@@ -165,9 +165,9 @@ def odf_file(spec: list[list[Run]] = SPEC, kind: str = "odt") -> bytes:
     paragraphs[0].addElement(note)
     comment = office.Annotation()
     comment.addElement(text.P(text="Ein Kommentar bleibt."))
-    paragraphs[1].addElement(comment)
-    paragraphs[1].addElement(text.S(c=3))
-    paragraphs[1].addText("Nach Leerzeichen.")
+    paragraphs[-1].addElement(comment)
+    paragraphs[-1].addElement(text.S(c=3))
+    paragraphs[-1].addText("Nach Leerzeichen.")
     if kind == "odt":
         document.text.addElement(text.H(outlinelevel=1, text="Eine Überschrift"))
         for paragraph in paragraphs:

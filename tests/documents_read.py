@@ -5,6 +5,7 @@ everything else is as it was, and returns how many text nodes it checked."""
 
 from __future__ import annotations
 
+import html
 import io
 import re
 import zipfile
@@ -198,18 +199,20 @@ def _compare_md(source: str, out: str, count: Count) -> None:
         count.text(s, o, True)
 
 
-def _subtitle_text(content: str) -> tuple[list[str], list[str], int]:
-    """A cue's tags, its text between them (whitespace folded), its line count."""
+def _subtitle_text(content: str, escaped: bool) -> tuple[list[str], list[str], int]:
+    """A cue's tags, its text between them (whitespace folded; VTT's entities read),
+    its line count."""
     texts = [" ".join(t.split()) for t in TAG.split(content.replace("\n", " "))]
+    texts = [html.unescape(t) for t in texts] if escaped else texts
     return TAG.findall(content), texts, content.count("\n") + 1
 
 
-def _compare_cues(a: list, b: list, count: Count) -> None:
+def _compare_cues(a: list, b: list, count: Count, escaped: bool = False) -> None:
     assert len(a) == len(b)
     for (key_a, content_a), (key_b, content_b) in zip(a, b, strict=True):
         assert key_a == key_b
-        tags_a, texts_a, lines_a = _subtitle_text(content_a)
-        tags_b, texts_b, lines_b = _subtitle_text(content_b)
+        tags_a, texts_a, lines_a = _subtitle_text(content_a, escaped)
+        tags_b, texts_b, lines_b = _subtitle_text(content_b, escaped)
         assert tags_a == tags_b and lines_a == lines_b, (content_a, content_b)
         for s, o in zip(texts_a, texts_b, strict=True):
             count.text(s, o, True)
@@ -233,7 +236,7 @@ def _compare_vtt(source: str, out: str, count: Count) -> None:
         ]
 
     assert "NOTE Ein Kommentar bleibt." in out
-    _compare_cues(cues(source), cues(out), count)
+    _compare_cues(cues(source), cues(out), count, escaped=True)
 
 
 def _compare_po(source: str, out: str, count: Count) -> None:

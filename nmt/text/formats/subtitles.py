@@ -109,14 +109,15 @@ def _text(raw: str, escaped: bool) -> Text:
 
 def _write(payload: str, cue: list, new: list[str], escaped: bool) -> str:
     """The cue's new text, tags as written; its line breaks where the alignment put
-    them, unless a line is then empty or wider than the payload's widest: then the
+    them, unless that leaves a line empty or wider than the payload's widest: then the
     text is re-wrapped into as many lines of about equal width."""
     strings = iter(new)
     joined = "".join(raw if raw is not None else _escape(next(strings), escaped) for raw, _ in cue)
-    lines = [line.strip(" ") for line in NEWLINE.split(joined)]
-    widest = max(_width(line) for line in NEWLINE.split(payload))
-    if len(lines) > 1 and (not all(lines) or max(map(_width, lines)) > widest):
-        lines = wrap(" ".join(lines), len(lines))
+    lines, source = NEWLINE.split(joined), NEWLINE.split(payload)
+    blank = sum(not line.strip() for line in source)
+    too_wide = max(map(_width, lines)) > max(map(_width, source))
+    if len(lines) > 1 and (too_wide or sum(not line.strip() for line in lines) > blank):
+        lines = wrap(" ".join(line.strip() for line in lines), len(lines))
     return ("\r\n" if "\r\n" in payload else "\n").join(lines)
 
 
