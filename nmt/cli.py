@@ -25,6 +25,7 @@ from nmt.commands import (
 )
 from nmt.errors import NmtError
 from nmt.options import DEVICE_HELP, PRECISION_HELP, PRECISIONS, SEARCH
+from nmt.text.formats import FORMATS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -76,8 +77,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scores", action="store_true", help="append each line's score after a tab")
     p.add_argument("--alignments", action="store_true", help="append i-j alignments after a tab")
     _add_device(p)
-    page = "text: one output line per input line; html: the input is one page, markup kept"
-    p.add_argument("--format", choices=["text", "html"], default="text", help=page)
+    page = (
+        "auto (default): from the input's suffix (text where it names none); text: one "
+        "output line per input line; the others: the input is one document, all but its "
+        "text kept (docs/documents.md)"
+    )
+    p.add_argument("--format", choices=["auto", *FORMATS], default="auto", help=page)
+    kept = ".po, XLIFF: translate entries that already have a translation too"
+    p.add_argument("--retranslate", action="store_true", help=kept)
+    review = ".po: flag what is translated fuzzy; XLIFF: state needs-review-translation"
+    p.add_argument("--review", action="store_true", help=review)
     no_split = "the input is one sentence a line: do not split lines into sentences"
     p.add_argument("--no-split", action="store_true", help=no_split)
     errors = "invalid UTF-8: stop naming the line, or replace it"

@@ -41,14 +41,14 @@ def cmd_translate(args: argparse.Namespace) -> None:
     from nmt.data import decode_lines, iter_lines
     from nmt.outputs import check_output, output_file
     from nmt.text.documents import Summary, translate_lines
-    from nmt.text.markup import translate_html
     from nmt.translate import Translator
 
     search = SearchOptions.parse({name: getattr(args, name) for name in SEARCH})
     if search.nbest > 1 and (args.scores or args.alignments):
         raise UsageError("--scores and --alignments need --nbest 1 (n-best rows hold scores)")
-    if args.format == "html" and (search.nbest > 1 or args.scores or args.alignments):
-        raise UsageError("--format html writes one document: no --nbest, --scores, --alignments")
+    fmt = _input_format(args)
+    if fmt != "text" and (search.nbest > 1 or args.scores or args.alignments):
+        raise UsageError(f"--format {fmt} writes one document: no --nbest, --scores, --alignments")
     for item in args.overrides:  # the model's own settings came with its weights
         if not item.startswith("decode."):
             raise UsageError(f"{item}: translate takes decode.* overrides only")
@@ -58,32 +58,56 @@ def cmd_translate(args: argparse.Namespace) -> None:
     load = {"device": args.device, "precision": args.precision, "overrides": args.overrides}
     translator = Translator.load(args.model, **load)
     options = {**dataclasses.asdict(search), "split": not args.no_split, "summary": Summary()}
+    if fmt != "text":  # the whole input is one document
+        _translate_document(translator, fmt, source, args, options)
+        log.info("translated %s", options["summary"])
+        return
     to_stdout = contextlib.nullcontext(sys.stdout)
     with to_stdout if args.output == "-" else output_file(Path(args.output)) as out:
-        if args.format == "html":  # the whole input is one page
-            out.write(translate_html(translator, _read_page(source, args.errors), **options))
+        if source:
+            lines = iter_lines(source, args.errors)
         else:
-            if source:
-                lines = iter_lines(source, args.errors)
-            else:
-                lines = decode_lines(sys.stdin.buffer, "<stdin>", args.errors)
-            progress = _progress_bar("lines")
-            for line_id, hyps in enumerate(translate_lines(translator, lines, **options)):
-                out.write(_format(line_id, hyps, search.nbest, args))
-                progress.update(1)
-            progress.close()
+            lines = decode_lines(sys.stdin.buffer, "<stdin>", args.errors)
+        progress = _progress_bar("lines")
+        for line_id, hyps in enumerate(translate_lines(translator, lines, **options)):
+            out.write(_format(line_id, hyps, search.nbest, args))
+            progress.update(1)
+        progress.close()
     log.info("translated %s", options["summary"])
 
 
-def _read_page(source: Path | None, errors: str) -> str:
-    from nmt.data import DataError
+def _input_format(args: argparse.Namespace) -> str:
+    """The input's format (checked before a model is loaded), and the output's name
+    checked against it: a .docx comes back as a .docx."""
+    from nmt.text.formats import BINARY, FORMATS, format_of
 
-    raw = source.read_bytes() if source else sys.stdin.buffer.read()
-    try:
-        return raw.decode("utf-8", errors=errors)
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise DataError(f"{source or '<stdin>'} line {line}: not valid UTF-8") from None
+    given = None if args.format == "auto" else args.format
+    fmt = format_of(args.input, given) if args.input != "-" else given or "text"
+    if args.output != "-":
+        suffix = Path(args.output).suffix.lower().lstrip(".")
+        named = [name for name, (_, suffixes) in FORMATS.items() if suffix in suffixes]
+        if named and named != [fmt]:
+            raise UsageError(f"-o {args.output}: a {fmt} input comes back as {fmt}; name it so")
+    elif fmt in BINARY and sys.stdout.isatty():
+        raise UsageError(f"a {fmt} file is not written to a terminal: give -o FILE")
+    return fmt
+
+
+def _translate_document(translator, fmt: str, source: Path | None, args, options: dict) -> None:
+    from nmt.outputs import write_output
+    from nmt.text.formats import BINARY, FileOptions, translate_file
+
+    data = source.read_bytes() if source else sys.stdin.buffer.read()
+    name = str(source or "<stdin>")
+    if args.errors == "replace" and fmt not in BINARY:
+        data = data.decode("utf-8", errors="replace").encode("utf-8")
+    files = FileOptions(retranslate=args.retranslate, review=args.review)
+    out = translate_file(translator, data, fmt, name, files, **options)
+    if args.output == "-":
+        sys.stdout.buffer.write(out)
+        sys.stdout.buffer.flush()
+    else:
+        write_output(Path(args.output), out)
 
 
 def _format(line_id: int, hyps: list, nbest: int, args: argparse.Namespace) -> str:

@@ -41,6 +41,7 @@ NAMED_BY_VALUE = (
     INPUTS | MODELS | RUNS | OUTPUTS | RUN_OUT | DEVICES | HOSTS
 )  # in the message  # any text is valid
 FLAGS = {"help", "resume", "reset_optimizer", "scores", "alignments", "chrf_plus", "no_split"}
+FLAGS |= {"retranslate", "review"}  # translate's document flags
 EMPTY_IS_VALID = {("translate", "input")}  # no lines in, no lines out
 # str config fields with no generated bad value, and why
 STR_FIELDS = {

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nmt.decoding import Hypothesis
-from nmt.text import documents, markup
+from nmt.text import documents, placement
 from nmt.text.documents import Part, Summary, translate_lines
 from nmt.text.markup import INLINE, UNTRANSLATED, translate_html
 from nmt.translate import Translator
@@ -197,7 +197,7 @@ def test_inline_tags_go_around_the_words_aligned_to_theirs(translator, monkeypat
         for line in lines:
             yield [(Part(0, 0, 0, "", line, "", copy=False), [hyp])] if line else []
 
-    monkeypatch.setattr(markup, "translate_parts", translate_parts)
+    monkeypatch.setattr(placement, "translate_parts", translate_parts)
     out = translate_html(translator, "<p>Ein mann <b>sieht</b> die <i>katze</i> im park.</p>")
     assert out == "<p>a man <b>sees</b> the <i>cat</i> in the park .</p>"
 

@@ -10,6 +10,8 @@ An ASGI app (Starlette) for uvicorn, one language pair per run:
 - `POST /v1/translate`: n-best lists with scores, alignments and, asked for, attention;
 - `POST /v1/inspect`: one sentence's attention, gates and memory cells (`nmt.reporting.inside`),
   which the page at `/` (nmt/serve/static) draws;
+- LibreTranslate's `POST /translate_file` and `GET /download_file/<name>`: documents of
+  every format `nmt translate` reads (`nmt.serve.files`), and a form for them at /files;
 - `GET /health` (the models are loaded before the server listens), `GET /metrics` in
   Prometheus' text format and `GET /openapi.json` (`nmt.serve.openapi`).
 
@@ -38,6 +40,7 @@ from nmt.options import SearchOptions, convert
 from nmt.reporting.inside import as_json, inspect_sentence
 from nmt.serve import openapi
 from nmt.serve.batcher import Batcher, Limits, Metrics, Options, RequestError
+from nmt.serve.files import Files
 from nmt.serve.openapi import ALTERNATIVES, SERVED
 from nmt.translate import Translator
 
@@ -81,6 +84,11 @@ def build_app(translators: list[Translator], limits: Limits | None = None) -> St
     async def page(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
+    files = Files(by_pair, api.pair, batcher, metrics)
+
+    async def files_page(request: Request) -> Response:
+        return FileResponse(STATIC / "files.html", media_type="text/html")
+
     async def schema_document(request: Request) -> Response:
         return JSONResponse(schema)
 
@@ -97,6 +105,9 @@ def build_app(translators: list[Translator], limits: Limits | None = None) -> St
         Route("/health", endpoint(api.health), methods=["GET"]),
         Route("/metrics", prometheus, methods=["GET"]),
         Route("/openapi.json", schema_document, methods=["GET"]),
+        Route("/translate_file", files.translate, methods=["POST"]),
+        Route("/download_file/{name}", files.download, methods=["GET"]),
+        Route("/files", files_page, methods=["GET"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
 
@@ -104,6 +115,7 @@ def build_app(translators: list[Translator], limits: Limits | None = None) -> St
     async def lifespan(app):
         yield
         batcher.close()
+        files.close()
 
     return Starlette(routes=routes, lifespan=lifespan)
 

@@ -55,6 +55,7 @@ def document(pairs: list[str], limits) -> dict:
         "/metrics": {"get": _get("Prometheus' text format", STR, "text/plain")},
         "/openapi.json": {"get": _get("this document", {"type": "object"})},
         "/": {"get": _get("the page: translate and look inside", STR, "text/html")},
+        **_files(pair),
     }
     return {
         "openapi": "3.0.3",
@@ -81,6 +82,41 @@ def _post(summary: str, body: dict, answer: dict, *, forms: bool = False) -> dic
         "summary": summary,
         "requestBody": {"required": True, "content": {k: {"schema": body} for k in kinds}},
         "responses": responses,
+    }
+
+
+def _files(pair: dict) -> dict:
+    """LibreTranslate's file endpoints (`nmt.serve.files`) and the form that uses them."""
+    upload = _object(["file", "source", "target"], file={**STR, "format": "binary"}, **pair)
+    answer = _object(["translatedFileUrl"], translatedFileUrl=STR)
+    responses = {
+        "200": _content("OK: where to download the translated file", answer),
+        "400": _content(
+            "not a form, a missing field, an unknown pair or format, a bad file", ERROR
+        ),
+        "413": _content("the upload over the limit", ERROR),
+        "503": _content("busy: retry after Retry-After seconds", ERROR),
+    }
+    name = {"name": "name", "in": "path", "required": True, "schema": STR}
+    download = {
+        "200": _content("the translated file", STR, "application/octet-stream"),
+        "404": _content("no such file: expired, or never made", ERROR),
+    }
+    return {
+        "/translate_file": {
+            "post": {
+                "summary": "translate a document (every format of nmt translate)",
+                "requestBody": {
+                    "required": True,
+                    "content": {"multipart/form-data": {"schema": upload}},
+                },
+                "responses": responses,
+            }
+        },
+        "/download_file/{name}": {
+            "get": {"summary": "a translated file", "parameters": [name], "responses": download}
+        },
+        "/files": {"get": _get("the form that translates a file", STR, "text/html")},
     }
 
 

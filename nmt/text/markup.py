@@ -10,15 +10,12 @@ Text is translated a block at a time: the text between two block-level tags (`<p
 sentence keeps its context across its inline tags. Each line of a block (so `<pre>`
 keeps its line breaks) goes through `nmt.text.documents` (sentences, windows, nothing
 invented), all blocks of a page in one batch. The inline tags are then put back into
-the translation by the alignments: an opening tag before the first target piece
-aligned to a source piece after it, a closing tag after the last one aligned to a
-source piece before it, every tag in its original order.
-
-Approximate: the attention's alignments are those of the model, not of a word aligner,
-so a tag may wrap a word more or less than its counterpart; where a translation's
-pieces cannot be found in its text (SentencePiece normalized the text), the tags of
-that sentence go by proportion instead. Entities inside translated text come back as
-the characters they stand for, escaped where HTML needs it.
+the translation by the alignments, as every format's inline formatting is
+(`nmt.text.placement`): an opening tag before the first target piece aligned to a
+source piece after it, a closing tag after the last one aligned to a source piece
+before it, every tag in its original order. Entities inside translated text come back
+as the characters they stand for, escaped where HTML needs it. `HtmlPage` reads a page
+into units and writes it back, for formats that hold HTML (EPUB).
 """
 
 from __future__ import annotations
@@ -28,7 +25,7 @@ import itertools
 from dataclasses import dataclass
 from html.parser import HTMLParser
 
-from nmt.text.documents import WORD_START, translate_parts
+from nmt.text.placement import Mark, Text, translate_units, with_slots
 from nmt.translate import Translator
 
 UNTRANSLATED = {"script", "style", "code", "kbd", "samp", "var", "textarea", "template"}
@@ -105,23 +102,36 @@ class _Nodes(HTMLParser):
 
 
 def translate_html(translator: Translator, page: str, **options) -> str:
-    """`page` with its text translated (`options`: `nmt.documents.translate_parts`', one
-    best translation each) and all its markup kept."""
-    parser = _Nodes()
-    parser.feed(page)
-    parser.close()
-    blocks = [list(b) for _, b in itertools.groupby(parser.nodes, _inline)]
-    plains = [_plain(block).split("\n") for block in blocks]  # each block's lines of text
-    lines = [line for p in plains for line in p]
-    found = translate_parts(translator, lines, **{**options, "nbest": 1})
-    out = []
-    for block, plain_lines in zip(blocks, plains, strict=True):
-        translated = [_line(translator, next(found)) for _ in plain_lines]
-        if all(text is None for text, _ in translated):  # no text, or all passed through
-            out.append("".join(node.raw for node in block))
-        else:
-            out.append(_place(block, plain_lines, translated))
-    return "".join(out)
+    """`page` with its text translated (`options`: `nmt.text.documents.translate_parts`',
+    one best translation each) and all its markup kept."""
+    read = HtmlPage(page)
+    return read.write(translate_units(translator, read.units, **options))
+
+
+class HtmlPage:
+    """A page read into units (`nmt.text.placement`): one per block with text, its tags
+    Marks, an empty Text between two tags so that words may land there as they do in
+    the source; `write` puts the translated Texts back between the tags as written."""
+
+    def __init__(self, page: str):
+        parser = _Nodes()
+        parser.feed(page)
+        parser.close()
+        self.blocks = [list(b) for _, b in itertools.groupby(parser.nodes, _inline)]
+        self.layouts = [_layout(block) for block in self.blocks]
+        self.units = [[item for _, item in layout] for layout in self.layouts if layout]
+
+    def write(self, texts: list[list[str] | None]) -> str:
+        found, out = iter(texts), []
+        for block, layout in zip(self.blocks, self.layouts, strict=True):
+            new = next(found) if layout else None
+            if new is None:  # no text, or all of it passed through
+                out.append("".join(node.raw for node in block))
+                continue
+            strings = iter(new)
+            for node, item in layout:
+                out.append(_escape(next(strings)) if isinstance(item, Text) else node.raw)
+        return "".join(out)
 
 
 def _inline(node: _Node) -> bool:
@@ -129,87 +139,17 @@ def _inline(node: _Node) -> bool:
     return node.text or node.tag in INLINE or node.tag == "!--" or not node.tag
 
 
-def _plain(block: list[_Node]) -> str:
-    return "".join(html.unescape(node.raw) for node in block if node.text)
-
-
-def _line(translator: Translator, parts) -> tuple[str | None, list]:
-    """A line's translation (None: all of it passed through), and how its source offsets
-    map: [(source start, source end, output start, mapper; None: copied as it is)]."""
-    out, mapping, pos, translated = "", [], 0, False
-    for part, hyps in parts:
-        text = part.text if hyps is None else hyps[0].text
-        mapper = None if hyps is None else _mapper(translator, part.text, hyps[0])
-        translated |= hyps is not None
-        text_at, tail_at = pos + len(part.lead), pos + len(part.lead) + len(part.text)
-        mapping.append((pos, text_at, len(out), None))
-        mapping.append((text_at, tail_at, len(out) + len(part.lead), mapper))
-        mapping.append((tail_at, tail_at + len(part.trail), len(out + part.lead + text), None))
-        out += part.lead + text + part.trail
-        pos = tail_at + len(part.trail)
-    return (out if translated else None), mapping
-
-
-def _mapper(translator: Translator, source: str, hyp):
-    """(offset in source, closing) -> offset in hyp.text, by the alignment."""
-    src = _spans(translator.src_tok.pieces(source), source)
-    tgt = _spans(translator.tgt_tok.id_to_piece(list(hyp.tokens)), hyp.text)
-    if src is None or tgt is None or len(hyp.alignment) != len(tgt):
-        return lambda c, closing: round(c / max(len(source), 1) * len(hyp.text))
-    links = [(src[i], tgt[j]) for j, i in enumerate(hyp.alignment) if 0 <= i < len(src)]
-
-    def place(c: int, closing: bool) -> int:
-        if closing:  # after the last target piece of a source piece before c
-            return max((t[1] for s, t in links if s[1] <= c), default=0)
-        return min((t[0] for s, t in links if s[0] >= c), default=len(hyp.text))
-
-    return place
-
-
-def _spans(pieces: list[str], text: str) -> list[tuple[int, int]] | None:
-    """Each piece's (start, end) in `text`; None where a piece is not found there."""
-    spans, pos = [], 0
-    for piece in pieces:
-        core = piece.replace(WORD_START, " ").lstrip()
-        while pos < len(text) and text[pos].isspace() and piece.startswith(WORD_START):
-            pos += 1
-        if not text.startswith(core, pos):
-            return None
-        spans.append((pos, pos + len(core)))
-        pos += len(core)
-    return spans
-
-
-def _place(block: list[_Node], plain_lines: list[str], translated: list) -> str:
-    """The block's translation (`translated`: `_line`'s, one per line of its text) with
-    its markup put back, every node in its order."""
-    out_lines = [t or p for (t, _), p in zip(translated, plain_lines, strict=True)]
-    out_text = "\n".join(out_lines)
-    src_starts = list(itertools.accumulate([0] + [len(p) + 1 for p in plain_lines]))
-    out_starts = list(itertools.accumulate([0] + [len(t) + 1 for t in out_lines]))
-    pieces, c, cursor = [], 0, 0  # c: offset in the block's plain text
-    for node in block:
-        if node.text:
-            c += len(html.unescape(node.raw))
-            continue
-        line = max(i for i, start in enumerate(src_starts[:-1]) if start <= c)
-        text, mapping = translated[line]
-        where = out_starts[line] + _map(c - src_starts[line], mapping, node.closing, text)
-        where = max(where, cursor)  # never before a node that came earlier
-        pieces += [_escape(out_text[cursor:where]), node.raw]
-        cursor = where
-    pieces.append(_escape(out_text[cursor:]))
-    return "".join(pieces)
-
-
-def _map(c: int, mapping: list, closing: bool, text: str | None) -> int:
-    if text is None:  # the line passed through: offsets are the source's
-        return c
-    for src_start, src_end, out_start, mapper in mapping:
-        if src_start <= c < src_end or (c == src_end and closing):
-            return out_start + (c - src_start if mapper is None else mapper(c - src_start, closing))
-    return len(text)
+def _layout(block: list[_Node]) -> list[tuple[_Node | None, Text | Mark]]:
+    """The block's nodes as placement items (empty if it has no text to translate)."""
+    if not any(node.text for node in block):
+        return []
+    return with_slots(
+        [
+            (node, Text(html.unescape(node.raw)) if node.text else Mark(closing=node.closing))
+            for node in block
+        ]
+    )
 
 
 def _escape(text: str) -> str:
-    return html.escape(html.unescape(text), quote=False)
+    return html.escape(text, quote=False)
