@@ -12,6 +12,7 @@ import argparse
 import itertools
 import logging
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -56,6 +57,13 @@ def at_least(least: float, kind: type = int, most: float = math.inf):
     convert.least, convert.most, convert.kind = least, most, kind
     convert.__name__ = f"{kind.__name__} >= {least}"
     return convert
+
+
+def web_origin(text: str) -> str:
+    """An argparse type: `*`, or an origin as a browser sends it (scheme://host[:port])."""
+    if text == "*" or re.fullmatch(r"https?://[^/\s:]+(:\d{1,5})?", text):
+        return text
+    raise argparse.ArgumentTypeError(f"expected * or scheme://host[:port], got {text!r}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,7 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     grace = "seconds after SIGTERM to answer what was accepted; then what is stuck is closed"
     p.add_argument("--shutdown-grace", type=at_least(0, float), default=10.0, help=grace)
     origins = "web origins whose pages may call the server (CORS), or * for any"
-    p.add_argument("--cors-origins", nargs="+", default=["*"], metavar="ORIGIN", help=origins)
+    p.add_argument(
+        "--cors-origins", nargs="+", type=web_origin, default=["*"], metavar="ORIGIN", help=origins
+    )
     keys = "require API keys, kept in this SQLite file (see `nmt serve keys --help`)"
     p.add_argument("--api-keys", nargs="?", const=KEYS_DB, metavar="DB", help=keys)
     per_minute = "requests (texts) a minute per client address without a key; 0: no limit"
