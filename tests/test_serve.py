@@ -36,14 +36,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(run: Path, *options: str) -> tuple[subprocess.Popen, str]:
+def start(run: Path, *options: str, log: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """A server process of `run`; its stderr goes to `log` (read it after it stops), else
+    to a pipe nobody reads: then the server must log little."""
     port = free_port()
     # fp32 unless asked: its translations are the ones a line gets alone (test_batching...)
     precision = [] if "--precision" in options else ["--precision", "fp32"]
     command = [sys.executable, "-m", "nmt", "serve", str(run), "--port", str(port), *precision]
     command += options
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    server = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    stderr = log.open("w") if log else subprocess.PIPE
+    server = subprocess.Popen(command, env=env, stderr=stderr, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -52,7 +55,7 @@ def start(run: Path, *options: str) -> tuple[subprocess.Popen, str]:
                 return server, url
         except OSError:
             time.sleep(0.2)
-        assert server.poll() is None, server.stderr.read()
+        assert server.poll() is None, log.read_text() if log else server.stderr.read()
     raise AssertionError("the server did not come up")
 
 

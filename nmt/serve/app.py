@@ -24,6 +24,7 @@ import contextlib
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
@@ -113,7 +114,15 @@ def build_app(
         Middleware(CORSMiddleware, **cors, allow_headers=["*"]),
         Middleware(Guard, limits=limits, metrics=metrics, draining=draining),
     ]
-    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    async def http_error(request, err: HTTPException) -> Response:  # 404, 405: JSON too
+        return JSONResponse({"error": err.detail}, err.status_code, headers=err.headers)
+
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_error},
+    )
     app.state.draining = draining  # the server tells it when SIGTERM comes (nmt.serve.server)
     return app
 

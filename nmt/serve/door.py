@@ -200,7 +200,7 @@ def _pairs(encoded: str, source: str, limits: Limits) -> list[tuple[str, str]]:
         )  # fmt: skip
     except ValueError:
         raise RequestError(f"the {source} has over {limits.batch_limit} fields") from None
-    return [(sound(name, f"a field name of the {source}"), sound(v, name)) for name, v in pairs]
+    return [(sound(name, "a field name"), sound(v, name)) for name, v in pairs]
 
 
 def _multipart(body: bytes, content_type: str, limits: Limits) -> list[tuple[str, str]]:
