@@ -390,7 +390,9 @@ def test_sigterm_beside_a_byte_a_second_body_exits_within_the_grace_and_answers_
 
     threading.Thread(target=trickle, daemon=True).start()
     words = ["hund", "katze", "mann", "frau", "kind", "ball"]
-    texts = [[f"Der {words[i % 6]} sieht {n} {words[n % 6]}." for n in range(100)] for i in range(8)]
+    texts = [
+        [f"Der {words[i % 6]} sieht {n} {words[n % 6]}." for n in range(100)] for i in range(8)
+    ]
     time.sleep(1.5)  # the slow body has begun
     with ThreadPoolExecutor(8) as pool:
         body = {"source": "de", "target": "en"}

@@ -61,6 +61,7 @@ class Served:
         """Checks the API key and the request limit (403, 429); -> characters per text."""
         key, chars = params.get("api_key"), self.limits.char_limit
         limit, client = self.limits.req_limit, f"address {_address(request)}"
+        who = client  # counted apart: an address, or a key
         if self.keys is not None:
             if not isinstance(key, str):
                 needed = "this server needs an API key ('api_key'): ask its operator for one"
@@ -68,7 +69,7 @@ class Served:
             found = self.keys.lookup(key)
             if found is None:
                 raise RequestError("invalid API key", 403)
-            (limit, own_chars), client = found, "this API key"
+            (limit, own_chars), client, who = found, "this API key", f"key {key}"
             chars = own_chars or chars
         cost = _cost(params)
         if limit > 0 and self.limiter is not None:
@@ -76,7 +77,7 @@ class Served:
                 raise RequestError(
                     f"{cost} texts in one request: {client} may send {limit} a minute", 429
                 )
-            wait = self.limiter.admit(client, limit, cost)
+            wait = self.limiter.admit(who, limit, cost)
             if wait:
                 seconds = str(max(1, round(wait)))
                 raise RequestError(
