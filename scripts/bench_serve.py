@@ -154,7 +154,8 @@ def onmt_server(model: Path, peers: Path, beam: int, tmp: Path):
 def fairness(args) -> None:
     sentences = read_lines(MULTI30K / "test_2016_flickr.de.gz")
     long_lines = read_lines(MULTI30K / "train.de.gz")[: args.long_lines]
-    process, url, body = nmt_server(args.run, args.beam, [])
+    extra = ["--max-batch-lines", str(args.max_batch_lines)] if args.max_batch_lines else []
+    process, url, body = nmt_server(args.run, args.beam, extra)
     clients = 16
     try:
         load(url, body, sentences, 4, 4)  # warm-up
@@ -180,7 +181,7 @@ def fairness(args) -> None:
     latencies = sorted(seconds for status, seconds in beside if status == 200)
     p50 = latencies[len(latencies) // 2] * 1000
     p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] * 1000
-    cli = translate_cli(args.run, args.beam, long_lines)
+    cli = translate_cli(args.run, args.beam, long_lines) if args.cli else float("nan")
     print(
         f"\nbeam {args.beam}; 16 single-sentence clients; a long request of {len(long_lines)} lines"
     )
@@ -220,6 +221,8 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=60.0, help="a request's, in seconds")
     parser.add_argument("--fairness", action="store_true", help="the fairness level only")
     parser.add_argument("--long-lines", type=int, default=5000)
+    parser.add_argument("--max-batch-lines", type=int, help="the server's (default: its own)")
+    parser.add_argument("--no-cli", dest="cli", action="store_false", help="skip nmt translate")
     args = parser.parse_args()
     if args.fairness:
         return fairness(args)
