@@ -9,8 +9,10 @@ status 2; every option is checked as it is parsed. What each subcommand then doe
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -20,12 +22,15 @@ from nmt.commands import (
     cmd_inspect,
     cmd_plot,
     cmd_serve,
+    cmd_serve_keys,
     cmd_train,
     cmd_translate,
 )
 from nmt.errors import NmtError
 from nmt.options import DEVICE_HELP, PRECISION_HELP, PRECISIONS, SEARCH
 from nmt.text.formats import FORMATS
+
+KEYS_DB = "db/api_keys.db"  # LibreTranslate's default place for its keys
 
 
 class _Parser(argparse.ArgumentParser):
@@ -53,6 +58,13 @@ def at_least(least: float, kind: type = int, most: float = math.inf):
     convert.least, convert.most, convert.kind = least, most, kind
     convert.__name__ = f"{kind.__name__} >= {least}"
     return convert
+
+
+def web_origin(text: str) -> str:
+    """An argparse type: `*`, or an origin as a browser sends it (scheme://host[:port])."""
+    if text == "*" or re.fullmatch(r"https?://[^/\s:]+(:\d{1,5})?", text):
+        return text
+    raise argparse.ArgumentTypeError(f"expected * or scheme://host[:port], got {text!r}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,14 +144,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pending", type=at_least(1), default=256, help=pending)
     wait = "how long a request waits for others to share its batch"
     p.add_argument("--max-wait-ms", type=at_least(0, float), default=5.0, help=wait)
-    lines = "lines in one batch at most (1: no batching)"
-    p.add_argument("--max-batch-lines", type=at_least(1), default=256, help=lines)
+    lines = "lines in one batch at most, and so in each piece of a long request (1: no batching)"
+    p.add_argument("--max-batch-lines", type=at_least(1), default=32, help=lines)
+    chars = "characters in one text at most (LibreTranslate's char limit); past it: 400"
+    p.add_argument("--char-limit", type=at_least(1), default=10_000, help=chars)
+    texts = "texts in one request (and items in any JSON array) at most; past it: 400"
+    p.add_argument("--batch-limit", type=at_least(1), default=10_000, help=texts)
+    body = "bytes in a request's body at most; past it: 413"
+    p.add_argument("--max-body-bytes", type=at_least(1), default=1 << 20, help=body)
+    upload = "bytes in an upload to /translate_file (the form included) at most; past it: 413"
+    p.add_argument("--max-file-bytes", type=at_least(1), default=10 << 20, help=upload)
+    keep = "seconds a translated file can be downloaded from /download_file"
+    p.add_argument("--file-keep-seconds", type=at_least(0, float), default=600.0, help=keep)
+    timeout = "seconds for a request's body to arrive; past it: 408"
+    p.add_argument("--body-timeout", type=at_least(0.1, float), default=30.0, help=timeout)
+    grace = "seconds after SIGTERM to answer what was accepted; then what is stuck is closed"
+    p.add_argument("--shutdown-grace", type=at_least(0, float), default=10.0, help=grace)
+    origins = "web origins whose pages may call the server (CORS), or * for any"
+    p.add_argument(
+        "--cors-origins", nargs="+", type=web_origin, default=["*"], metavar="ORIGIN", help=origins
+    )
+    keys = "require API keys, kept in this SQLite file (see `nmt serve keys --help`)"
+    p.add_argument("--api-keys", nargs="?", const=KEYS_DB, metavar="DB", help=keys)
+    per_minute = "requests (texts) a minute per client address without a key; 0: no limit"
+    p.add_argument("--req-limit", type=at_least(0), default=0, help=per_minute)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("plot", help="draw the learning curves of a run")
     p.add_argument("run", help="run directory (reads its metrics.jsonl)")
     p.add_argument("-o", "--output", help="PNG file (default: RUN/curves.png)")
     p.set_defaults(func=cmd_plot)
+    return parser
+
+
+def build_keys_parser() -> argparse.ArgumentParser:
+    """`nmt serve keys`: the API keys `nmt serve --api-keys DB` accepts."""
+    parser = _Parser(prog="nmt serve keys", description=build_keys_parser.__doc__)
+    parser.add_argument("--db", default=KEYS_DB, help="the SQLite file of keys")
+    sub = parser.add_subparsers(required=True, metavar="ACTION", dest="action")
+    p = sub.add_parser("add", help="add a key (or change one's limits); prints it")
+    p.add_argument("req_limit", type=at_least(0), help="requests (texts) a minute; 0: no limit")
+    p.add_argument("--key", help="the key itself (default: a new random one)")
+    p.add_argument("--char-limit", type=at_least(1), help="characters per text for this key")
+    sub.add_parser("list", help="the keys and their limits, one a line")
+    p = sub.add_parser("remove", help="remove a key")
+    p.add_argument("key")
+    parser.set_defaults(func=cmd_serve_keys)
     return parser
 
 
@@ -157,8 +207,7 @@ def _add_device(p: argparse.ArgumentParser, default: str | None = "auto") -> Non
     p.add_argument("--precision", choices=PRECISIONS, default=default, help=PRECISION_HELP)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = build_parser()
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
     # overrides may come after options too: `nmt train CFG --out R train.lr=3e-4`
     args, extra = parser.parse_known_args(argv)
     if args.func in (cmd_train, cmd_translate):  # decode.* overrides work for translate too
@@ -179,6 +228,17 @@ def main(argv: list[str] | None = None) -> None:
             parser.error("train needs a CONFIG file (or --resume)")
         if args.reset_optimizer and not args.resume:
             parser.error("--reset-optimizer applies only with --resume")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    quiet = [a for a in itertools.takewhile(lambda a: a in ("-q", "--quiet"), argv)]
+    if argv[len(quiet) : len(quiet) + 2] == ["serve", "keys"]:  # a run named keys: ./keys
+        args = build_keys_parser().parse_args(argv[len(quiet) + 2 :])
+        args.quiet = bool(quiet)
+    else:
+        args = _parse(build_parser(), argv)
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

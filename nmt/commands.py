@@ -11,7 +11,6 @@ import argparse
 import contextlib
 import dataclasses
 import logging
-import signal
 import socket
 import sys
 from pathlib import Path
@@ -263,9 +262,10 @@ def cmd_plot(args: argparse.Namespace) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> None:
     try:
-        import uvicorn
-
-        from nmt.serve.app import Limits, build_app
+        from nmt.serve import server
+        from nmt.serve.app import build_app
+        from nmt.serve.keys import KeyStore
+        from nmt.serve.limits import Limits
     except ImportError as err:  # the extra is not installed
         raise UsageError(f"nmt serve needs {err.name}: pip install 'nmt[serve]'") from None
     from nmt.translate import Translator
@@ -274,14 +274,38 @@ def cmd_serve(args: argparse.Namespace) -> None:
         socket.create_server((args.host, args.port)).close()
     except OSError as err:
         raise UsageError(f"cannot listen on {args.host}:{args.port}: {err.strerror}") from None
+    keys = KeyStore(args.api_keys) if args.api_keys else None
     options = {"device": args.device, "precision": args.precision}
     translators = [Translator.load(run, **options) for run in args.model]
     limits = Limits(
-        max_pending=args.max_pending, max_wait_ms=args.max_wait_ms, batch_lines=args.max_batch_lines
+        max_pending=args.max_pending,
+        max_wait_ms=args.max_wait_ms,
+        batch_lines=args.max_batch_lines,
+        char_limit=args.char_limit,
+        batch_limit=args.batch_limit,
+        max_body_bytes=args.max_body_bytes,
+        max_file_bytes=args.max_file_bytes,
+        file_keep_seconds=args.file_keep_seconds,
+        body_timeout=args.body_timeout,
+        shutdown_grace=args.shutdown_grace,
+        req_limit=args.req_limit,
     )
-    app = build_app(translators, limits)
+    app = build_app(translators, limits, origins=tuple(args.cors_origins), keys=keys)
     log.info("serving %s on http://%s:%d", ", ".join(args.model), args.host, args.port)
-    # uvicorn answers what it accepted on SIGTERM, then raises the signal again for the
-    # handler it found: this one, so that a stop asked for is a success (status 0)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    server.run(app, args.host, args.port)
+
+
+def cmd_serve_keys(args: argparse.Namespace) -> None:
+    from nmt.serve.keys import KeyStore
+
+    store = KeyStore(args.db)
+    if args.action == "add":
+        key = store.add(args.req_limit, args.key, args.char_limit)
+        print(key)
+    elif args.action == "remove":
+        if not store.remove(args.key):
+            raise UsageError(f"no key {args.key!r} in {args.db}")
+        log.info("removed %s", args.key)
+    else:
+        for key, req_limit, char_limit in store.keys():
+            print(f"{key}\treq_limit={req_limit}\tchar_limit={char_limit or '-'}")

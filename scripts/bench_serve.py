@@ -3,6 +3,7 @@ dynamic batching on and off, and OpenNMT-py 3.5.1's own server, in one run.
 
     python scripts/bench_serve.py RUN [--onmt-model M.pt --peers DIR]
         [--clients 1 8 32 128] [--requests 4] [--beam 5]
+    python scripts/bench_serve.py RUN --fairness [--long-lines 5000] [--beam 5]
 
 Each client sends --requests single test_2016_flickr sentences one after another
 (a new sentence each time), so a level of N clients makes N * --requests requests.
@@ -12,6 +13,12 @@ HTTP answer within --timeout). Batching off is `--max-batch-lines 1`: every requ
 batch. OpenNMT-py's server (`onmt_server` from the peers' venv, never a dependency)
 gets the same sentences in its SentencePiece pieces (it has no tokenizer of its own
 here) with the same beam, through its `POST /translator/translate`.
+
+--fairness: 16 clients send single test sentences one after another, first alone, then
+while another client sends a request of --long-lines lines (Multi30k training lines);
+their p50 and p99 with the long client against without it (target: p99 at most 2x), and
+the long request's own time, alone and among the 16, against `nmt translate` of the same
+lines (its wall time less that of `nmt translate` of one line: loading the model).
 """
 
 from __future__ import annotations
@@ -144,6 +151,65 @@ def onmt_server(model: Path, peers: Path, beam: int, tmp: Path):
     return process, url + "/translate", lambda sentence: [{"src": sentence, "id": 0}]
 
 
+def fairness(args) -> None:
+    sentences = read_lines(MULTI30K / "test_2016_flickr.de.gz")
+    long_lines = read_lines(MULTI30K / "train.de.gz")[: args.long_lines]
+    extra = ["--max-batch-lines", str(args.max_batch_lines)] if args.max_batch_lines else []
+    process, url, body = nmt_server(args.run, args.beam, extra)
+    clients = 16
+    try:
+        load(url, body, sentences, 4, 4)  # warm-up
+        alone = load(url, body, sentences, clients, args.requests * 4, args.timeout)
+        print("16 clients alone", json.dumps(alone), flush=True)
+        _, long_alone = post(url, {**body(""), "text": long_lines}, 3600)
+        print(f"long request alone: {long_alone:.1f} s", flush=True)
+        with ThreadPoolExecutor(1 + clients) as pool:
+            long_run = pool.submit(post, url, {**body(""), "text": long_lines}, 3600)
+            time.sleep(1.0)  # the long request is in
+
+            def client(c: int) -> list[tuple[int, float]]:  # one after another, until it ends
+                found = []
+                while not long_run.done():
+                    found.append(post(url, body(sentences[(c * 97 + len(found)) % 1000]), 60))
+                return found
+
+            beside = [r for rs in pool.map(client, range(clients)) for r in rs]
+            long_status, long_beside = long_run.result()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=120)
+    latencies = sorted(seconds for status, seconds in beside if status == 200)
+    p50 = latencies[len(latencies) // 2] * 1000
+    p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] * 1000
+    cli = translate_cli(args.run, args.beam, long_lines) if args.cli else float("nan")
+    print(
+        f"\nbeam {args.beam}; 16 single-sentence clients; a long request of {len(long_lines)} lines"
+    )
+    print("| | p50 ms | p99 ms | answered |")
+    row = f"{alone['p50_ms']:.0f} | {alone['p99_ms']:.0f} | {alone['answered']}"
+    print(f"| 16 clients alone | {row} |")
+    print(f"| beside the long request | {p50:.0f} | {p99:.0f} | {len(latencies)} |")
+    print(f"p99 beside / alone: {p99 / alone['p99_ms']:.2f}x (target <= 2x)")
+    print(f"long request (status {long_status}): {long_alone:.1f} s alone, {long_beside:.1f} s "
+          f"beside the 16; nmt translate of the same lines: {cli:.1f} s "
+          f"(server alone / nmt translate: {long_alone / cli:.2f}x)")  # fmt: skip
+
+
+def translate_cli(run: str, beam: int, lines: list[str]) -> float:
+    """Seconds `nmt translate` takes for `lines`, less its time for one line."""
+
+    def timed(some: list[str]) -> float:
+        with tempfile.NamedTemporaryFile("w", suffix=".de") as f:
+            f.write("".join(line + "\n" for line in some))
+            f.flush()
+            command = [sys.executable, "-m", "nmt", "-q", "translate", run, "-i", f.name]
+            start = time.perf_counter()
+            subprocess.run([*command, "--beam", str(beam)], check=True, stdout=subprocess.DEVNULL)
+            return time.perf_counter() - start
+
+    return timed(lines) - timed(lines[:1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run")
@@ -153,7 +219,13 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=4, help="per client")
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--timeout", type=float, default=60.0, help="a request's, in seconds")
+    parser.add_argument("--fairness", action="store_true", help="the fairness level only")
+    parser.add_argument("--long-lines", type=int, default=5000)
+    parser.add_argument("--max-batch-lines", type=int, help="the server's (default: its own)")
+    parser.add_argument("--no-cli", dest="cli", action="store_false", help="skip nmt translate")
     args = parser.parse_args()
+    if args.fairness:
+        return fairness(args)
     sentences = read_lines(MULTI30K / "test_2016_flickr.de.gz")
     systems = {
         "nmt, batching on": lambda tmp: nmt_server(args.run, args.beam, []),

@@ -37,8 +37,10 @@ RUN_OUT = {"out"}  # the run directory `train` writes
 DEVICES = {"device"}
 HOSTS = {"host"}
 FREE_TEXT = {"sentence", "overrides"}
+KEY_DBS = {"api_keys"}  # an SQLite file of API keys, made if missing
+ORIGINS = {"cors_origins"}
 NAMED_BY_VALUE = (
-    INPUTS | MODELS | RUNS | OUTPUTS | RUN_OUT | DEVICES | HOSTS
+    INPUTS | MODELS | RUNS | OUTPUTS | RUN_OUT | DEVICES | HOSTS | KEY_DBS | ORIGINS
 )  # in the message  # any text is valid
 FLAGS = {"help", "resume", "reset_optimizer", "scores", "alignments", "chrf_plus", "no_split"}
 FLAGS |= {"retranslate", "review"}  # translate's document flags
@@ -125,6 +127,10 @@ def bad_values(command: str, action: argparse.Action, w: dict[str, Path]) -> lis
         return ["foo", "cuda:7"] + ([] if torch.cuda.is_available() else ["cuda"])
     if dest in HOSTS:
         return ["10.255.255.1"]  # a valid address, not this machine's
+    if dest in KEY_DBS:  # a text file is left as it was
+        return [str(p) for p in (a_dir, under_a_file, root / "existing")]
+    if dest in ORIGINS:
+        return ["localhost:8000", "http://example.org/page"]
     if action.choices:
         return ["bogus"]
     if dest in SEARCH:  # checked by SearchOptions, with the message the server gives
@@ -286,6 +292,7 @@ def test_every_bad_input_is_one_line_and_exit_2_and_changes_no_file(kind, world,
 def test_every_option_and_key_is_covered():
     """A new argument or config field must get a role here, or generated bad values."""
     roles = INPUTS | MODELS | RUNS | OUTPUTS | RUN_OUT | DEVICES | HOSTS | FREE_TEXT | FLAGS
+    roles |= KEY_DBS | ORIGINS
     for command, parser in subparsers().items():
         for action in parser._actions:
             covered = action.dest in roles or action.choices or hasattr(action.type, "least")

@@ -7,8 +7,10 @@ not reachable from CI, and Debian's chromium is enough."""
 
 from __future__ import annotations
 
+import http.server
 import importlib.util
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -112,3 +114,67 @@ def test_the_page_translates_and_draws_the_attention_and_each_units_gates(browse
 
 def readout_units(page) -> list[int]:
     return [int(u) for u in page.locator("#readout tr td:first-child").all_text_contents()]
+
+
+def test_the_page_names_both_languages_shows_the_servers_error_and_clears_the_old_answer(
+    browser, server
+):
+    page = browser.new_page()
+    page.goto(server + "/")
+    page.wait_for_function("document.querySelectorAll('#pair option').length > 0")
+    assert page.text_content("#pair option") == "German (de) → English (en)"
+    page.fill("#text", TEXT)
+    page.click("#go")
+    page.wait_for_selector("#gates canvas", timeout=60_000)
+
+    page.fill("#text", "x" * 10_001)  # over the server's character limit
+    page.click("#go")
+    page.wait_for_function("document.querySelector('#status').classList.contains('error')")
+
+    said = call(server, "/v1/translate", {"text": "x" * 10_001, "source": "de", "target": "en"})
+    assert page.text_content("#status") == f"400 Bad Request: {said[1]['error']}"
+    assert page.is_hidden("#result") and page.is_hidden("#inside")
+    assert page.text_content("#translation") == ""
+
+    # a proxy's answer that is not JSON (what "Internal Server Error" was to the old page)
+    page.route("**/v1/translate", lambda route: route.fulfill(status=502, body="Bad Gateway"))
+    page.fill("#text", TEXT)
+    page.click("#go")
+    page.wait_for_function("document.querySelector('#status').textContent.startsWith('502')")
+    assert "Bad Gateway" in page.text_content("#status") and page.is_hidden("#result")
+
+
+ELSEWHERE = """<!doctype html><meta charset="utf-8"><body><script>
+fetch("%s/translate", {method: "POST", headers: {"Content-Type": "application/json"},
+       body: JSON.stringify({q: "%s", source: "de", target: "en"})})
+  .then((r) => r.json())
+  .then((a) => { document.body.dataset.done = a.translatedText; })
+  .catch((e) => { document.body.dataset.done = "failed: " + e; });
+</script></body>"""
+
+
+def test_a_page_on_another_origin_translates_through_fetch(browser, server, trained_run):
+    from nmt.text.documents import translate_lines
+    from nmt.translate import Translator
+
+    page = browser.new_page()
+    html = (ELSEWHERE % (server, TEXT)).encode()
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.end_headers()
+            self.wfile.write(html)
+
+    # another origin: another server on the loopback (a page the browser made up itself
+    # counts as public, and chromium keeps public pages off the loopback whatever CORS says)
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page) as elsewhere:
+        threading.Thread(target=elsewhere.serve_forever, daemon=True).start()
+        page.goto(f"http://localhost:{elsewhere.server_address[1]}/")
+        page.wait_for_function("document.body.dataset.done !== undefined", timeout=60_000)
+        elsewhere.shutdown()
+
+    translator = Translator.load(trained_run, precision="fp32")
+    expected = next(translate_lines(translator, [TEXT]))[0].text
+    assert page.evaluate("document.body.dataset.done") == expected  # JSON: a CORS preflight

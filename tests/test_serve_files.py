@@ -4,7 +4,6 @@ opens; bad, unknown and oversized files get their 4xx with a message; a result e
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
 import urllib.error
@@ -12,7 +11,6 @@ import urllib.request
 
 import pytest
 
-from nmt.serve.files import FileLimits, Files
 from tests.documents_made import MAKERS, docx_file
 from tests.test_formats_fuzz import opens
 from tests.test_serve import serving
@@ -106,53 +104,9 @@ def test_a_name_that_was_never_given_is_not_found(server):
     assert get(f"{server}/download_file/..%2Fetc%2Fpasswd")[0] == 404
 
 
-class _Now:
-    """What `Files` needs of the batcher: the work, done now."""
-
-    async def call(self, work):
-        return work()
-
-
-class _Metrics:
-    def request(self, *args):
-        pass
-
-
 def test_a_result_is_gone_after_its_time(trained_run):
-    from starlette.requests import Request
+    with serving(trained_run, "--file-keep-seconds", "0") as url:
+        status, answer = post(url, ("a.docx", docx_file()))
+        gone = get(answer["translatedFileUrl"])
 
-    from nmt.translate import Translator
-
-    files = Files(
-        {"de-en": Translator.load(trained_run)},
-        lambda s, t: "de-en",
-        _Now(),
-        _Metrics(),
-        FileLimits(keep_seconds=0),
-    )
-    body, kind = multipart({"source": "de", "target": "en"}, ("a.docx", docx_file()))
-
-    async def receive():
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    def request(path: str, method: str, **params) -> Request:
-        headers = [(b"content-type", kind.encode()), (b"host", b"test")]
-        scope = {
-            "type": "http",
-            "method": method,
-            "path": path,
-            "headers": headers,
-            "query_string": b"",
-        }
-        return Request(
-            {**scope, "scheme": "http", "server": ("test", 80), "path_params": params}, receive
-        )
-
-    made = asyncio.run(files.translate(request("/translate_file", "POST")))
-    token = json.loads(made.body)["translatedFileUrl"].rsplit("/", 1)[1]
-    gone = asyncio.run(files.download(request(f"/download_file/{token}", "GET", name=token)))
-
-    assert made.status_code == 200 and gone.status_code == 404
-    assert not list(files.folder.iterdir())  # deleted, not only forgotten
-    files.close()
-    assert not files.folder.exists()
+    assert status == 200 and gone[0] == 404

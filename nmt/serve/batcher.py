@@ -1,14 +1,20 @@
-"""Dynamic batching for `nmt serve`: the requests that arrive together, translated together.
+"""Dynamic batching for `nmt serve`: requests that wait together are translated together,
+no long request stalls a short one, and no batch fails for one member.
 
-A worker thread takes what is waiting, up to `max_wait_ms` after the first request or
-`batch_lines` lines, groups it by language pair and options, and translates each group
-as one call of `nmt.text.documents` (html: `nmt.text.markup`, page by page). In fp32 a line's
-translation is the one it gets alone (tests/test_serve.py checks 32); int8 scales the
-activations of each product by the rows in it, so there a batch can change a few. Past
-`max_pending` requests admitted, a request is refused (503) rather than queued.
-Other work on the models (`call`: `nmt inspect` for the page) runs on the same thread,
-between batches, and counts as a pending request. `Metrics` counts requests, latency
-and batches for the server's /metrics.
+One worker thread runs the models. Requests (jobs) wait in a rotation; each batch is
+made for the pair and options of the job at its head, from every waiting job with the
+same ones, in max-min fair shares of `Limits.batch_lines` (a line of more than
+`LINE_CHARS` characters counts as several): a one-sentence job gets its line into the
+next batch however long the others are, and a 5,000-line job goes through in pieces,
+one per batch, while others come and go. Jobs that had a piece go to the back of the
+rotation. After idling, the first job waits `max_wait_ms` for company.
+
+If translating a batch raises, it is split in two and each half run again, down to the
+job at fault, which alone gets the error; every other job gets the translation it would
+have had anyway (in fp32 a line's translation does not depend on its batch: the tests
+check it; int8 scales activations by the rows of a product, so there a few may differ).
+A job whose client went away is dropped with what is left of it. Other work on the
+models (`call`: /v1/inspect) takes its turn in the rotation, alone.
 """
 
 from __future__ import annotations
@@ -16,39 +22,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import queue
 import threading
 import time
-from collections import Counter
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from nmt.errors import NmtError
 from nmt.options import SearchOptions
+from nmt.serve.door import RequestError
+from nmt.serve.limits import Limits, line_weight
+from nmt.serve.metrics import Metrics
 from nmt.text.documents import translate_attended, translate_lines
 from nmt.text.markup import translate_html
 from nmt.translate import Translator
 
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-
-class RequestError(NmtError):
-    """What the client sent cannot be served; `status` is the HTTP status to answer."""
-
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.status = status
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_body_bytes: int = 1 << 20
-    max_text_chars: int = 20_000  # all the texts of one request together
-    max_pending: int = 256  # requests waiting or being translated
-    max_inspect_chars: int = 1_000  # the one sentence of /v1/inspect
-    max_wait_ms: float = 5.0  # how long the first request of a batch waits for others
-    batch_lines: int = 256  # lines in one batch at most
+RETRY = {"Retry-After": "1"}
 
 
 class Options(NamedTuple):
@@ -59,96 +48,163 @@ class Options(NamedTuple):
     attention: bool = False  # text only: each hypothesis with its `documents.Attention`
 
 
-@dataclass
+@dataclass(eq=False)
 class _Job:
     pair: str
     lines: list[str]
     options: Options | Callable  # a callable: other work, run alone
     loop: asyncio.AbstractEventLoop
     done: asyncio.Future
+    weights: list[int] = field(default_factory=list)
+    taken: int = 0  # lines handed to batches so far
+    results: list = field(default_factory=list)
+    over: bool = False  # answered, failed, or its client went away: nothing more to do
+
+    @property
+    def key(self) -> object:
+        return self if callable(self.options) else (self.pair, self.options)
 
 
 class Batcher:
-    """Translates jobs on one worker thread, the jobs that wait together in one batch."""
+    """Translates jobs on one worker thread, in fair batches (see the module's doc)."""
 
     def __init__(self, translators: dict[str, Translator], limits: Limits, metrics: Metrics):
         self.translators, self.limits, self.metrics = translators, limits, metrics
-        self.jobs: queue.Queue[_Job | None] = queue.Queue()
-        self.pending, self.lock = 0, threading.Lock()
+        self.waiting: deque[_Job] = deque()  # the rotation: jobs with lines not yet taken
+        self.cond = threading.Condition()
+        self.pending, self.closed = 0, False
         self.thread = threading.Thread(target=self._work, name="nmt-batcher", daemon=True)
         self.thread.start()
 
     async def translate(self, pair: str, lines: list[str], options: Options) -> list:
         """Per line: its n-best list of Hypothesis (html: the page's translation; with
         attention: (Hypothesis, Attention) pairs)."""
-        return await self._submit(pair, lines, options)
+        return await self._submit(pair, lines, options) if lines else []
 
     async def call(self, work: Callable[[], object]) -> object:
-        """work() on the worker thread (the models run on one thread), between batches."""
-        return await self._submit("", [], work)
+        """work() on the worker thread (the models run on one thread), in its turn."""
+        return (await self._submit("", [""], work))[0]
 
     async def _submit(self, pair: str, lines: list[str], options: Options | Callable):
-        with self.lock:
-            if self.pending >= self.limits.max_pending:
-                raise RequestError("the server is busy: retry in a second", 503)
-            self.pending += 1
         loop = asyncio.get_running_loop()
-        job = _Job(pair, lines, options, loop, loop.create_future())
-        self.jobs.put(job)
+        job = _Job(pair, lines, options, loop, loop.create_future(), list(map(line_weight, lines)))
+        with self.cond:
+            if self.pending >= self.limits.max_pending:
+                raise RequestError("the server is busy: retry in a second", 503, RETRY)
+            if self.closed:
+                raise RequestError("the server is shutting down", 503, RETRY)
+            self.pending += 1
+            self.waiting.append(job)
+            self.cond.notify()
         try:
             return await job.done
         finally:
-            with self.lock:
+            job.over = True  # answered, or its client gone: the worker skips what is left
+            with self.cond:
                 self.pending -= 1
 
-    def close(self) -> None:
-        self.jobs.put(None)
-        self.thread.join(timeout=60)
+    def close(self, seconds: float = 1.0) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify()
+        self.thread.join(timeout=seconds)
 
     def _work(self) -> None:
-        while (first := self.jobs.get()) is not None:
-            batch, deadline = [first], time.monotonic() + self.limits.max_wait_ms / 1000
-            lines = len(first.lines)
-            while lines < self.limits.batch_lines:
-                try:
-                    job = self.jobs.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                if job is None:
-                    self.jobs.put(None)  # stop after this batch
-                    break
-                batch.append(job)
-                lines += len(job.lines)
-            groups: dict[tuple, list[_Job]] = {}
-            for job in batch:
-                groups.setdefault((job.pair, job.options), []).append(job)
-            for (pair, options), jobs in groups.items():
-                self._run(self.translators.get(pair), options, jobs)
+        while (batch := self._next_batch()) is not None:
+            self._run(batch)
 
-    def _run(self, translator: Translator | None, options, jobs: list[_Job]) -> None:
+    def _next_batch(self) -> list[tuple[_Job, int, int]] | None:
+        """The next batch, (job, first line, end) per piece; blocks; None once closed."""
+        with self.cond:
+            idle = False
+            while True:
+                while self.waiting and self.waiting[0].over:
+                    self.waiting.popleft()
+                if self.closed:
+                    return None
+                if self.waiting:
+                    break
+                idle = True
+                self.cond.wait()
+            if idle:  # company for the first job: as many as come within max_wait_ms
+                deadline = time.monotonic() + self.limits.max_wait_ms / 1000
+                while (left := deadline - time.monotonic()) > 0 and not self.closed:
+                    if sum(len(j.lines) - j.taken for j in self.waiting) >= self.limits.batch_lines:
+                        break
+                    self.cond.wait(left)
+            return self._take()
+
+    def _take(self) -> list[tuple[_Job, int, int]]:
+        """The pieces of one batch (under the lock): max-min fair shares of batch_lines
+        among the waiting jobs with the head's key, in rotation order."""
+        key = self.waiting[0].key
+        jobs = [j for j in self.waiting if j.key == key and not j.over]
+        jobs = jobs[: self.limits.batch_lines]  # each takes one line at least
+        wants = [sum(j.weights[j.taken :]) for j in jobs]
+        pieces = []
+        for job, share in zip(jobs, fair_shares(wants, self.limits.batch_lines), strict=True):
+            end, used = job.taken + 1, job.weights[job.taken]
+            while end < len(job.lines) and used + job.weights[end] <= share:
+                used, end = used + job.weights[end], end + 1
+            pieces.append((job, job.taken, end))
+            job.taken = end
+        for job in jobs:  # to the back of the rotation, or out of it once all is taken
+            self.waiting.remove(job)
+            if job.taken < len(job.lines):
+                self.waiting.append(job)
+        return pieces
+
+    def _run(self, batch: list[tuple[_Job, int, int]]) -> None:
+        """Translates a batch; if it raises, its halves, down to the job at fault."""
+        live = [(job, start, end) for job, start, end in batch if not job.over]
+        if not live:
+            return
+        first = live[0][0]
         try:
-            if callable(options):  # a call's work: one job
-                results = [options()]
+            if callable(first.options):
+                results = [[first.options()]]
             else:
-                results = self._translate(translator, options, jobs)
-                self.metrics.batch(sum(len(j.lines) for j in jobs))
-            for job, result in zip(jobs, results, strict=True):
-                _answer(job, result, None)
-        except Exception as err:  # answered as a 500 to these jobs; the worker goes on
-            for job in jobs:
-                _answer(job, None, err)
+                translator = self.translators[first.pair]
+                texts = [job.lines[start:end] for job, start, end in live]
+                results = self._translate(translator, first.options, texts)
+                self.metrics.batch(sum(map(len, texts)))
+        except Exception as err:
+            if len(live) == 1:
+                _settle_soon(first, None, err)
+                first.over = True
+                return
+            self.metrics.count("batch_retries")
+            half = len(live) // 2
+            self._run(live[:half])
+            self._run(live[half:])
+            return
+        for (job, _, end), result in zip(live, results, strict=True):
+            job.results += result
+            if end == len(job.lines) and len(job.results) == len(job.lines):
+                _settle_soon(job, job.results, None)
 
     @staticmethod
-    def _translate(translator: Translator, options: Options, jobs: list[_Job]) -> list:
+    def _translate(translator: Translator, options: Options, texts: list[list[str]]) -> list:
         search = dataclasses.asdict(options.search)
         if options.format == "html":  # a page is its own unit
-            return [[translate_html(translator, t, **search) for t in j.lines] for j in jobs]
+            return [[translate_html(translator, t, **search) for t in lines] for lines in texts]
         translate = translate_attended if options.attention else translate_lines
-        found = iter(translate(translator, [line for job in jobs for line in job.lines], **search))
-        return [[next(found) for _ in job.lines] for job in jobs]
+        found = iter(translate(translator, [line for lines in texts for line in lines], **search))
+        return [[next(found) for _ in lines] for lines in texts]
 
 
-def _answer(job: _Job, result, error) -> None:
+def fair_shares(wants: list[int], budget: int) -> list[int]:
+    """Max-min fair shares of `budget`: each its want, or an equal part of what the smaller
+    wants leave, whichever is less (at least 1 each)."""
+    shares, left = [0] * len(wants), budget
+    order = sorted(range(len(wants)), key=wants.__getitem__)
+    for k, i in enumerate(order):
+        shares[i] = max(1, min(wants[i], left // (len(order) - k)))
+        left -= shares[i]
+    return shares
+
+
+def _settle_soon(job: _Job, result, error) -> None:
     """Hands a job's result to its event loop; a loop closed since (its server or client
     gone) must not stop the worker, which every later request waits on."""
     with contextlib.suppress(RuntimeError):
@@ -158,49 +214,7 @@ def _answer(job: _Job, result, error) -> None:
 def _settle(future: asyncio.Future, result, error) -> None:
     if future.done():  # the client went away
         return
-    if error:
+    if error is not None:
         future.set_exception(error)
     else:
         future.set_result(result)
-
-
-class Metrics:
-    """Counters and histograms in Prometheus' text exposition format."""
-
-    def __init__(self):
-        self.requests: Counter = Counter()  # (path, status) -> count
-        self.latency: dict[str, list[int]] = {}  # path -> count per bucket
-        self.latency_sum: Counter = Counter()
-        self.batches = self.batched_lines = 0
-        self.lock = threading.Lock()
-
-    def request(self, path: str, status: int, seconds: float) -> None:
-        with self.lock:
-            self.requests[path, status] += 1
-            counts = self.latency.setdefault(path, [0] * (len(LATENCY_BUCKETS) + 1))
-            counts[sum(seconds > b for b in LATENCY_BUCKETS)] += 1
-            self.latency_sum[path] += seconds
-
-    def batch(self, lines: int) -> None:
-        with self.lock:
-            self.batches += 1
-            self.batched_lines += lines
-
-    def render(self, pending: int) -> str:
-        with self.lock:
-            out = ["# TYPE nmt_requests_total counter"]
-            for (path, status), n in sorted(self.requests.items()):
-                out.append(f'nmt_requests_total{{path="{path}",status="{status}"}} {n}')
-            out.append("# TYPE nmt_request_seconds histogram")
-            for path, counts in sorted(self.latency.items()):
-                total = 0
-                for bound, n in zip([*LATENCY_BUCKETS, "+Inf"], counts, strict=True):
-                    total += n
-                    out.append(f'nmt_request_seconds_bucket{{path="{path}",le="{bound}"}} {total}')
-                out.append(f'nmt_request_seconds_count{{path="{path}"}} {total}')
-                out.append(f'nmt_request_seconds_sum{{path="{path}"}} {self.latency_sum[path]}')
-            out += ["# TYPE nmt_batches_total counter", f"nmt_batches_total {self.batches}"]
-            out += ["# TYPE nmt_batched_lines_total counter"]
-            out += [f"nmt_batched_lines_total {self.batched_lines}"]
-            out += ["# TYPE nmt_pending_requests gauge", f"nmt_pending_requests {pending}"]
-            return "\n".join(out) + "\n"

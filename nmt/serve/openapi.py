@@ -1,8 +1,9 @@
-"""The OpenAPI 3.0 document `nmt serve` publishes at /openapi.json: each endpoint's
-request and response bodies and status codes, for clients, generators and fuzzers
-(tests/test_serve_schema.py runs schemathesis through it). Plain dicts: the handlers in
-`nmt.serve.app` read their JSON themselves; the search options' schemas are derived
-from `nmt.options.SEARCH`, the rest is written here and the test keeps the two in step."""
+"""The OpenAPI 3.0 document `nmt serve` publishes at /openapi.json (and, as LibreTranslate,
+at /spec): each endpoint's request and response bodies and status codes, for clients,
+generators and fuzzers (tests/test_serve_schema.py runs schemathesis through it). Plain
+dicts: the handlers read their parameters at the door (`nmt.serve.door`), which also
+takes them from the query string; the search options' schemas are derived from
+`nmt.options.SEARCH`, the rest is written here and the test keeps the two in step."""
 
 from __future__ import annotations
 
@@ -34,6 +35,16 @@ def _matrix(description: str) -> dict:
 
 
 ERROR = _object(["error"], error={**STR, "description": "what was wrong, naming it"})
+KEY = {**STR, "description": "an API key, where the server asks for one (--api-keys)"}
+FAILURES = {  # what any endpoint may answer
+    "400": "a bad or missing field, not text (a lone surrogate), an unknown pair, over a limit",
+    "403": "no valid API key, where the server needs one",
+    "408": "the body did not arrive in time",
+    "413": "the body over the limit",
+    "429": "over the request limit: retry after Retry-After seconds",
+    "500": "the server failed (logged, counted in /metrics)",
+    "503": "busy or shutting down: retry after Retry-After seconds",
+}
 TEXTS = {"oneOf": [STR, _array(STR)]}
 
 
@@ -42,12 +53,23 @@ def document(pairs: list[str], limits) -> dict:
     sources = sorted({p.split("-")[0] for p in pairs})
     targets = sorted({p.split("-")[1] for p in pairs})
     pair = {"source": {**STR, "enum": sources}, "target": {**STR, "enum": targets}}
-    texts = {**TEXTS, "description": f"{limits.max_text_chars} characters at most in all"}
+    most = f"{limits.char_limit} characters each, {limits.batch_limit} texts at most"
+    texts = {**TEXTS, "description": most}
     languages = _object(["code", "name", "targets"], code=STR, name=STR, targets=_array(STR))
     health = _object(["status", "pairs"], status=STR, pairs=_array(STR))
+    detected = _array(_object(["confidence", "language"], confidence=NUM, language=STR))
+    detect = _object(["q"], q=texts, api_key=KEY)
+    settings = {"type": "object", "required": ["charLimit", "apiKeys", "keyRequired", "language"]}
+    disabled = _post("off, as on a LibreTranslate server with it off", {"type": "object"}, ERROR)
     paths = {
         "/translate": {"post": _libre_translate(pair, texts)},
-        "/languages": {"get": _get("the language pairs served", _array(languages))},
+        "/detect": {"post": _post("LibreTranslate's detect", detect, detected, forms=True)},
+        "/languages": {"get": _get("every language served, with its targets", _array(languages))},
+        "/frontend/settings": {"get": _get("LibreTranslate's settings for a page", settings)},
+        "/suggest": {"post": disabled},
+        "/spec": {
+            "get": _get("this document, where LibreTranslate has its own", {"type": "object"})
+        },
         "/translator/translate": {"post": _onmt_translate(len(pairs))},
         "/v1/translate": {"post": _native_translate(pair, texts)},
         "/v1/inspect": {"post": _inspect(pair, limits.max_inspect_chars)},
@@ -66,18 +88,19 @@ def document(pairs: list[str], limits) -> dict:
 
 
 def _get(summary: str, schema: dict, media: str = "application/json") -> dict:
-    return {"summary": summary, "responses": {"200": _content("OK", schema, media)}}
+    return {"summary": summary, "responses": _responses(_content("OK", schema, media))}
+
+
+def _responses(ok: dict) -> dict:
+    responses = {"200": ok} | {code: _content(why, ERROR) for code, why in FAILURES.items()}
+    for code in ("429", "503"):
+        responses[code]["headers"] = {"Retry-After": {"schema": STR}}
+    return responses
 
 
 def _post(summary: str, body: dict, answer: dict, *, forms: bool = False) -> dict:
     kinds = ["application/json"] + (["application/x-www-form-urlencoded"] * forms)
-    responses = {
-        "200": _content("OK", answer),
-        "400": _content("bad JSON, a missing or bad field, an unknown pair", ERROR),
-        "413": _content("the body or its text over the limit", ERROR),
-        "503": _content("busy: retry after Retry-After seconds", ERROR),
-    }
-    responses["503"]["headers"] = {"Retry-After": {"schema": STR}}
+    responses = _responses(_content("OK", answer))
     return {
         "summary": summary,
         "requestBody": {"required": True, "content": {k: {"schema": body} for k in kinds}},
@@ -139,6 +162,7 @@ def _libre_translate(pair: dict, texts: dict) -> dict:
     formats = {**STR, "enum": ["text", "html"]}
     body = _object(["q", "source", "target"], q=texts, **{**pair, "source": source}, format=formats)
     body["properties"]["alternatives"] = _schema(ALTERNATIVES)
+    body["properties"]["api_key"] = KEY
     detected = _object(["language"], language=STR, confidence=NUM)
     answer = _object(
         ["translatedText"],

@@ -154,13 +154,24 @@ function hit(canvas, event, handler) {
 
 // -- talking to the server ----------------------------------------------------------------
 async function post(path, body) {
+  const key = $("key").value.trim();
   const response = await fetch(path, {
     method: "POST",
     headers: { "Content-Type": "application/json" },
-    body: JSON.stringify(body),
+    body: JSON.stringify(key ? { ...body, api_key: key } : body),
   });
-  const answer = await response.json();
-  if (!response.ok) throw new Error(answer.error || `${response.status} ${response.statusText}`);
+  // the server answers JSON, errors included; a proxy in front of it may not
+  const text = await response.text();
+  let answer = null;
+  try {
+    answer = JSON.parse(text);
+  } catch (err) {
+    answer = null;
+  }
+  if (!response.ok || answer === null) {
+    const said = answer && answer.error ? answer.error : text.trim().slice(0, 200);
+    throw new Error(`${response.status} ${response.statusText}: ${said || "no message"}`);
+  }
   return answer;
 }
 
@@ -171,14 +182,28 @@ function say(message, error = false) {
 
 async function loadPairs() {
   const languages = await (await fetch("/languages")).json();
+  const names = Object.fromEntries(languages.map((l) => [l.code, l.name]));
   for (const language of languages) {
     for (const target of language.targets) {
       const option = document.createElement("option");
       option.value = `${language.code}-${target}`;
-      option.textContent = `${language.name} (${language.code}) → ${target}`;
+      const to = `${names[target] || target} (${target})`;
+      option.textContent = `${language.name} (${language.code}) → ${to}`;
       $("pair").append(option);
     }
   }
+  const settings = await (await fetch("/frontend/settings")).json();
+  $("key-row").hidden = !settings.keyRequired; // a server with --api-keys
+}
+
+function clearResults() {
+  // a new question: what was shown belongs to the old one, whatever the answer
+  view.inspection = null;
+  view.attention = null;
+  $("translation").textContent = "";
+  $("nbest").querySelector("tbody").replaceChildren();
+  $("result").hidden = true;
+  $("inside").hidden = true;
 }
 
 async function translate() {
@@ -187,13 +212,12 @@ async function translate() {
   const [source, target] = $("pair").value.split("-");
   const beam = Math.min(Math.max(Number($("beam").value) || 5, 1), 32);
   $("go").disabled = true;
+  clearResults();
   say("Translating…");
   try {
     const nbest = Math.min(5, beam);
     const body = { text, source, target, beam, nbest, attention: true };
     const answer = await post("/v1/translate", body);
-    view.inspection = null; // the gates shown belong to the previous sentence
-    $("inside").hidden = true;
     showTranslation(answer.translations[0].nbest);
     say("Looking inside…");
     view.inspection = await post("/v1/inspect", { text, source, target, beam });
