@@ -1,5 +1,5 @@
-"""Ctrl-C and SIGTERM: both raise `Interrupted`, so that every `finally` runs (the
-temporary files of `nmt.outputs` are removed, a run's lock is released) and the
+"""Ctrl-C, SIGTERM and SIGHUP: each raises `Interrupted`, so that every `finally` runs
+(the temporary files of `nmt.outputs` are removed, a run's lock is released) and the
 command ends with one line and the usual status, 128 + the signal's number.
 
 `nmt.cli.main` installs the handlers once (`raising`). Training asks for the first
@@ -14,7 +14,9 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# Ctrl-C, `kill` and a closed terminal; one that is ignored (`nohup`, `cmd &` in a
+# script) stays ignored
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -44,12 +46,18 @@ def raising() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield  # only the main thread may set handlers; signals reach it alone anyway
         return
-    previous = {signum: signal.signal(signum, _raise) for signum in SIGNALS}
+    previous = _install(_raise)
     try:
         yield
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def _install(handler) -> dict[int, object]:
+    """`handler` for each of SIGNALS that is not ignored -> the handlers it replaced."""
+    wanted = [s for s in SIGNALS if signal.getsignal(s) is not signal.SIG_IGN]
+    return {signum: signal.signal(signum, handler) for signum in wanted}
 
 
 class Deferred:
@@ -75,7 +83,7 @@ def deferred(notice: Callable[[int], None] | None = None) -> Iterator[Deferred]:
         if notice is not None:
             notice(signum)
 
-    previous = {signum: signal.signal(signum, note) for signum in SIGNALS}
+    previous = _install(note)
     try:
         yield pending
     finally:

@@ -63,9 +63,10 @@ def kept_checkpoints(directory: Path) -> list[Path]:
 
 def is_run(directory: Path) -> bool:
     """Whether `directory` holds a run: one `nmt train` started (its lock and config),
-    or one with a checkpoint (runs from before the lock existed)."""
-    started = (directory / LOCK).is_file() and (directory / "config.yaml").is_file()
-    return started or (directory / "last.pt").is_file()
+    or, from before the lock existed, one with all of a run's files and a checkpoint."""
+    if (directory / LOCK).is_file():
+        return (directory / "config.yaml").is_file()
+    return all((directory / name).is_file() for name in RUN_FILES[:4])
 
 
 class RunLock:
