@@ -28,10 +28,11 @@ data:
 # score it: RUN/test_2016_flickr.hyp.en and RUN/bleu.json.
 demo: setup
 	@set -e; dir=$$(MULTI30K_DIR=$(MULTI30K_DIR) bash scripts/prepare_data.sh); \
-	if [ -f $(RUN)/last.pt ]; then $(NMT) train --resume --out $(RUN); \
+	if [ -f $(RUN)/config.yaml ]; then $(NMT) train --resume --out $(RUN); \
 	else $(NMT) train $(CONFIG) --out $(RUN) data.train=$$dir/train data.valid=$$dir/val \
 		data.test=$$dir/$(TEST_SPLIT); fi; \
-	$(NMT) evaluate --model $(RUN) --format json -o $(RUN)/bleu.json
+	$(NMT) evaluate --model $(RUN) --format json -o $(RUN)/bleu.json \
+		--translations $(RUN)/$(TEST_SPLIT).hyp.en
 
 test: setup
 	$(VENV)/bin/ruff check nmt tests scripts

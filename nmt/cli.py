@@ -9,13 +9,18 @@ status 2; every option is checked as it is parsed. What each subcommand then doe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import logging
 import math
+import os
 import re
+import signal
 import sys
 from pathlib import Path
 
+import nmt
+from nmt import interrupts
 from nmt.commands import (
     cmd_average,
     cmd_evaluate,
@@ -27,6 +32,7 @@ from nmt.commands import (
     cmd_translate,
 )
 from nmt.errors import NmtError
+from nmt.interrupts import Interrupted
 from nmt.options import DEVICE_HELP, PRECISION_HELP, PRECISIONS, SEARCH
 from nmt.text.formats import FORMATS
 
@@ -70,6 +76,7 @@ def web_origin(text: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="nmt", description=__doc__.splitlines()[0])
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {nmt.__version__}")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a model from a YAML config")
@@ -84,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("translate", help="translate text with trained models")
     p.add_argument("model", nargs="+", help="run directory or checkpoint; several: an ensemble")
     p.add_argument("-i", "--input", default="-", help="input file (default: stdin)")
-    p.add_argument("-o", "--output", default="-", help="output file (default: stdout)")
+    out = "output file (default: stdout); NAME.gz: compressed; written whole or not at all"
+    p.add_argument("-o", "--output", default="-", help=out)
     _add_search(p, SEARCH.values())
     p.add_argument("--scores", action="store_true", help="append each line's score after a tab")
     p.add_argument("--alignments", action="store_true", help="append i-j alignments after a tab")
@@ -114,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("average", help="average the parameters of checkpoints of one model")
-    p.add_argument("checkpoints", nargs="+")
+    kept = "checkpoint files, or run folders: their step-N.pt (kept with train.keep_last=N)"
+    p.add_argument("checkpoints", nargs="+", help=kept)
     p.add_argument("-o", "--output", required=True, help="the averaged checkpoint")
     p.set_defaults(func=cmd_average)
 
@@ -130,8 +139,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paired", choices=["bs", "ar"], default="bs", help=paired)
     samples = "resamples/trials (0: sacrebleu's)"
     p.add_argument("--samples", type=at_least(0), default=0, help=samples)
-    p.add_argument("--format", choices=["text", "json", "markdown", "html"], default="text")
-    p.add_argument("-o", "--output", help="write the report here")
+    fmt = "the report's format (default: by -o's suffix, .json .md .html; else text)"
+    p.add_argument("--format", choices=["text", "json", "markdown", "html"], help=fmt)
+    p.add_argument("-o", "--output", help="write the report here (NAME.gz: compressed)")
+    translations = (
+        "with --model: write its translations here (default: REPORT.hyp beside -o REPORT, "
+        "else SRC.hyp, or for the run's test split TEST.hyp.LANG beside the report; "
+        "a default that exists is refused, never overwritten)"
+    )
+    p.add_argument("--translations", metavar="FILE", help=translations)
     _add_device(p, default=None)  # None: not given, which only --model may be
     p.set_defaults(func=cmd_evaluate)
 
@@ -207,6 +223,55 @@ def _add_device(p: argparse.ArgumentParser, default: str | None = "auto") -> Non
     p.add_argument("--precision", choices=PRECISIONS, default=default, help=PRECISION_HELP)
 
 
+def main(argv: list[str] | None = None) -> None:
+    """Runs one command; every way it can end is decided here: done (0), bad input or a
+    failing file (2, one line), interrupted (130 for Ctrl-C, 143 for SIGTERM, one line),
+    or a reader that closed its pipe (141, as for a program SIGPIPE ended; nothing said)."""
+    from nmt.outputs import OutputClosed, remove_temporaries
+
+    with interrupts.raising():
+        try:
+            try:
+                _run(argv)
+            finally:
+                remove_temporaries()  # a signal at an unlucky moment may have left one
+            _flush_stdout()  # inside: a full disk or a closed pipe is reported here
+        except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: `Interrupted`, as a rule
+            stop = stop if isinstance(stop, Interrupted) else Interrupted()
+            _say(f"nmt: {stop}")
+            sys.exit(stop.status)
+        except OutputClosed:
+            _detach_stdout()
+            sys.exit(128 + signal.SIGPIPE)
+        except NmtError as err:  # the project's own: bad input, said in one line
+            _say(f"nmt: error: {err}")
+            sys.exit(2)
+        except OSError as err:  # the machine's: a file or device that fails under us
+            where = f"{err.filename}: " if err.filename else ""
+            _say(f"nmt: error: {where}{err.strerror or err}")
+            sys.exit(2)
+        except SystemExit:  # argparse's --help and errors: what they printed must get out
+            _flush_stdout_quietly()
+            raise
+
+
+def _run(argv: list[str] | None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    quiet = [a for a in itertools.takewhile(lambda a: a in ("-q", "--quiet"), argv)]
+    if argv[len(quiet) : len(quiet) + 2] == ["serve", "keys"]:  # a run named keys: ./keys
+        args = build_keys_parser().parse_args(argv[len(quiet) + 2 :])
+        args.quiet = bool(quiet)
+    else:
+        args = _parse(build_parser(), argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        force=True,  # main may run more than once in a process (the tests)
+    )
+    args.func(args)
+
+
 def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
     # overrides may come after options too: `nmt train CFG --out R train.lr=3e-4`
     args, extra = parser.parse_known_args(argv)
@@ -231,25 +296,33 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
     return args
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    quiet = [a for a in itertools.takewhile(lambda a: a in ("-q", "--quiet"), argv)]
-    if argv[len(quiet) : len(quiet) + 2] == ["serve", "keys"]:  # a run named keys: ./keys
-        args = build_keys_parser().parse_args(argv[len(quiet) + 2 :])
-        args.quiet = bool(quiet)
-    else:
-        args = _parse(build_parser(), argv)
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        force=True,  # main may run more than once in a process (the tests)
-    )
-    try:
-        args.func(args)
-    except NmtError as err:  # the project's own: bad input, said in one line
-        print(f"nmt: error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except OSError as err:  # the machine's: a file or device that fails under us
-        print(f"nmt: error: {err.filename or ''}: {err.strerror or err}", file=sys.stderr)
-        sys.exit(2)
+def _say(line: str) -> None:
+    """The one line a command ends with, on stderr (if there is one)."""
+    if sys.stderr is not None:
+        with contextlib.suppress(OSError):
+            print(line, file=sys.stderr, flush=True)
+
+
+def _flush_stdout() -> None:
+    """What is still buffered for stdout, written now, its failure named `<stdout>`."""
+    from nmt.outputs import output_file
+
+    if sys.stdout is not None:
+        with output_file("-"):
+            pass
+
+
+def _flush_stdout_quietly() -> None:
+    from nmt.outputs import OutputClosed
+
+    with contextlib.suppress(OutputClosed, NmtError):
+        _flush_stdout()
+
+
+def _detach_stdout() -> None:
+    """Points stdout at /dev/null: Python flushes it once more at exit, and a closed
+    pipe would print a warning then."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)

@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import math
 import typing
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -142,7 +143,9 @@ class TrainConfig:
     precision: str = "auto"  # "auto" | "fp32" | "fp16" | "bf16"
     threads: int = 0  # torch intra-op threads; 0: torch's default
     log_every: int = 50
-    valid_every: int = 500
+    valid_every: int = 500  # validate and checkpoint (last.pt, best.pt) every this many steps
+    # also keep the last this many checkpoints as step-N.pt (for `nmt average RUN`); 0: none
+    keep_last: int = 0
     patience: int = 0  # stop after this many validations without a better BLEU; 0: never
     # Stop after this many steps in a row with a non-finite loss or gradient (each is
     # skipped). fp16 skips a few while its loss scale settles: keep this well above that.
@@ -161,6 +164,7 @@ class TrainConfig:
         **dict.fromkeys(("max_steps", "accum_steps", "log_every", "valid_every"), "[1, inf)"),
         **dict.fromkeys(("max_nonfinite", "valid_batch_tokens", "decay_patience"), "[1, inf)"),
         **dict.fromkeys(("seed", "max_epochs", "warmup_steps", "threads", "patience"), "[0, inf)"),
+        "keep_last": "[0, inf)",
         **dict.fromkeys(("max_time", "weight_decay", "min_lr"), "[0, inf)"),
         **dict.fromkeys(("lr", "clip_norm"), "(0, inf)"),
         **dict.fromkeys(("betas", "label_smoothing"), "[0, 1)"),
@@ -216,9 +220,11 @@ class Config:
             what = "is not a file" if path.exists() else "does not exist"
             raise ConfigError(f"config file {path} {what}")
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+            raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
         except UnicodeDecodeError:
             raise ConfigError(f"{path}: not valid UTF-8") from None
+        except _DuplicateKey as dup:
+            raise ConfigError(f"{path} line {dup.line}: {dup}") from None
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark else ""
@@ -227,20 +233,18 @@ class Config:
             raise ConfigError(f"config file {path} is empty")
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+        try:
+            _check_sections(raw)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
         return cls.from_dict(apply_overrides(raw, overrides))
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Config:
+        """`raw`: sections by name, each a mapping of keys (or empty: the defaults)."""
+        _check_sections(raw)
         sections = {f.name: f.default_factory for f in dataclasses.fields(cls)}
-        for name in raw:
-            if name not in sections:
-                raise ConfigError(f"unknown config section {name!r}{_nearest(name, sections)}")
-        built = {}
-        for name, make in sections.items():
-            values = raw.get(name) or {}
-            if not isinstance(values, dict):
-                raise ConfigError(f"config section {name!r} must be a mapping")
-            built[name] = _build(make, name, values)
+        built = {name: _build(make, name, raw.get(name) or {}) for name, make in sections.items()}
         return cls(**built)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
@@ -259,6 +263,7 @@ class Config:
 
 def apply_overrides(raw: dict[str, Any], overrides: typing.Sequence[str]) -> dict[str, Any]:
     """Applies "section.key=value" strings; values are parsed as YAML scalars or lists."""
+    _check_sections(raw)
     raw = {name: dict(values or {}) for name, values in raw.items()}
     for item in overrides:
         key, sep, text = item.partition("=")
@@ -268,6 +273,52 @@ def apply_overrides(raw: dict[str, Any], overrides: typing.Sequence[str]) -> dic
         section, leaf = parts
         raw.setdefault(section, {})[leaf] = _parse_value(text)
     return raw
+
+
+def _check_sections(raw: dict[str, Any]) -> None:
+    """Each top-level name a section, and each section a mapping of keys (or empty: null);
+    a key of a section written at the top level is named with its section."""
+    sections = {f.name: f.default_factory for f in dataclasses.fields(Config)}
+    for name, values in raw.items():
+        if name not in sections:
+            owners = [s for s, make in sections.items() if name in typing.get_type_hints(make)]
+            if owners:
+                raise ConfigError(
+                    f"{name!r} is a key of section {owners[0]!r}, not a section: "
+                    f"write it under '{owners[0]}:' (or as {owners[0]}.{name}=...)"
+                )
+            raise ConfigError(f"unknown config section {name!r}{_nearest(name, sections)}")
+        if values is not None and not isinstance(values, dict):
+            raise ConfigError(
+                f"config section {name!r} must be a mapping of keys, got {values!r} "
+                f"({type(values).__name__})"
+            )
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, message: str, line: int):
+        super().__init__(message)
+        self.line = line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml's SafeLoader, refusing a key (or a section) given twice in one mapping,
+    where plain YAML lets the last one win silently."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: overriding is its point
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, Hashable) and key in seen:
+                raise _DuplicateKey(
+                    f"{key!r} is given twice (first on line {seen[key]}); keep one", line
+                )
+            if isinstance(key, Hashable):
+                seen[key] = line
+        return super().construct_mapping(node, deep)
 
 
 def _parse_value(text: str) -> Any:

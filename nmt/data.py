@@ -12,8 +12,13 @@ import gzip
 import itertools
 import json
 import logging
+import os
+import stat
+import sys
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import IO
 
 import datasets
 
@@ -142,19 +147,97 @@ def _existing(path: Path) -> Path:
     raise DataError(f"data file {path} (or {gz.name}) does not exist")
 
 
-def read_lines(path: Path, errors: str = "strict") -> list[str]:
-    """Lines of a plain or gzipped UTF-8 file, without line endings (`decode_lines`)."""
+STDIN = "-"
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def read_lines(path: Path | str, errors: str = "strict") -> list[str]:
+    """Lines of a UTF-8 file, plain or gzipped, without line endings (`iter_lines`)."""
     return list(iter_lines(path, errors))
 
 
-def iter_lines(path: Path, errors: str = "strict") -> Iterator[str]:
-    """`read_lines`, one line at a time: memory stays flat for any file size."""
-    opener = gzip.open if path.suffix == ".gz" else open
+def iter_lines(path: Path | str, errors: str = "strict") -> Iterator[str]:
+    """`read_lines`, one line at a time: memory stays flat for any size. `path` may be a
+    pipe (`<(cmd)`, /dev/stdin) or `-` (stdin); gzip is recognised by its contents, so a
+    compressed pipe reads too. Whatever fails is a `DataError` naming the input (and
+    the line it got to)."""
+    yield from decode_lines(_raw_lines(path), _name(path), errors)
+
+
+def read_bytes(path: Path | str) -> bytes:
+    """A whole input (`iter_lines`' kinds), gunzipped, line endings and all."""
+    return b"".join(_raw_lines(path))
+
+
+def count_lines(path: Path | str) -> int | None:
+    """The lines of a regular file (or of stdin redirected from one), counted without
+    reading it as input; None for a pipe or a terminal (counting would consume it)."""
     try:
-        with opener(path, "rb") as f:
-            yield from decode_lines(f, str(path), errors)
-    except (OSError, EOFError) as err:
-        raise DataError(f"cannot read {path}: {err}") from None
+        if str(path) != STDIN:
+            if not Path(path).is_file():
+                return None
+            with open(path, "rb") as raw:
+                with (
+                    gzip.GzipFile(fileobj=raw)
+                    if _gzipped(raw)
+                    else contextlib.nullcontext(raw) as f
+                ):
+                    return _count(iter(lambda: f.read(1 << 20), b""))
+        fd = sys.stdin.fileno() if sys.stdin is not None else -1
+        if fd < 0 or not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        start = os.lseek(fd, 0, os.SEEK_CUR)  # pread: stdin's own position stays put
+        chunks = (os.pread(fd, 1 << 20, at) for at in itertools.count(start, 1 << 20))
+        return _count(itertools.takewhile(bool, chunks))
+    except (OSError, EOFError, zlib.error, ValueError):
+        return None  # it will fail as input, with its message
+
+
+def _count(chunks: Iterable[bytes]) -> int:
+    lines, last = 0, b"\n"
+    for chunk in chunks:
+        lines, last = lines + chunk.count(b"\n"), chunk[-1:]
+    return lines + (last != b"\n")  # a last line without its newline counts too
+
+
+def _gzipped(raw: IO[bytes]) -> bool:
+    """Whether a stream starts as gzip does: by `peek`, as a pipe cannot seek back (a
+    stream without it, a replaced sys.stdin, is taken as plain)."""
+    peek = getattr(raw, "peek", None)
+    return peek is not None and peek(2)[:2] == GZIP_MAGIC
+
+
+def _name(path: Path | str) -> str:
+    return "<stdin>" if str(path) == STDIN else str(path)
+
+
+def _raw_lines(path: Path | str) -> Iterator[bytes]:
+    """The input's lines as bytes, endings kept; a failure to read it is a DataError."""
+    count = 0
+    try:
+        with _open_binary(path) as raw:
+            with gzip.GzipFile(fileobj=raw) if _gzipped(raw) else contextlib.nullcontext(raw) as f:
+                for line in f:
+                    count += 1
+                    yield line
+    except (OSError, EOFError, zlib.error) as err:
+        if isinstance(err, FileNotFoundError):
+            raise DataError(f"{_name(path)} does not exist") from None
+        where = f" after line {count}" if count else ""
+        compressed = isinstance(err, (EOFError, zlib.error, gzip.BadGzipFile))
+        reason = "corrupt or cut-short gzip data" if compressed else getattr(err, "strerror", None)
+        raise DataError(f"cannot read {_name(path)}{where}: {reason or err}") from None
+
+
+@contextlib.contextmanager
+def _open_binary(path: Path | str) -> Iterator[IO[bytes]]:
+    if str(path) != STDIN:
+        with open(path, "rb") as f:
+            yield f
+        return
+    if sys.stdin is None:  # started with stdin closed: `nmt translate RUN <&-`
+        raise DataError("no input: stdin is closed (give a file with -i)")
+    yield sys.stdin.buffer
 
 
 def decode_lines(raw: Iterable[bytes], name: str, errors: str = "strict") -> Iterator[str]:

@@ -45,6 +45,16 @@ class Tokenizer:
     def pieces(self, text: str) -> list[str]:
         return self._sp.encode(text, out_type=str)
 
+    def piece_starts(self, text: str) -> list[tuple[int, bool]]:
+        """Where each of `text`'s pieces starts in `text` itself (a character offset:
+        normalization may make a piece's surface differ from the text), and whether it
+        starts a word."""
+        found = self._sp.encode_as_offset_mapping(text)
+        return [
+            (begin, piece.startswith("\u2581"))
+            for piece, (begin, _) in zip(found["pieces"], found["offsets"], strict=True)
+        ]
+
     def decode(self, ids: list[list[int]]) -> list[str]:
         """Detokenized text; ids stop at the first EOS and specials are dropped."""
         rows = [list(row) for row in ids]

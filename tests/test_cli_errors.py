@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gzip
 import hashlib
 import math
 import os
@@ -32,7 +33,7 @@ from tests.test_serve import free_port
 INPUTS = {"input", "hyp", "ref", "src", "config"}
 MODELS = {"model", "checkpoints"}  # checkpoints or run directories
 RUNS = {"run"}  # a run directory `plot` reads
-OUTPUTS = {"output"}
+OUTPUTS = {"output", "translations"}
 RUN_OUT = {"out"}  # the run directory `train` writes
 DEVICES = {"device"}
 HOSTS = {"host"}
@@ -76,6 +77,7 @@ def world(trained_run, toy_corpus, tmp_path_factory) -> dict[str, Path]:
     for name, text in files.items():
         (root / name).write_text(text, encoding="utf-8")
     (root / "latin1").write_bytes("Straße\n".encode("latin-1"))
+    (root / "corrupt.gz").write_bytes(gzip.compress(b"Ein Hund.\n" * 500)[:-30] + b"\0" * 30)
     (root / "cut.pt").write_bytes((trained_run / "last.pt").read_bytes()[:5000])
     torch.save({"format": checkpoint.FORMAT, "config": {}, "weights": [1]}, root / "marked.pt")
     (root / "a-dir").mkdir()
@@ -111,7 +113,7 @@ def bad_values(command: str, action: argparse.Action, w: dict[str, Path]) -> lis
     missing, a_dir, under_a_file = root / "missing", root / "a-dir", root / "a-file" / "x"
     if dest in INPUTS:
         empty = [] if (command, dest) in EMPTY_IS_VALID else [root / "empty"]
-        return [str(p) for p in (missing, a_dir, *empty, root / "latin1")]
+        return [str(p) for p in (missing, a_dir, *empty, root / "latin1", root / "corrupt.gz")]
     if dest in MODELS:
         return [str(missing), *(str(root / n) for n in ("notes.pt", "cut.pt", "marked.pt"))]
     if dest in RUNS:
@@ -225,7 +227,7 @@ def semantic_cases(w: dict[str, Path]) -> list[tuple[str, list[str], str]]:
     evaluate = [*valid_args("evaluate", w), "-o", str(root / "ref")]
     inspect_txt = [*valid_args("inspect", w)[:-1], str(root / "x.txt")]
     return [
-        ("translate -i f -o f", [*translate[:-1], str(root / "src")], "also an input"),
+        ("translate -i f -o f", [*translate[:-1], str(root / "src")], "a file this command reads"),
         ("translate missing -i", _set_option(translate, ["-i"], str(root / "nope")), "nope"),
         ("nbest with scores", [*translate, "--nbest", "2", "--scores"], "--scores"),
         ("nbest with alignments", [*translate, "--nbest", "2", "--alignments"], "--alignments"),
@@ -244,7 +246,7 @@ def semantic_cases(w: dict[str, Path]) -> list[tuple[str, list[str], str]]:
         ("parallel decoder, input feeding", [*train, "model.decoder=parallel"], "input_feed"),
         ("parallel decoder, one layer", [*train, *PARALLEL, "model.dec_layers=1"], "dec_layers"),
         ("inspect -o neither html nor png", inspect_txt, "x.txt"),
-        ("evaluate -o a reference", evaluate, "also an input"),
+        ("evaluate -o a reference", evaluate, "a file this command reads"),
         ("evaluate --device without --model", [*evaluate[:-2], "--device", "cpu"], "--device"),
     ]
 

@@ -4,6 +4,7 @@ has nothing to translate passed through, one output line per input line."""
 from __future__ import annotations
 
 import itertools
+import logging
 from html.parser import HTMLParser
 
 import pytest
@@ -43,7 +44,7 @@ def test_a_sentence_over_the_limit_is_translated_whole_in_windows(translator):
     sentence = " ".join(words)  # no punctuation to split at
     limit = translator.cfg.data.max_len
     assert len(translator.src_tok.pieces(sentence)) > 2 * limit
-    windows = documents._windows(translator, sentence)
+    windows = [sentence[a:b] for a, b in documents._windows(translator, sentence)]
     assert " ".join(windows) == sentence  # every word in one window
     assert all(len(translator.src_tok.pieces(w)) <= limit for w in windows)
     summary = Summary()
@@ -82,6 +83,50 @@ def test_scores_and_alignments_of_the_parts_add_up(translator):
         assert hyp.tokens == a.tokens + b.tokens
         offset = len(translator.src_tok.encode([first])[0])
         assert hyp.alignment == a.alignment + tuple(i + offset for i in b.alignment)
+
+
+ODD = ["Hund\0", "\ufb01", "\u00e4", "a\u0308", "😀", "\u200b", "Ωμέγα", "\t", " ", "x" * 40, "."]
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    parts=st.lists(
+        st.tuples(st.sampled_from(ODD) | st.text(max_size=4), st.integers(1, 300)),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_no_window_is_over_the_limit_and_together_they_are_the_text(translator, parts):
+    """Whatever the text (repeats of what encodes to more pieces alone than inside the
+    line: 'Hund\\0'*200, 'ﬁ'*300), each window encodes alone to at most the model's
+    limit, and the windows with the source's own gaps between them are the text."""
+    text = "".join(piece * times for piece, times in parts).strip()
+    if not text:
+        return
+    limit = translator.cfg.data.max_len
+
+    spans = documents._windows(translator, text)
+
+    assert spans[0][0] == 0 and spans[-1][1] == len(text)
+    for (_, end), (start, _) in itertools.pairwise(spans):
+        assert end <= start and not text[end:start].strip()  # only the source's whitespace
+    for start, end in spans:
+        window = text[start:end]
+        assert window == window.strip() and window
+        assert len(translator.src_tok.encode([window])[0]) <= limit, (window[:40], limit)
+    parts_ = documents._parts(translator, 0, text, split=False)
+    assert "".join(p.lead + p.text + p.trail for p in parts_) == text
+
+
+def test_the_issues_strings_are_translated_whole_not_truncated(translator, caplog):
+    """'Hund\\0'*200 and 'ﬁ'*300 re-encoded to 101 pieces in a window of 100, and the
+    model read only their first 100 (a warning said so)."""
+    for text in ["Hund\0" * 200, "\ufb01" * 300]:
+        summary = Summary()
+        with caplog.at_level(logging.WARNING):
+            (line,) = texts(translate_lines(translator, [text], summary=summary))
+        assert summary.cut == 1 and summary.windows > 1
+        assert not [r for r in caplog.records if "exceed" in r.getMessage()]
 
 
 TEXT = st.lists(

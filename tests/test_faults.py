@@ -108,8 +108,9 @@ os.fsync = fsync
 
     _, _, _, state = checkpoint.load(run / "last.pt")
     assert state["progress"]["step"] == 3  # the first checkpoint, whole
-    assert (run / ".last.pt.tmp").exists()  # the half-written one, never renamed
+    assert list(run.glob(".last.pt.*.tmp"))  # the half-written one, never renamed
     train(None, run, resume=True)
+    assert not list(run.glob(".last.pt.*.tmp"))  # removed by the run that holds the folder
     train(tiny_config(toy_corpus, *KILL_RUN, "train.threads=1"), tmp_path / "unbroken")
     assert_same_parameters(tmp_path / "unbroken" / "last.pt", run / "last.pt")
 
@@ -194,13 +195,16 @@ def test_a_full_disk_is_a_clear_error_and_the_previous_checkpoint_stays(
         def __exit__(self, *exc):
             self.file.close()
 
+        def close(self):
+            self.file.close()
+
         def write(self, data):
             self.file.write(bytes(data[:1000]))
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     def open_(path, mode="r", **kwargs):
         file = open(path, mode, **kwargs)
-        opened.append(path)
+        opened.append(os.readlink(f"/proc/self/fd/{path}") if isinstance(path, int) else path)
         return FullDisk(file) if sum("last.pt" in str(p) for p in opened) == 2 else file
 
     monkeypatch.setattr(outputs, "open", open_, raising=False)
@@ -229,10 +233,10 @@ def test_an_unwritable_run_directory_is_a_clear_error_before_any_work(
         f"nmt: error: cannot write to run directory {blocker / 'run'}: Not a directory\n"
     )
 
-    def refuse(self, data):
+    def refuse(path):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
 
-    monkeypatch.setattr(Path, "write_bytes", refuse)  # root ignores file modes: simulate them
+    monkeypatch.setattr(outputs, "_create_temp", refuse)  # root ignores file modes: simulate
     with pytest.raises(RunError, match=re.escape(f"{tmp_path / 'r'}: Permission denied")):
         train(tiny_config(toy_corpus), tmp_path / "r")
 

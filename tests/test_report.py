@@ -120,8 +120,8 @@ def test_missing_or_empty_files_are_named(files, tmp_path, problem):
     result = run("nmt", "evaluate", "--hyp", str(path), "--ref", str(files / "ref"))
 
     assert result.returncode == 2
-    expected = "does not exist" if problem == "missing" else "is empty"
-    assert result.stderr.strip() == f"nmt: error: {path} {expected}"
+    expected = "does not exist" if problem == "missing" else "is empty: nothing to score"
+    assert result.stderr.strip() == f"nmt: error: hypothesis {path} {expected}"
 
 
 def test_html_report_embeds_its_plots(files, tmp_path):

@@ -158,7 +158,9 @@ def render_json(report: Report) -> str:
         "ter": first.get("TER"),
         "signature": report.signatures.get("BLEU"),
     }
-    return json.dumps({**summary, **report.to_dict()}, indent=2, ensure_ascii=False) + "\n"
+    # sacrebleu's paired tests give numpy scalars (p-values, intervals): plain numbers here
+    plain = {"default": lambda value: value.item(), "indent": 2, "ensure_ascii": False}
+    return json.dumps({**summary, **report.to_dict()}, **plain) + "\n"
 
 
 def _table(report: Report) -> tuple[list[str], list[list[str]]]:

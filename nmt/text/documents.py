@@ -175,33 +175,71 @@ def _parts(translator: Translator, index: int, line: str, split: bool) -> list[P
         text = sentence.strip()
         lead = sentence[: len(sentence) - len(sentence.lstrip())]
         trail = sentence[len(lead) + len(text) :]
-        windows = _windows(translator, text) if text else [""]
-        for w, window in enumerate(windows):
+        spans = _windows(translator, text) if text else [(0, 0)]
+        for w, (start, end) in enumerate(spans):
+            window = text[start:end]
             ids = translator.src_tok.encode([window])[0] if window else []
             copy = not window or _nothing_to_translate(window) or _unreadable(translator, ids)
-            before, after = lead if w == 0 else " ", trail if w == len(windows) - 1 else ""
+            before = lead if w == 0 else text[spans[w - 1][1] : start]  # the source's own gap
+            after = trail if w == len(spans) - 1 else ""
             parts.append(Part(index, s, w, before, window, after, copy, len(ids)))
     return parts
 
 
-def _windows(translator: Translator, text: str) -> list[str]:
-    """`text` cut at word starts into parts of at most the model's limit in pieces."""
-    limit = translator.cfg.data.max_len
-    pieces = translator.src_tok.pieces(text)
-    if len(pieces) <= limit:
-        return [text]
+def _windows(translator: Translator, text: str) -> list[tuple[int, int]]:
+    """Where to cut `text` (no whitespace around it) into windows of at most the model's
+    limit in pieces, each as it encodes on its own: (start, end) in `text`, in order,
+    nothing but whitespace between them.
+
+    Windows end at a word start where one fits, else at any piece, else at a character
+    (one word longer than the limit). Each cut is counted by encoding the window alone,
+    because text can encode to more pieces alone than inside the line (`'Hund\\0'*200`,
+    `'\ufb01'*300`: SentencePiece's normalization, its word-start mark); the largest cut
+    that fits is found by bisection."""
+    tok, limit = translator.src_tok, translator.cfg.data.max_len
+
+    def fits(start: int, end: int) -> bool:
+        return len(tok.encode([text[start:end].rstrip()])[0]) <= limit
+
+    if fits(0, len(text)):
+        return [(0, len(text))]
+    pieces = tok.piece_starts(text)
     windows, start = [], 0
-    while start < len(pieces):
-        end = min(start + limit, len(pieces))
-        if end < len(pieces):  # back to the last word start, unless one word fills it
-            word_start = max(
-                (j for j in range(start + 1, end + 1) if pieces[j].startswith(WORD_START)),
-                default=end,
+    while start < len(text):
+        first = next((i for i, (at, _) in enumerate(pieces) if at >= start), len(pieces))
+        guess = pieces[first + limit][0] if first + limit < len(pieces) else len(text)
+        if fits(start, guess) and guess == len(text):
+            end = guess
+        else:
+            words = [at for at, word in pieces if start < at <= guess and word]
+            any_piece = [at for at, _ in pieces if start < at <= guess]
+            characters = list(range(start + 1, guess + 1))
+            end = next(
+                (
+                    cut
+                    for cuts in (words, any_piece, characters)
+                    if (cut := _largest(cuts, fits, start))
+                ),
+                start + 1,  # one character over the limit (a limit of 1 or 2): it alone
             )
-            end = word_start
-        windows.append("".join(pieces[start:end]).replace(WORD_START, " ").strip())
-        start = end
-    return [w for w in windows if w]
+        windows.append((start, len(text[:end].rstrip())))
+        start = end + len(text[end:]) - len(text[end:].lstrip())
+    return windows
+
+
+def _largest(cuts: list[int], fits, start: int) -> int | None:
+    """The largest of the ascending `cuts` for which `fits(start, cut)`, by bisection
+    (pieces grow with the cut); None if not even the smallest fits."""
+    if not cuts or not fits(start, cuts[0]):
+        return None
+    low, high = 0, len(cuts) - 1  # cuts[low] fits
+    while low < high:
+        middle = (low + high + 1) // 2
+        if fits(start, cuts[middle]):
+            low = middle
+        else:
+            high = middle - 1
+    return cuts[low]
 
 
 def _nothing_to_translate(text: str) -> bool:

@@ -13,6 +13,7 @@ import torch
 from nmt import checkpoint
 from nmt.config import Config
 from nmt.plan import Plan
+from nmt.training.run_dir import kept_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +36,22 @@ class Progress:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def save_run(out_dir: Path, cfg: Config, model, tokenizers, *, state: dict, best: bool) -> None:
-    """`last.pt` with the training `state`, and `best.pt` too if `best`: for translating,
-    not resuming, a third of last.pt without Adam's moments."""
+def save_run(
+    out_dir: Path, cfg: Config, model, tokenizers, *, state: dict, best: bool, keep: bool = True
+) -> None:
+    """`last.pt` with the training `state`; `best.pt` too if `best`, and with
+    `train.keep_last` a step checkpoint (`keep`: not for a save on an interrupt). Those
+    are for translating and averaging, not resuming: a third of last.pt, no Adam moments."""
     common = dict(cfg=cfg, model=model, tokenizers=tokenizers)
     checkpoint.save(out_dir / "last.pt", **common, state=state)
+    light = {"progress": state["progress"]}
     if best:
-        checkpoint.save(out_dir / "best.pt", **common, state={"progress": state["progress"]})
+        checkpoint.save(out_dir / "best.pt", **common, state=light)
+    if keep and cfg.train.keep_last:
+        step = state["progress"]["step"]
+        checkpoint.save(out_dir / f"step-{step}.pt", **common, state=light)
+        for old in kept_checkpoints(out_dir)[: -cfg.train.keep_last]:
+            old.unlink(missing_ok=True)
 
 
 def training_state(progress: Progress, optimizer, scaler, rng_states: list, *, plan: Plan) -> dict:

@@ -10,10 +10,12 @@ each rank draws its own dropout masks, so only without dropout is it that proces
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import logging
 import random
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -22,10 +24,11 @@ from typing import NamedTuple
 
 import torch
 
-from nmt import checkpoint
+from nmt import checkpoint, interrupts
 from nmt.config import Config, TrainConfig
 from nmt.corpus import Corpus, collate, tokenize, training_corpus, training_split
 from nmt.data import DataError, load_split, tokenizer_text
+from nmt.interrupts import Interrupted
 from nmt.model import Seq2Seq
 from nmt.plan import Plan, keep_freed_memory_mapped, plan_for, resolve_device
 from nmt.runtime.captured_loss import CapturedLoss
@@ -40,7 +43,13 @@ from nmt.training.optimize import (
     learning_rate,
     train_step,
 )
-from nmt.training.run_dir import RunError, changed_settings, open_run, write_run_files
+from nmt.training.run_dir import (
+    RunError,
+    changed_settings,
+    interrupted,
+    open_run,
+    write_run_files,
+)
 from nmt.training.state import Progress, restore_training, save_run, training_state
 from nmt.training.validation import ValidSet, validate
 
@@ -67,21 +76,36 @@ def train(
     if not world.is_main:
         logging.getLogger("nmt").setLevel(logging.WARNING)
     threads = torch.get_num_threads()  # train.threads is the run's, not the process's
+    held, trainer = [], None  # held: the run's lock, on rank 0, until the end
     try:
-        trainer = _start(cfg, Path(out_dir), world, dev, resume, overrides, reset_optimizer)
+        trainer = _start(cfg, Path(out_dir), world, dev, resume, overrides, reset_optimizer, held)
         progress = trainer.run()
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: one line, how to go on
+        distributed.close(world, wait=False)
+        signum = stop.signum if isinstance(stop, Interrupted) else signal.SIGINT
+        at = (trainer.progress.step, trainer.saved_step) if trainer else (None, None)
+        raise interrupted(signum, Path(out_dir), *at) from None
     except BaseException:
         distributed.close(world, wait=False)  # other ranks may never reach a barrier
         raise
     finally:
         torch.set_num_threads(threads)
+        for lock in held:
+            lock.release()
     distributed.close(world)
     return progress
 
 
-def _start(cfg, out_dir: Path, world: World, dev, resume, overrides, reset) -> Trainer:
-    """Opens or creates the run directory (rank 0) and builds the trainer (every rank)."""
-    mode, cfg = on_main(world, lambda: open_run(cfg, out_dir, resume, overrides))
+def _start(cfg, out_dir: Path, world: World, dev, resume, overrides, reset, held) -> Trainer:
+    """Opens or creates the run directory (rank 0, which appends its lock to `held`) and
+    builds the trainer (every rank)."""
+
+    def open_on_main() -> tuple[str, Config]:
+        mode, run_cfg, lock = open_run(cfg, out_dir, resume, overrides)
+        held.append(lock)
+        return mode, run_cfg
+
+    mode, cfg = on_main(world, open_on_main)
     train_text, saved = None, {}  # the training text: loaded only if tokenizers or cache need it
     if mode == "resume":  # the RNG state comes from the checkpoint
         run_cfg, model, tokenizers, saved = checkpoint.load(out_dir / "last.pt")
@@ -180,6 +204,14 @@ class Trainer:
         log.info("device=%s precision=%s world=%d parameters=%d steps=%d->%d", *facts)
 
     def run(self) -> Progress:
+        """Trains to the end; a first Ctrl-C or SIGTERM stops it at the end of the step in
+        progress and saves last.pt there (one process only: ranks would disagree on the
+        step), a second one at once (`nmt.interrupts`)."""
+        alone = contextlib.nullcontext(interrupts.Deferred())
+        with alone if self.world.distributed else interrupts.deferred(_notice) as asked:
+            return self._loop(asked)
+
+    def _loop(self, asked: interrupts.Deferred) -> Progress:
         tc, progress = self.cfg.train, self.progress
         start = time.perf_counter() - progress.train_seconds
         stop = stop_now(tc, progress, self.world)
@@ -188,6 +220,8 @@ class Trainer:
             while not stop:
                 batches = self.corpus.batches(progress.epoch, progress.batch_in_epoch)
                 for group in _chunks(batches, tc.accum_steps * self.world.size):
+                    if asked.signum is not None:
+                        self._save_and_stop(asked.signum)
                     step = progress.step + 1 - progress.schedule_start
                     lr = learning_rate(tc, step, progress.lr_scale)
                     for g in self.optimizer.param_groups:
@@ -222,6 +256,18 @@ class Trainer:
             if self.logger:
                 self.logger.close()
         return progress
+
+    def _save_and_stop(self, signum: int) -> None:
+        """Saves last.pt at this step (between steps: the optimizer's state is whole) and
+        raises `Interrupted`; resuming from it continues as the unbroken run would."""
+        self._check_skipped()
+        if self.saved_step != self.progress.step:
+            rng = distributed.gather(torch.get_rng_state(), self.world)
+            state = training_state(self.progress, self.optimizer, self.scaler, rng, plan=self.plan)
+            run = (self.cfg, self.model, self.tokenizers)
+            save_run(self.out_dir, *run, state=state, best=False, keep=False)
+            self.saved_step = self.progress.step
+        raise interrupts.Interrupted(signum)
 
     def _step(self, group: list) -> dict:
         """One optimizer step over a group of batches, dealt out across the ranks."""
@@ -267,6 +313,10 @@ class Trainer:
         lr = learning_rate(tc, progress.step - progress.schedule_start, progress.lr_scale)
         self.logger.event("valid", **result, lr=lr)
         return improved
+
+
+def _notice(signum: int) -> None:
+    log.info("stopping at the end of this step, saving last.pt (again: stop at once)")
 
 
 def stop_now(tc: TrainConfig, progress: Progress, world: World) -> bool:

@@ -2,27 +2,38 @@
 
 Each hands off to library functions; the checks here are the ones only the command
 line has: options that cannot apply together, inputs that must exist before a model
-is loaded, outputs that must not be inputs (`nmt.outputs`).
+is loaded. Every output is opened by `nmt.outputs.output_file`, and may be none of the
+files the command reads (`nmt.commands.files.files_read`: run folders whole).
+`nmt evaluate` is `nmt.commands.evaluate`'s.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import logging
 import socket
 import sys
 from pathlib import Path
 
-from nmt.errors import NmtError
+from nmt.commands.evaluate import cmd_evaluate
+from nmt.commands.files import UsageError, existing_file, files_read, progress_bar
 from nmt.options import SEARCH, SearchOptions
 
 log = logging.getLogger("nmt")
 
 
-class UsageError(NmtError):
-    """Options that cannot apply together."""
+__all__ = [
+    "UsageError",
+    "cmd_average",
+    "cmd_evaluate",
+    "cmd_inspect",
+    "cmd_plot",
+    "cmd_serve",
+    "cmd_serve_keys",
+    "cmd_train",
+    "cmd_translate",
+]
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -37,7 +48,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_translate(args: argparse.Namespace) -> None:
-    from nmt.data import decode_lines, iter_lines
+    from nmt.data import iter_lines
     from nmt.outputs import check_output, output_file
     from nmt.text.documents import Summary, translate_lines
     from nmt.translate import Translator
@@ -45,33 +56,28 @@ def cmd_translate(args: argparse.Namespace) -> None:
     search = SearchOptions.parse({name: getattr(args, name) for name in SEARCH})
     if search.nbest > 1 and (args.scores or args.alignments):
         raise UsageError("--scores and --alignments need --nbest 1 (n-best rows hold scores)")
+    if args.input != "-":
+        existing_file(args.input, "input ")
     fmt = _input_format(args)
     if fmt != "text" and (search.nbest > 1 or args.scores or args.alignments):
         raise UsageError(f"--format {fmt} writes one document: no --nbest, --scores, --alignments")
     for item in args.overrides:  # the model's own settings came with its weights
         if not item.startswith("decode."):
             raise UsageError(f"{item}: translate takes decode.* overrides only")
-    source = None if args.input == "-" else _existing_file(args.input, "input ")
-    if args.output != "-":
-        check_output(Path(args.output), [source] if source else [])
+    reads = files_read(args)
+    check_output(args.output, reads)
     load = {"device": args.device, "precision": args.precision, "overrides": args.overrides}
     translator = Translator.load(args.model, **load)
     options = {**dataclasses.asdict(search), "split": not args.no_split, "summary": Summary()}
     if fmt != "text":  # the whole input is one document
-        _translate_document(translator, fmt, source, args, options)
-        log.info("translated %s", options["summary"])
-        return
-    to_stdout = contextlib.nullcontext(sys.stdout)
-    with to_stdout if args.output == "-" else output_file(Path(args.output)) as out:
-        if source:
-            lines = iter_lines(source, args.errors)
-        else:
-            lines = decode_lines(sys.stdin.buffer, "<stdin>", args.errors)
-        progress = _progress_bar("lines")
-        for line_id, hyps in enumerate(translate_lines(translator, lines, **options)):
-            out.write(_format(line_id, hyps, search.nbest, args))
-            progress.update(1)
-        progress.close()
+        _translate_document(translator, fmt, args, options, reads)
+    else:
+        with output_file(args.output, reads=reads) as out:
+            lines = translate_lines(translator, iter_lines(args.input, args.errors), **options)
+            with progress_bar(args.input) as progress:
+                for line_id, hyps in enumerate(lines):
+                    out.write(_format(line_id, hyps, search.nbest, args))
+                    progress.update(1)
     log.info("translated %s", options["summary"])
 
 
@@ -92,21 +98,20 @@ def _input_format(args: argparse.Namespace) -> str:
     return fmt
 
 
-def _translate_document(translator, fmt: str, source: Path | None, args, options: dict) -> None:
+def _translate_document(translator, fmt: str, args, options: dict, reads: list[Path]) -> None:
+    """The whole input, one document of its format (a file, a pipe or stdin), translated
+    into one output."""
+    from nmt.data import read_bytes
     from nmt.outputs import write_output
     from nmt.text.formats import BINARY, FileOptions, translate_file
 
-    data = source.read_bytes() if source else sys.stdin.buffer.read()
-    name = str(source or "<stdin>")
+    data = read_bytes(args.input)
+    name = "<stdin>" if args.input == "-" else args.input
     if args.errors == "replace" and fmt not in BINARY:
         data = data.decode("utf-8", errors="replace").encode("utf-8")
     files = FileOptions(retranslate=args.retranslate, review=args.review)
     out = translate_file(translator, data, fmt, name, files, **options)
-    if args.output == "-":
-        sys.stdout.buffer.write(out)
-        sys.stdout.buffer.flush()
-    else:
-        write_output(Path(args.output), out)
+    write_output(args.output, out, reads=reads)
 
 
 def _format(line_id: int, hyps: list, nbest: int, args: argparse.Namespace) -> str:
@@ -121,12 +126,6 @@ def _format(line_id: int, hyps: list, nbest: int, args: argparse.Namespace) -> s
     return "\t".join(fields) + "\n"
 
 
-def _progress_bar(unit: str):
-    from tqdm import tqdm
-
-    return tqdm(unit=f" {unit}", disable=not sys.stderr.isatty(), file=sys.stderr)
-
-
 def cmd_inspect(args: argparse.Namespace) -> None:
     from nmt.outputs import check_output, write_output
     from nmt.reporting.inside import inspect_sentence, render
@@ -136,10 +135,11 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     if output.suffix not in (".html", ".png"):
         raise UsageError(f"-o {output}: name an .html page or a .png picture")
     beam = SearchOptions.parse({"beam": args.beam}).beam
-    check_output(output)
+    reads = files_read(args)
+    check_output(output, reads)
     translator = Translator.load(args.model, device=args.device, precision=args.precision)
     inspection = inspect_sentence(translator, args.sentence, beam=beam)
-    write_output(output, render(inspection, output.suffix[1:]))
+    write_output(output, render(inspection, output.suffix[1:]), reads=reads)
     log.info("translation: %s", inspection.translation)
     log.info("wrote %s", output)
 
@@ -147,116 +147,36 @@ def cmd_inspect(args: argparse.Namespace) -> None:
 def cmd_average(args: argparse.Namespace) -> None:
     from nmt.checkpoint import average
     from nmt.outputs import check_output
+    from nmt.training.run_dir import kept_checkpoints
 
-    check_output(Path(args.output), [Path(p) for p in args.checkpoints])
-    average([Path(p) for p in args.checkpoints], Path(args.output))
-    log.info("wrote the average of %d checkpoints to %s", len(args.checkpoints), args.output)
-
-
-def cmd_evaluate(args: argparse.Namespace) -> None:
-    from nmt.data import DataError
-    from nmt.outputs import check_output, write_output
-    from nmt.reporting.evaluation import evaluate, render
-
-    if _load_options(args) and not args.model:
-        given = " and ".join(f"--{k} {v}" for k, v in _load_options(args).items())
-        raise UsageError(f"{given}: only with --model")
-    if args.output:
-        check_output(Path(args.output), _evaluation_inputs(args))
-    refs = [(path, _read_nonempty(path)) for path in args.ref]  # (name, lines)
-    src = _read_nonempty(args.src) if args.src else None
-    hyp_paths = list(args.hyp)
-    if args.model:  # translate --src, or the run's own test split (data.test)
-        src, refs, translated = _translate_for_evaluation(args, src, refs)
-        hyp_paths.append(str(translated))
-    if not hyp_paths:
-        raise DataError("give --hyp files, or --model")
-    if not refs:
-        raise DataError("give --ref files, or --model without --src (its data.test split)")
-    systems = list(zip(_system_names(hyp_paths), map(_read_nonempty, hyp_paths), strict=True))
-    for path, (_, hyps) in zip(hyp_paths, systems, strict=True):
-        for ref_name, ref in refs:
-            if len(hyps) != len(ref):
-                raise DataError(f"{path} has {len(hyps)} lines but {ref_name} has {len(ref)}")
-    first_name, first = refs[0]
-    if src is not None and len(src) != len(first):
-        raise DataError(f"{args.src} has {len(src)} lines but {first_name} has {len(first)}")
-    tests = {"test": args.paired, "samples": args.samples, "chrf_plus": args.chrf_plus}
-    report = evaluate(
-        systems, [lines for _, lines in refs], src=src, metrics=tuple(args.metrics), **tests
-    )
-    if args.output:  # the report goes to the file, a text summary to the terminal
-        write_output(Path(args.output), render(report, args.format))
-        sys.stdout.write(render(report, "text"))
-    else:
-        sys.stdout.write(render(report, args.format))
-
-
-def _load_options(args: argparse.Namespace) -> dict[str, str]:
-    """evaluate's --device and --precision as given (else Translator.load's defaults)."""
-    return {key: getattr(args, key) for key in ("device", "precision") if getattr(args, key)}
-
-
-def _evaluation_inputs(args: argparse.Namespace) -> list[Path]:
-    return [Path(p) for p in [*args.hyp, *args.ref, *([args.src] if args.src else [])]]
-
-
-def _system_names(paths: list[str]) -> list[str]:
-    """Each system's file name, or its path as given where two files share a name
-    (runs/a/test.en and runs/b/test.en)."""
-    names = [Path(path).name for path in paths]
-    return [path if names.count(Path(path).name) > 1 else Path(path).name for path in paths]
-
-
-def _existing_file(path: str, role: str = "") -> Path:
-    """`path`, checked before any model is loaded for it; `role` starts the message."""
-    from nmt.data import DataError
-
-    if not Path(path).is_file():
-        what = "is not a file" if Path(path).exists() else "does not exist"
-        raise DataError(f"{role}{path} {what}")
-    return Path(path)
-
-
-def _read_nonempty(path: str) -> list[str]:
-    from nmt.data import DataError, read_lines
-
-    lines = read_lines(_existing_file(path))
-    if not lines:
-        raise DataError(f"{path} is empty")
-    return lines
-
-
-def _translate_for_evaluation(args, src, refs: list) -> tuple[list[str], list, Path]:
-    """Translates --src, or without it the run's data.test split (its references then
-    replacing --ref's), into a .hyp file -> the source, the (name, lines) references, the file."""
-    from nmt.data import load_split
-    from nmt.outputs import check_output, write_output
-    from nmt.translate import Translator
-
-    translator = Translator.load(args.model, **_load_options(args))
-    if src is None:
-        data = translator.cfg.data
-        test = load_split(data, data.test)
-        src, refs = test["src"][:], [(f"{data.test} ({data.tgt_lang})", test["tgt"][:])]
-        name = f"{Path(data.test).name}.hyp.{data.tgt_lang}"  # beside the report
-        hyp = Path(args.output).parent / name if args.output else Path(name)
-    else:
-        hyp = Path(args.output).with_suffix(".hyp") if args.output else Path(args.src + ".hyp")
-    check_output(hyp, _evaluation_inputs(args))
-    hyps = translator.translate(src)
-    write_output(hyp, "".join(h[0].text + "\n" for h in hyps))
-    log.info("wrote %s", hyp)
-    return src, refs, hyp
+    if args.output.endswith(".gz"):
+        raise UsageError(f"-o {args.output}: a checkpoint is written uncompressed; name it .pt")
+    checkpoints = []
+    for given in map(Path, args.checkpoints):  # a run folder: the step-N.pt it kept
+        kept = kept_checkpoints(given) if given.is_dir() else [given]
+        if not kept:
+            raise UsageError(
+                f"run folder {given} keeps no step checkpoints (train.keep_last=0): name "
+                "checkpoint files, or train with train.keep_last=N"
+            )
+        checkpoints += kept
+    check_output(args.output, files_read(args))
+    average(checkpoints, Path(args.output))
+    log.info("wrote the average of %d checkpoints to %s", len(checkpoints), args.output)
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
     from nmt.outputs import check_output, write_output
     from nmt.reporting.curves import plot_learning_curves
 
-    out = Path(args.output or Path(args.run) / "curves.png")
-    check_output(out)
-    write_output(out, plot_learning_curves(Path(args.run) / "metrics.jsonl"))
+    run = Path(args.run)
+    if not run.is_dir():
+        what = "is not a directory" if run.exists() else "does not exist"
+        raise UsageError(f"run folder {run} {what}")
+    out = args.output or str(run / "curves.png")
+    reads = files_read(args)
+    check_output(out, reads)
+    write_output(out, plot_learning_curves(run / "metrics.jsonl"), reads=reads)
     log.info("wrote %s", out)
 
 
