@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from nmt.ensemble import Ensemble
+from nmt.kernels.topk import top_k
 from nmt.scoring import BeamOptions, length_penalty
-from nmt.search import beam_search, greedy, sample, top_k
+from nmt.search import beam_search, greedy, sample
 
 PAD, BOS, EOS = 0, 1, 2
 SPECIALS = {"bos": BOS, "eos": EOS, "pad": PAD}
