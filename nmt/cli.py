@@ -76,8 +76,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scores", action="store_true", help="append each line's score after a tab")
     p.add_argument("--alignments", action="store_true", help="append i-j alignments after a tab")
     _add_device(p)
-    page = "text: one output line per input line; html: the input is one page, markup kept"
-    p.add_argument("--format", choices=["text", "html"], default="text", help=page)
+    page = (
+        "text: one output line per input line; html: the input is one page, markup kept;"
+        ' jsonl: a line is {"text": ..., "constraints": [...], "avoid": [...], "prefix": ...}'
+        " (default: jsonl for an -i file named .jsonl or .jsonl.gz, else text)"
+    )
+    p.add_argument("--format", choices=["text", "html", "jsonl"], help=page)
+    terms = "TSV: source term, TAB, target term (more TABs: more choices); see nmt/text/glossary.py"
+    p.add_argument("--glossary", metavar="FILE", help=terms)
+    p.add_argument("--glossary-ignore-case", action="store_true", help="match terms case-folded")
+    p.add_argument("--avoid", metavar="FILE", help="phrases the output must not hold, one a line")
+    p.add_argument("--prefix", metavar="TEXT", help="every output line begins with TEXT")
     no_split = "the input is one sentence a line: do not split lines into sentences"
     p.add_argument("--no-split", action="store_true", help=no_split)
     errors = "invalid UTF-8: stop naming the line, or replace it"

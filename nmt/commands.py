@@ -40,7 +40,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_translate(args: argparse.Namespace) -> None:
     from nmt.data import decode_lines, iter_lines
     from nmt.outputs import check_output, output_file
-    from nmt.text.documents import Summary, translate_lines
+    from nmt.text.documents import Summary, jsonl_lines, translate_lines
     from nmt.text.markup import translate_html
     from nmt.translate import Translator
 
@@ -53,26 +53,61 @@ def cmd_translate(args: argparse.Namespace) -> None:
         if not item.startswith("decode."):
             raise UsageError(f"{item}: translate takes decode.* overrides only")
     source = None if args.input == "-" else _existing_file(args.input, "input ")
+    fmt = args.format or ("jsonl" if args.input.endswith((".jsonl", ".jsonl.gz")) else "text")
+    terms = _terms(args, fmt, search)
     if args.output != "-":
         check_output(Path(args.output), [source] if source else [])
     load = {"device": args.device, "precision": args.precision, "overrides": args.overrides}
     translator = Translator.load(args.model, **load)
     options = {**dataclasses.asdict(search), "split": not args.no_split, "summary": Summary()}
+    options.update(terms)
     to_stdout = contextlib.nullcontext(sys.stdout)
     with to_stdout if args.output == "-" else output_file(Path(args.output)) as out:
-        if args.format == "html":  # the whole input is one page
+        if fmt == "html":  # the whole input is one page
             out.write(translate_html(translator, _read_page(source, args.errors), **options))
         else:
             if source:
                 lines = iter_lines(source, args.errors)
             else:
                 lines = decode_lines(sys.stdin.buffer, "<stdin>", args.errors)
+            if fmt == "jsonl":
+                lines = jsonl_lines(lines, str(source or "<stdin>"))
             progress = _progress_bar("lines")
             for line_id, hyps in enumerate(translate_lines(translator, lines, **options)):
                 out.write(_format(line_id, hyps, search.nbest, args))
                 progress.update(1)
             progress.close()
     log.info("translated %s", options["summary"])
+
+
+def _terms(args: argparse.Namespace, fmt: str, search: SearchOptions) -> dict:
+    """translate's --glossary, --avoid and --prefix, read and checked before any model
+    is loaded: the `glossary` and `common` options of `nmt.text.documents`."""
+    from nmt.data import read_lines
+    from nmt.options import Constraints
+    from nmt.text.glossary import Glossary
+
+    if args.glossary_ignore_case and not args.glossary:
+        raise UsageError("--glossary-ignore-case applies only with --glossary")
+    if args.prefix is not None and fmt == "html":
+        raise UsageError("--prefix begins each line: not with --format html")
+    given = [f"--{x}" for x in ("glossary", "avoid", "prefix") if getattr(args, x) is not None]
+    if search.sampling and (given or fmt == "jsonl"):
+        what = " and ".join(given) or "jsonl input"
+        raise UsageError(f"{what}: constraints need beam search, not --sample-temperature")
+    glossary = None
+    if args.glossary:
+        path = _existing_file(args.glossary, "glossary ")
+        glossary = Glossary.read(path, ignore_case=args.glossary_ignore_case)
+    avoid = []
+    if args.avoid:
+        for number, line in enumerate(read_lines(_existing_file(args.avoid, "--avoid ")), 1):
+            try:
+                avoid += Constraints(avoid=(line.strip(),)).avoid if line.strip() else ()
+            except NmtError as err:
+                raise UsageError(f"{args.avoid} line {number}: {err}") from None
+    common = Constraints(avoid=tuple(avoid), prefix=args.prefix or "")
+    return {"glossary": glossary, "common": common or None}
 
 
 def _read_page(source: Path | None, errors: str) -> str:

@@ -13,9 +13,11 @@ K that continue are taken round-robin from banks of equal progress (constraint p
 produced), best first in each bank, so that hypotheses that met more constraints keep
 their place beside better-scoring ones that met fewer. Progress is exact: a phrase's
 progress is the longest prefix of it that ends the output, so overlapping phrases
-(a a b after a a a) are found. A hypothesis that ends without meeting all of its
-constraints ranks below every one that does (`rank_key`): the best of those is only
-returned where no hypothesis met them within the length limit, and is counted.
+(a a b after a a a) are found. Right after a whole required phrase, pieces that would
+continue its last word (`glued`) are banned: "turf" must not become "turfed". A
+hypothesis that ends without meeting all of its constraints ranks below every one
+that does (`rank_key`): the best of those is only returned where no hypothesis met
+them within the length limit, and is counted.
 
 Forbidden phrases and the prefix are step rules: the last piece of a forbidden phrase
 is banned where the row just produced the rest of it; during the prefix a row may only
@@ -66,11 +68,13 @@ class Phrases(NamedTuple):
     prefix: Tensor  # (A, T) piece ids
     prefix_len: Tensor  # (A,)
     banked: Tensor  # (A,) has required phrases: chooses its beams by banks
+    glued: Tensor  # (A, V) pieces that continue a word, (A, 0) where not known
 
 
-def pack(targets: Sequence[Targets | None], device: torch.device) -> Phrases | None:
+def pack(targets: Sequence[Targets | None], device, glued: Tensor | None = None) -> Phrases | None:
     """The batch's `Phrases`, or None where no sentence has a constraint (the search
-    then runs exactly as without this module)."""
+    then runs exactly as without this module). `glued` (V,): the vocabulary's pieces
+    that continue a word (without: none are banned after a phrase)."""
     targets = [t or Targets() for t in targets]
     if not any(targets):
         return None
@@ -97,7 +101,8 @@ def pack(targets: Sequence[Targets | None], device: torch.device) -> Phrases | N
         prefix[a, : len(target.prefix)] = torch.tensor(target.prefix, dtype=torch.long)
     prefix_len = torch.tensor([len(t.prefix) for t in targets])
     banked = include_len.sum((1, 2)) > 0
-    parts = (include, include_len, avoid, avoid_len, prefix, prefix_len, banked)
+    glued = (torch.zeros(0, dtype=torch.bool) if glued is None else glued)[None].expand(A, -1)
+    parts = (include, include_len, avoid, avoid_len, prefix, prefix_len, banked, glued)
     return Phrases(*(x.to(device) for x in parts))
 
 
@@ -108,8 +113,10 @@ def start(phrases: Phrases, K: int) -> tuple[Tensor, Tensor]:
     return met, torch.zeros_like(phrases.include_len)[:, None].expand(-1, K, -1, -1).clone()
 
 
-def apply_rules(rules: Sequence[Rule], logp: Tensor, step: Step, phrases: Phrases | None, pad):
-    """`rules`, then the forbidden phrases and the prefix, on logp (A * R, V) in place."""
+def apply_rules(rules: Sequence[Rule], logp: Tensor, step: Step, phrases: Phrases | None, *,
+                pad: int, progress: Tensor | None = None):  # fmt: skip
+    """`rules`, then the forbidden phrases, the glued pieces after a whole required one
+    (progress (A, K, C, J): the rows') and the prefix, on logp (A * R, V) in place."""
     if phrases is None:
         return apply(rules, logp, step)
     A = phrases.prefix.size(0)
@@ -121,6 +128,10 @@ def apply_rules(rules: Sequence[Rule], logp: Tensor, step: Step, phrases: Phrase
     logp = apply(rules, logp, step)
     rows = logp.view(A, R, -1)
     _avoid(rows, step.tokens.reshape(A, R, -1), phrases, pad)
+    if phrases.glued.size(-1):
+        length = phrases.include_len[:, None]  # (A, 1, C, J)
+        whole = (progress[:, :R] == length) & (length > 0)
+        rows.masked_fill_(whole.flatten(2).any(-1)[..., None] & phrases.glued[:, None], NEG_INF)
     if forced is not None:
         on = (forced >= 0)[:, None, None]  # (A, 1, 1); elsewhere PAD's own value goes back
         kept = torch.where(on, held, rows.gather(2, index))
@@ -146,7 +157,8 @@ def candidates(total: Tensor, flat: Tensor, met: Tensor, progress: Tensor, phras
     phrase it has yet to complete (met (A, R, C), progress (A, R, C, J) the rows')."""
     A, R, V = total.shape
     include = phrases.include[:, None].expand(-1, R, -1, -1, -1)  # (A, R, C, J, P)
-    following = include.gather(-1, progress[..., None]).squeeze(-1)  # (A, R, C, J)
+    at = progress.clamp(max=include.size(-1) - 1)[..., None]  # whole: met, not open
+    following = include.gather(-1, at).squeeze(-1)  # (A, R, C, J)
     open_ = (phrases.include_len[:, None] > 0) & ~met[..., None]
     wanted = torch.zeros(A, R, V, dtype=torch.bool, device=total.device)
     wanted.scatter_(2, torch.where(open_, following, 0).flatten(2), True)  # 0: never valid
@@ -158,8 +170,8 @@ def candidates(total: Tensor, flat: Tensor, met: Tensor, progress: Tensor, phras
 
 def advance(tokens: Tensor, t: int, met: Tensor, phrases: Phrases) -> tuple[Tensor, Tensor]:
     """The state of candidates (A, M, L) whose piece t is new, from their parents' met
-    (A, M, C): -> met (A, M, C), progress (A, M, C, J) (the longest proper prefix of
-    each phrase that the output ends with)."""
+    (A, M, C): -> met (A, M, C), progress (A, M, C, J) (the longest prefix of each
+    phrase that the output ends with: its length where it ends with all of it)."""
     P = phrases.include.size(-1)
     window = tokens[..., max(0, t + 1 - P) : t + 1]
     window = F.pad(window, (P - window.size(-1), 0), value=-2)  # (A, M, P)
@@ -172,8 +184,8 @@ def advance(tokens: Tensor, t: int, met: Tensor, phrases: Phrases) -> tuple[Tens
     length = phrases.include_len[:, None]  # (A, 1, C, J)
     last = (length - 1).clamp(min=0)[..., None].expand(*matches.shape[:-1], 1)
     whole = matches.gather(-1, last).squeeze(-1) & (length > 0)
-    proper = matches & (size < length[..., None])
-    return met | whole.any(-1), (proper * size).amax(-1)
+    within = matches & (size <= length[..., None])
+    return met | whole.any(-1), (within * size).amax(-1)
 
 
 def banks(met: Tensor, progress: Tensor, phrases: Phrases) -> Tensor:

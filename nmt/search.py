@@ -193,7 +193,9 @@ def beam_search(
         logp, state, attn = model.decode_step(alive.tokens[:, :R, t].flatten(), state, memory)
         prefix = alive.tokens[:, :R, : t + 1].flatten(0, 1)
         step = Step(t, prefix, limits.rows if t else live.max_len, limits.first)
-        logp = constraints.apply_rules(rules, logp, step, live.phrases, pad)
+        logp = constraints.apply_rules(
+            rules, logp, step, live.phrases, pad=pad, progress=alive.progress
+        )
         V = logp.size(-1)
         # in place: a fresh (N, V) tensor per step costs page faults, not just a pass
         total = logp.view(A, R, V).add_(alive.score[:, :R, None])

@@ -17,8 +17,9 @@ from tests.test_search import EOS, SPECIALS, ScriptedModel, exhaustive, random_t
 WORDS = (3, 4, 5)  # the scripted tables' words: vocabulary 6 with PAD, BOS, EOS
 
 
-def constrained(table, targets, max_len, src=None, shrink_step=1, **options):
-    """beam_search on the scripted model, one sentence per target; -> Hypotheses."""
+def constrained(table, targets, max_len, src=None, shrink_step=1, glued=None, **options):
+    """beam_search on the scripted model, one sentence per target; -> Hypotheses.
+    `glued`: the words that continue a word (none by default)."""
     src = torch.tensor(src or [[5]] * len(targets))
     return beam_search(
         ScriptedModel(table),
@@ -26,7 +27,7 @@ def constrained(table, targets, max_len, src=None, shrink_step=1, **options):
         torch.full((src.size(0),), src.size(1)),
         max_len=torch.tensor(max_len),
         options=BeamOptions(**options),
-        phrases=pack(targets, src.device),
+        phrases=pack(targets, src.device, glued),
         shrink_step=shrink_step,
         **SPECIALS,
     )
@@ -38,15 +39,20 @@ def contains(seq: list[int], phrase, start: int = 0) -> bool:
     return any(seq[i : i + n] == list(phrase) for i in range(max(0, start - n + 1), len(seq)))
 
 
-def obeys(target: Targets, seq: list[int], *, met: bool) -> bool:
+def obeys(target: Targets, seq: list[int], *, met: bool, glued=()) -> bool:
     """The oracle's rules: the prefix first, no forbidden phrase ending after it (the
-    prefix is the user's own text), and every required phrase (in one of its forms)
-    where `met`, not all of them where not."""
-    body = seq[:-1]  # without EOS
-    if body[: len(target.prefix)] != list(target.prefix):
+    prefix is the user's own text), no `glued` word right after a whole required
+    phrase (after the prefix), and every required phrase (in one of its forms) where
+    `met`, not all of them where not."""
+    body, start = seq[:-1], len(target.prefix)  # without EOS
+    if body[:start] != list(target.prefix):
         return False
-    if any(contains(body, phrase, len(target.prefix)) for phrase in target.avoid):
+    if any(contains(body, phrase, start) for phrase in target.avoid):
         return False
+    every = [alt for choice in target.include for alt in choice]
+    for i in range(start, len(body)):
+        if body[i] in glued and any(body[:i][len(body[:i]) - len(a) :] == list(a) for a in every):
+            return False
     all_met = all(any(contains(body, alt) for alt in choice) for choice in target.include)
     return all_met == met
 
@@ -66,19 +72,22 @@ targets = st.builds(
     seed=st.integers(0, 10_000),
     max_len=st.integers(2, 5),
     alpha=st.sampled_from([0.0, 0.6, 1.5]),
+    glued=st.sampled_from([(), (5,)]),
 )
 def test_a_wide_beam_finds_the_best_output_that_obeys_every_constraint(
-    target, seed, max_len, alpha
+    target, seed, max_len, alpha, glued
 ):
     table = random_table(steps=5, vocab=6, seed=seed)  # up to 121 outputs: a beam of 128
+    mask = torch.tensor([v in glued for v in range(6)])
 
-    found = constrained(table, [target], [max_len], beam_size=128, alpha=alpha, nbest=3)
+    found = constrained(table, [target], [max_len], beam_size=128, alpha=alpha, nbest=3, glued=mask)
 
     max_len = max(max_len, len(target.prefix) + 1)  # the search makes room for the prefix
-    best = exhaustive(table, max_len, alpha, lambda seq: obeys(target, seq, met=True))
+    rules = {"glued": glued}
+    best = exhaustive(table, max_len, alpha, lambda seq: obeys(target, seq, met=True, **rules))
     missed = [0] * 3 if found.missed is None else found.missed[0].tolist()  # None: no phrases
     if not best:  # no output can meet them: the best of those that obey the rest, flagged
-        best = exhaustive(table, max_len, alpha, lambda seq: obeys(target, seq, met=False))
+        best = exhaustive(table, max_len, alpha, lambda s: obeys(target, s, met=False, **rules))
         assert missed[0] > 0
     else:
         assert missed[: len(best)] == [0] * min(3, len(best))
