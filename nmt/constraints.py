@@ -11,13 +11,13 @@ vectorised form (Hu et al. 2019): each step's candidates are the search's 2K bes
 row's best token and each row's next token of every phrase it has yet to complete; the
 K that continue are taken round-robin from banks of equal progress (constraint pieces
 produced), best first in each bank, so that hypotheses that met more constraints keep
-their place beside better-scoring ones that met fewer. Progress is exact: a phrase's
-progress is the longest prefix of it that ends the output, so overlapping phrases
-(a a b after a a a) are found. Right after a whole required phrase, pieces that would
-continue its last word (`glued`) are banned: "turf" must not become "turfed". A
-hypothesis that ends without meeting all of its constraints ranks below every one
-that does (`rank_key`): the best of those is only returned where no hypothesis met
-them within the length limit, and is counted.
+their place beside better-scoring ones that met fewer. Progress is exact: each
+hypothesis keeps, per phrase, the set of its prefixes that end the output (bits of an
+int64, shift-and), so overlapping phrases (a a b after a a a) are found. Right after a
+whole required phrase, pieces that would continue its last word (`glued`) are banned:
+"turf" must not become "turfed". A hypothesis that ends without meeting all of its
+constraints ranks below every one that does (`rank_key`): the best of those is only
+returned where no hypothesis met them within the length limit, and is counted.
 
 Forbidden phrases and the prefix are step rules: the last piece of a forbidden phrase
 is banned where the row just produced the rest of it; during the prefix a row may only
@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from nmt.kernels.topk import top_k
 from nmt.scoring import NEG_INF, Rule, Step, apply
 
 UNMET = 1e4  # what ranks an output that missed a constraint below those that did not
@@ -47,6 +48,7 @@ class Targets:
     include: tuple[tuple[tuple[int, ...], ...], ...] = ()  # each: alternatives, any one
     avoid: tuple[tuple[int, ...], ...] = ()
     prefix: tuple[int, ...] = ()
+    prefix_ends_word: bool = False  # what follows the prefix starts a word
 
     @property
     def room(self) -> int:
@@ -67,8 +69,9 @@ class Phrases(NamedTuple):
     avoid_len: Tensor  # (A, F)
     prefix: Tensor  # (A, T) piece ids
     prefix_len: Tensor  # (A,)
+    word_at: Tensor  # (A,) the step that must start a word (the prefix's end), or -1
     banked: Tensor  # (A,) has required phrases: chooses its beams by banks
-    glued: Tensor  # (A, V) pieces that continue a word, (A, 0) where not known
+    glued: Tensor  # (A, V) pieces that continue a word (the same row), (A, 0): not known
 
 
 def pack(targets: Sequence[Targets | None], device, glued: Tensor | None = None) -> Phrases | None:
@@ -82,6 +85,8 @@ def pack(targets: Sequence[Targets | None], device, glued: Tensor | None = None)
     C = max(1, max(len(t.include) for t in targets))
     J = max([1] + [len(c) for t in targets for c in t.include])
     P = max([1] + [len(a) for t in targets for c in t.include for a in c])
+    if P > 62:  # `advance` keeps a phrase's matched prefixes as the bits of an int64
+        raise ValueError(f"a required phrase of {P} pieces: at most 62")
     Fn = max(1, max(len(t.avoid) for t in targets))
     Q = max([1] + [len(a) for t in targets for a in t.avoid])
     T = max(1, max(len(t.prefix) for t in targets))
@@ -100,23 +105,26 @@ def pack(targets: Sequence[Targets | None], device, glued: Tensor | None = None)
             avoid_len[a, f] = len(phrase)
         prefix[a, : len(target.prefix)] = torch.tensor(target.prefix, dtype=torch.long)
     prefix_len = torch.tensor([len(t.prefix) for t in targets])
+    ends = torch.tensor([t.prefix_ends_word and bool(t.prefix) for t in targets])
+    word_at = torch.where(ends, prefix_len, -1)
     banked = include_len.sum((1, 2)) > 0
     glued = (torch.zeros(0, dtype=torch.bool) if glued is None else glued)[None].expand(A, -1)
-    parts = (include, include_len, avoid, avoid_len, prefix, prefix_len, banked, glued)
+    parts = (include, include_len, avoid, avoid_len, prefix, prefix_len, word_at, banked, glued)
     return Phrases(*(x.to(device) for x in parts))
 
 
 def start(phrases: Phrases, K: int) -> tuple[Tensor, Tensor]:
     """Every beam's state before its first piece: met (A, K, C), true for the padding
-    constraints, and progress (A, K, C, J), zero."""
+    constraints, and matched (A, K, C, J), zero."""
     met = (phrases.include_len.sum(-1) == 0)[:, None].expand(-1, K, -1).clone()
     return met, torch.zeros_like(phrases.include_len)[:, None].expand(-1, K, -1, -1).clone()
 
 
 def apply_rules(rules: Sequence[Rule], logp: Tensor, step: Step, phrases: Phrases | None, *,
-                pad: int, progress: Tensor | None = None):  # fmt: skip
+                pad: int, matched: Tensor | None = None):  # fmt: skip
     """`rules`, then the forbidden phrases, the glued pieces after a whole required one
-    (progress (A, K, C, J): the rows') and the prefix, on logp (A * R, V) in place."""
+    (matched (A, K, C, J): the rows') or a prefix that ends a word, and the prefix, on
+    logp (A * R, V) in place."""
     if phrases is None:
         return apply(rules, logp, step)
     A = phrases.prefix.size(0)
@@ -128,10 +136,11 @@ def apply_rules(rules: Sequence[Rule], logp: Tensor, step: Step, phrases: Phrase
     logp = apply(rules, logp, step)
     rows = logp.view(A, R, -1)
     _avoid(rows, step.tokens.reshape(A, R, -1), phrases, pad)
-    if phrases.glued.size(-1):
-        length = phrases.include_len[:, None]  # (A, 1, C, J)
-        whole = (progress[:, :R] == length) & (length > 0)
-        rows.masked_fill_(whole.flatten(2).any(-1)[..., None] & phrases.glued[:, None], NEG_INF)
+    if phrases.glued.size(-1):  # only the rows that need it: a pass over all costs more
+        whole = _whole(matched[:, :R], phrases).flatten(2).any(-1)  # (A, R)
+        rows_ = (whole | (phrases.word_at == step.t)[:, None]).flatten().nonzero()[:, 0]
+        flat = logp.view(A * R, -1)
+        flat[rows_] = flat[rows_].masked_fill_(phrases.glued[0], NEG_INF)
     if forced is not None:
         on = (forced >= 0)[:, None, None]  # (A, 1, 1); elsewhere PAD's own value goes back
         kept = torch.where(on, held, rows.gather(2, index))
@@ -151,60 +160,100 @@ def _avoid(rows: Tensor, tokens: Tensor, phrases: Phrases, pad: int) -> None:
     rows.scatter_(2, banned, NEG_INF)
 
 
-def candidates(total: Tensor, flat: Tensor, met: Tensor, progress: Tensor, phrases: Phrases):
-    """total (A, R, V) scores of every continuation, flat (A, 2K) the search's best ->
-    (A, M) flat indices: those, each row's best and each row's next piece of every
-    phrase it has yet to complete (met (A, R, C), progress (A, R, C, J) the rows')."""
+class Choice(NamedTuple):
+    """The banks' choice of a step's candidates, as the search's own 2K: K that continue
+    (in `keep`'s order), then K among which those that end may finish."""
+
+    score: Tensor  # (A, 2K) total log-probability
+    flat: Tensor  # (A, 2K) index into total (A, R * V): parent row * V + piece
+    met: Tensor  # (A, 2K, C)
+    matched: Tensor  # (A, 2K, C, J)
+    finishing: Tensor  # (A, 2K)
+    keep: Tensor  # (A, K): 0 ... K - 1
+    alive_score: Tensor  # (A, K) -inf where too few could continue
+
+
+def choose(total: Tensor, flat: Tensor, alive, eos: int, phrases: Phrases, K: int) -> Choice:
+    """The step's choice for the banked sentences, from total (A, R, V), the search's 2K
+    best (`flat`) and the live beams (`alive`: search's Beams, (A, K, ...))."""
     A, R, V = total.shape
-    include = phrases.include[:, None].expand(-1, R, -1, -1, -1)  # (A, R, C, J, P)
-    at = progress.clamp(max=include.size(-1) - 1)[..., None]  # whole: met, not open
-    following = include.gather(-1, at).squeeze(-1)  # (A, R, C, J)
-    open_ = (phrases.include_len[:, None] > 0) & ~met[..., None]
-    wanted = torch.zeros(A, R, V, dtype=torch.bool, device=total.device)
-    wanted.scatter_(2, torch.where(open_, following, 0).flatten(2), True)  # 0: never valid
-    wanted.scatter_(2, total.argmax(-1, keepdim=True), True)
-    wanted = wanted.view(A, -1).scatter_(1, flat, True)
-    M = min(R * V, flat.size(1) + R + following[0].numel())
-    return total.view(A, -1).masked_fill(~wanted, NEG_INF).topk(M, dim=1)
+    met, matched = alive.met[:, :R], alive.matched[:, :R]
+    score, flat = candidates(total, flat, met, matched, phrases)  # (A, M), best first
+    beam, token = flat // V, flat % V
+    met, matched = advance(token, _gather(met, beam), _gather(matched, beam), phrases)
+    ends = token == eos
+    nbanks = phrases.include.size(1) * phrases.include.size(-1) + 1  # at most C * P pieces
+    bank = banks(met, matched, phrases)
+    finishes, keep, alive_score = allocate(score, ends, met, bank, K, nbanks)
+    # a row has one EOS: at most R <= K candidates end, so K places hold all of them
+    ending = (ends & finishes).long().topk(K, dim=1).indices
+    picked = torch.cat([keep, ending], 1)
+    finishing = torch.cat([torch.zeros_like(keep, dtype=torch.bool), finishes.gather(1, ending)], 1)
+    firsts = torch.arange(K, device=total.device).expand(A, K)
+    parts = (score.gather(1, picked), flat.gather(1, picked), _gather(met, picked))
+    return Choice(*parts, _gather(matched, picked), finishing, firsts, alive_score)
 
 
-def advance(tokens: Tensor, t: int, met: Tensor, phrases: Phrases) -> tuple[Tensor, Tensor]:
-    """The state of candidates (A, M, L) whose piece t is new, from their parents' met
-    (A, M, C): -> met (A, M, C), progress (A, M, C, J) (the longest prefix of each
-    phrase that the output ends with: its length where it ends with all of it)."""
+def candidates(total: Tensor, flat: Tensor, met: Tensor, matched: Tensor, phrases: Phrases):
+    """total (A, R, V) scores of every continuation, flat (A, 2K) the search's best ->
+    (A, M) scores, best first, and flat indices: those, each row's best and each row's
+    next piece of every phrase it has yet to complete (met (A, R, C), matched
+    (A, R, C, J) the rows'), each once (a repeat scores -inf)."""
+    A, R, V = total.shape
     P = phrases.include.size(-1)
-    window = tokens[..., max(0, t + 1 - P) : t + 1]
-    window = F.pad(window, (P - window.size(-1), 0), value=-2)  # (A, M, P)
-    size = torch.arange(1, P + 1, device=tokens.device)  # a suffix of `size` pieces ...
-    i = torch.arange(P, device=tokens.device)
-    cares = i < size[:, None]  # (P, P) ... compared with the phrase's first `size`
-    ending = window[..., (P - size[:, None] + i).clamp(max=P - 1)]  # (A, M, P, P)
-    same = ending[:, :, None, None] == phrases.include[:, None, :, :, None]  # (A,M,C,J,P,P)
-    matches = (same | ~cares).all(-1)  # (A, M, C, J, P): the output ends with a prefix
-    length = phrases.include_len[:, None]  # (A, 1, C, J)
-    last = (length - 1).clamp(min=0)[..., None].expand(*matches.shape[:-1], 1)
-    whole = matches.gather(-1, last).squeeze(-1) & (length > 0)
-    within = matches & (size <= length[..., None])
-    return met | whole.any(-1), (within * size).amax(-1)
+    row = torch.arange(R, device=total.device)[None, :, None, None] * V
+    at = _longest(matched, P).clamp(max=P - 1)[..., None]  # whole: met, so not open
+    following = phrases.include[:, None].expand(-1, R, -1, -1, -1).gather(-1, at).squeeze(-1)
+    open_ = (phrases.include_len[:, None] > 0) & ~met[..., None]  # (A, R, C, J)
+    forced = torch.where(open_, row + following, -1).flatten(1)
+    best = top_k(total.reshape(A * R, V), 1)[1].view(A, R) + row[..., 0, 0]  # argmax, faster
+    every = torch.cat([flat, best, forced], 1)  # (A, M)
+    ordered, order = every.sort(dim=1)
+    repeat = F.pad(ordered[:, 1:] == ordered[:, :-1], (1, 0), value=False)
+    drop = torch.zeros_like(repeat).scatter_(1, order, repeat) | (every < 0)
+    score = total.reshape(A, -1).gather(1, every.clamp(min=0)).masked_fill(drop, NEG_INF)
+    score, by_score = score.sort(dim=1, descending=True)
+    return score, every.gather(1, by_score).clamp(min=0)
 
 
-def banks(met: Tensor, progress: Tensor, phrases: Phrases) -> Tensor:
+def advance(token: Tensor, met: Tensor, matched: Tensor, phrases: Phrases):
+    """Candidates (A, M) ending in `token`, their parents' met (A, M, C) and matched
+    (A, M, C, J) -> theirs: bit s - 1 of matched says the output ends with the phrase's
+    first s pieces (Baeza-Yates and Gonnet's shift-and: exact where a phrase overlaps
+    itself)."""
+    P = phrases.include.size(-1)
+    hit = phrases.include[:, None] == token[:, :, None, None, None]  # (A, M, C, J, P)
+    fits = (hit * (1 << torch.arange(P, device=token.device))).sum(-1)
+    matched = ((matched << 1) | 1) & fits
+    return met | _whole(matched, phrases).any(-1), matched
+
+
+def _whole(matched: Tensor, phrases: Phrases) -> Tensor:
+    """matched (A, X, C, J) -> (A, X, C, J): the output ends with the whole phrase."""
+    length = phrases.include_len[:, None]
+    return ((matched >> (length - 1).clamp(min=0)) & 1).bool() & (length > 0)
+
+
+def _longest(matched: Tensor, P: int) -> Tensor:
+    """matched (...) -> (...): the most pieces of the phrase that the output ends with."""
+    bits = (matched[..., None] >> torch.arange(P, device=matched.device)) & 1
+    return (bits * torch.arange(1, P + 1, device=matched.device)).amax(-1)
+
+
+def _gather(x: Tensor, index: Tensor) -> Tensor:
+    """x (A, K, ...) and index (A, J) -> (A, J, ...)."""
+    expanded = index.view(*index.shape, *[1] * (x.dim() - 2)).expand(-1, -1, *x.shape[2:])
+    return x.gather(1, expanded)
+
+
+def banks(met: Tensor, matched: Tensor, phrases: Phrases) -> Tensor:
     """Each hypothesis' constraint pieces produced (A, M): a met constraint counts its
     shortest alternative's length, an open one its progress, less than that."""
     length = phrases.include_len
     shortest = length.masked_fill(length == 0, 1 << 20).amin(-1) * (length.amax(-1) > 0)
-    partial = torch.minimum(progress.amax(-1), (shortest - 1).clamp(min=0)[:, None])
+    progress = _longest(matched, phrases.include.size(-1)).amax(-1)  # (A, M, C)
+    partial = torch.minimum(progress, (shortest - 1).clamp(min=0)[:, None])
     return torch.where(met, shortest[:, None], partial).sum(-1)  # padding: met, 0 long
-
-
-def choose(cand, t: int, ends: Tensor, phrases: Phrases, K: int):
-    """Candidates `cand` (search's Beams, (A, M, ...), sorted by score) whose piece t is
-    new -> them with their constraint state, and `allocate`'s choice."""
-    met, progress = advance(cand.tokens, t, cand.met, phrases)
-    bank = banks(met, progress, phrases)
-    nbanks = phrases.include.size(1) * phrases.include.size(-1) + 1  # at most C * P pieces
-    chosen = allocate(cand.score, ends, met, bank, K, nbanks)
-    return cand._replace(met=met, progress=progress), chosen
 
 
 def allocate(score: Tensor, ends: Tensor, met: Tensor, bank: Tensor, K: int, nbanks: int):
@@ -215,11 +264,10 @@ def allocate(score: Tensor, ends: Tensor, met: Tensor, bank: Tensor, K: int, nba
     their constraints as it did (all or not all): the search's own rule among outputs
     that met them. The K that continue are taken round-robin over the banks (highest
     first), best first within each: rank r in its bank, then bank, orders them."""
-    valid = score > NEG_INF
-    complete = met.all(-1)
-    same_kind = complete[:, :, None] == complete[:, None, :]  # (A, M, M)
-    before = (same_kind & valid[:, None]).tril(-1).sum(-1)  # (A, M): better of its kind
-    finishes = ends & valid & (before < K)
+    valid, complete = score > NEG_INF, met.all(-1)
+    kinds = torch.stack([valid & complete, valid & ~complete], -1).long()  # (A, M, 2)
+    before = kinds.cumsum(1) - kinds  # better candidates of each kind
+    finishes = ends & valid & (torch.where(complete, before[..., 0], before[..., 1]) < K)
     going = valid & ~ends
     crowd = F.one_hot(bank, nbanks) * going[..., None]  # (A, M, banks)
     rank = crowd.cumsum(1).gather(2, bank[..., None]).squeeze(-1) - 1

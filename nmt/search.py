@@ -132,7 +132,7 @@ class Beams(NamedTuple):
     logprob: Tensor  # (A, K) total log-probability
     coverage: Tensor  # (A, K, S) attention received by each source position (S = 0: no beta)
     met: Tensor | None = None  # (A, K, C) each constraint met (`nmt.constraints`)
-    progress: Tensor | None = None  # (A, K, C, J) each phrase's pieces produced so far
+    matched: Tensor | None = None  # (A, K, C, J) bits: which prefixes of each phrase end it
 
     def gather(self, index: Tensor) -> Beams:
         """index (A, J) -> (A, J, ...) each."""
@@ -194,7 +194,7 @@ def beam_search(
         prefix = alive.tokens[:, :R, : t + 1].flatten(0, 1)
         step = Step(t, prefix, limits.rows if t else live.max_len, limits.first)
         logp = constraints.apply_rules(
-            rules, logp, step, live.phrases, pad=pad, progress=alive.progress
+            rules, logp, step, live.phrases, pad=pad, matched=alive.matched
         )
         V = logp.size(-1)
         # in place: a fresh (N, V) tensor per step costs page faults, not just a pass
@@ -243,16 +243,17 @@ def _choose(live: _Beamed, t: int, total, found, attn, *, options, eos, sentence
     them, `nmt.constraints.allocate` decides among more candidates."""
     K, V = options.beam_size, total.size(-1)
     if phrases is not None:
-        state = (x[:, : total.size(1)] for x in (live.alive.met, live.alive.progress))
-        found = constraints.candidates(total, found[1], *state, phrases)
-    score, beam, token = found[0], found[1] // V, found[1] % V  # (A, M) sorted by score
+        choice = constraints.choose(total, found[1], live.alive, eos, phrases, K)
+        found = choice.score, choice.flat
+    score, beam, token = found[0], found[1] // V, found[1] % V  # (A, 2K)
     cand = _extend(live.alive, beam, t, token, score, attn)
     ends = token == eos
     if phrases is None:
         finishing = ends & (torch.arange(score.size(1), device=score.device) < K)
         alive_score, keep = score.masked_fill(ends, NEG_INF).topk(K, dim=1)
     else:
-        cand, (finishing, keep, alive_score) = constraints.choose(cand, t + 1, ends, phrases, K)
+        cand = cand._replace(met=choice.met, matched=choice.matched)
+        finishing, keep, alive_score = choice.finishing, choice.keep, choice.alive_score
 
     # c. an ended candidate joins the finished pool only if it ranks among the top K
     final = score / length_penalty(t + 1.0, options.alpha)

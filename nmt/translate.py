@@ -121,7 +121,7 @@ class Translator:
         )
         avoid = tuple(ids for p in _forms(constraints.avoid) if (ids := self._pieces(p)))
         prefix = self._pieces(constraints.prefix, must=True) if constraints.prefix else ()
-        return Targets(include, avoid, prefix)
+        return Targets(include, avoid, prefix, constraints.prefix[-1:].isspace())
 
     @functools.cached_property
     def _glued(self) -> torch.Tensor:

@@ -15,6 +15,7 @@ from nmt.search import beam_search
 from tests.test_search import EOS, SPECIALS, ScriptedModel, exhaustive, random_table
 
 WORDS = (3, 4, 5)  # the scripted tables' words: vocabulary 6 with PAD, BOS, EOS
+GLUED = torch.tensor([False] * 5 + [True])  # word 5 continues a word, as "ing" does
 
 
 def constrained(table, targets, max_len, src=None, shrink_step=1, glued=None, **options):
@@ -42,12 +43,18 @@ def contains(seq: list[int], phrase, start: int = 0) -> bool:
 def obeys(target: Targets, seq: list[int], *, met: bool, glued=()) -> bool:
     """The oracle's rules: the prefix first, no forbidden phrase ending after it (the
     prefix is the user's own text), no `glued` word right after a whole required
-    phrase (after the prefix), and every required phrase (in one of its forms) where
-    `met`, not all of them where not."""
+    phrase (after the prefix) nor after a prefix that ends a word, and every required
+    phrase (in one of its forms) where `met`, not all of them where not."""
     body, start = seq[:-1], len(target.prefix)  # without EOS
     if body[:start] != list(target.prefix):
         return False
     if any(contains(body, phrase, start) for phrase in target.avoid):
+        return False
+    if (
+        target.prefix
+        and target.prefix_ends_word
+        and body[start : start + 1] in ([g] for g in glued)
+    ):
         return False
     every = [alt for choice in target.include for alt in choice]
     for i in range(start, len(body)):
@@ -63,6 +70,7 @@ targets = st.builds(
     include=st.lists(st.lists(phrases, min_size=1, max_size=2).map(tuple), max_size=2).map(tuple),
     avoid=st.lists(phrases, max_size=2).map(tuple),
     prefix=st.lists(st.sampled_from(WORDS), max_size=2).map(tuple),
+    prefix_ends_word=st.booleans(),
 )
 
 
@@ -150,3 +158,17 @@ def test_a_limit_too_short_for_the_constraints_returns_the_best_complete_output_
     assert found.missed[0, 0].item() == 1
     best_score, best_seq = exhaustive(table, 3, 0.0)[0]
     assert found.tokens[0, 0, 1 : len(best_seq) + 1].tolist() == best_seq
+
+
+@pytest.mark.parametrize("ends_word", [False, True])
+def test_after_a_prefix_that_ends_a_word_the_next_piece_starts_one(ends_word):
+    # the model wants 3 5 EOS; 5 continues a word: after the prefix "3 " it may not
+    table = torch.full((4, 6, 6), -20.0)
+    for t, (prev, word) in enumerate([(1, 3), (3, 5), (5, EOS)]):
+        table[t, prev, word] = -0.01
+    table[1, 3, 4], table[2, 4, EOS] = -3.0, -0.01
+    target = Targets(prefix=(3,), prefix_ends_word=ends_word)
+
+    found = constrained(table.log_softmax(-1), [target], [4], beam_size=3, glued=GLUED)
+
+    assert found.tokens[0, 0, 1:4].tolist() == ([3, 4, EOS] if ends_word else [3, 5, EOS])

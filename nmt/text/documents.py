@@ -10,12 +10,12 @@ Nothing is invented: a part with no letters (numbers, emoji, punctuation, a URL)
 one the model cannot read (most of its pieces <unk>: a script it never saw), passes
 through unchanged. What was split, cut or passed through is counted in one summary.
 
-How the parts' hypotheses combine into the line's: its score and log-probability are
-the sums of its parts'; its tokens are theirs concatenated, and so is its alignment,
-each part's source positions offset by the pieces of the parts before it (a copied
-part has none). The k-th of a line's n-best list joins the k-th of each of its parts,
-which is not in general the line's k-th best joint translation. Its attention
-(`translate_attended`) is its parts', each on the diagonal.
+How the parts' hypotheses combine into the line's: its score, log-probability and
+missed constraints are the sums of its parts'; its tokens are theirs concatenated, and
+so is its alignment, each part's source positions offset by the pieces of the parts
+before it (a copied part has none). The k-th of a line's n-best list joins the k-th
+of each of its parts, which is not in general the line's k-th best joint translation.
+Its attention (`translate_attended`) is its parts', each on the diagonal.
 
 Constraints (`Line`): a glossary term binds the part whose source holds it
 (`nmt.text.glossary`); forbidden phrases bind every part; a line with required phrases
@@ -296,7 +296,7 @@ def _count(summary: Summary, lines: int, parts: list[Part]) -> None:
 
 def _join(parts: list[tuple[Part, list | None]], k: int) -> Hypothesis:
     """The line's k-th hypothesis: each part's k-th, joined (the module's rules)."""
-    text, score, logprob, tokens, alignment, offset = "", 0.0, 0.0, [], [], 0
+    text, score, logprob, tokens, alignment, offset, missed = "", 0.0, 0.0, [], [], 0, 0
     for part, hyps in parts:
         if hyps is None:
             text += part.lead + part.text + part.trail
@@ -307,4 +307,5 @@ def _join(parts: list[tuple[Part, list | None]], k: int) -> Hypothesis:
         tokens += hyp.tokens
         alignment += [i + offset if i >= 0 else i for i in hyp.alignment]
         offset += part.pieces
-    return Hypothesis(text, score, logprob, tuple(tokens), tuple(alignment))
+        missed += hyp.missed
+    return Hypothesis(text, score, logprob, tuple(tokens), tuple(alignment), missed)

@@ -1,0 +1,166 @@
+"""Constrained translation on test_2016_flickr: the issue's three experiments in one run.
+
+    python scripts/bench_constraints.py RUN [--beam 5] [--rounds 3]
+        [--glossary tests/data/glossary_de_en.tsv] [--seed 0]
+
+1. Constraints from the reference (Post and Vilar 2018's experiment): per sentence, one
+   or two reference words or phrases (runs of up to two words) that the unconstrained
+   beam output lacks, chosen at random (--seed); the share of constraints met (as words
+   in the output), BLEU without and with, and sentences/s without and with (the two
+   take turns --rounds times; medians and the median of the per-round ratios).
+2. A glossary that overrides the model: on the sentences whose source holds a term, the
+   share of terms whose rendering (any of its choices) the output uses, without and
+   with the glossary, and BLEU (those sentences, and the whole set) without and with.
+3. Prefixes: the first k reference words (k = 1, 2, 3) as each line's prefix; how many
+   outputs begin with them, and the BLEU of the continuation (output and reference
+   without their first k words) against the unconstrained output's continuation.
+
+Sentences are translated one a line (no splitting); model loading is excluded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from nmt.data import read_lines
+from nmt.options import Constraints
+from nmt.text.documents import translate_lines
+from nmt.text.glossary import WORD, Glossary
+from nmt.training.validation import bleu
+from nmt.translate import Translator
+
+MULTI30K = Path(os.environ.get("MULTI30K_DIR", "../shared/data/multi30k"))
+GLOSSARY = Path(__file__).resolve().parents[1] / "tests" / "data" / "glossary_de_en.tsv"
+
+
+def words(text: str) -> list[str]:
+    """Words as the glossary matches them, the first letter's case aside."""
+    return [w[:1].lower() + w[1:] for w in WORD.findall(text)]
+
+
+def holds(text: str, phrase: str) -> bool:
+    """Whether `phrase`'s words occur in `text`'s, in a row."""
+    have, want = words(text), words(phrase)
+    return any(have[i : i + len(want)] == want for i in range(len(have) - len(want) + 1))
+
+
+def missing_phrases(hyp: str, ref: str, rng: random.Random) -> list[str]:
+    """One or two runs of up to two reference words that `hyp` lacks, in reference order."""
+    ref_words, have = WORD.findall(ref), set(words(hyp))
+    runs, run = [], []
+    for word in ref_words:
+        if words(word)[0] in have:
+            runs, run = runs + ([run] if run else []), []
+        else:
+            run.append(word)
+    runs = [r[i : i + 2] for r in runs + ([run] if run else []) for i in range(0, len(r), 2)]
+    chosen = sorted(rng.sample(range(len(runs)), min(len(runs), rng.choice([1, 2]))))
+    return [" ".join(runs[i]) for i in chosen]
+
+
+def timed(translator: Translator, lines: list[str], beam: int, constraints=None):
+    start = time.perf_counter()
+    found = translator.translate(lines, beam=beam, constraints=constraints)
+    return [h[0] for h in found], time.perf_counter() - start
+
+
+def reference_constraints(translator, src, refs, beam, rounds, seed) -> None:
+    base, _ = timed(translator, src, beam)
+    rng = random.Random(seed)
+    chosen = [missing_phrases(h.text, r, rng) for h, r in zip(base, refs, strict=True)]
+    given = [Constraints(include=tuple((p,) for p in c)) if c else None for c in chosen]
+    rates: dict[str, list[float]] = {"without": [], "with": []}
+    for r in range(rounds):  # the two take turns: a slow spell of the machine hits both
+        for name in ("without", "with") if r % 2 == 0 else ("with", "without"):
+            hyps, seconds = timed(translator, src, beam, given if name == "with" else None)
+            rates[name].append(len(src) / seconds)
+            out = hyps if name == "with" else base
+    n = sum(map(len, chosen))
+    met = sum(holds(h.text, p) for h, c in zip(out, chosen, strict=True) for p in c)
+    flagged = sum(h.missed for h in out)
+    ratio = statistics.median(w / o for w, o in zip(rates["with"], rates["without"], strict=True))
+    print(f"1. constraints from the reference: {n} phrases on {sum(map(bool, chosen))} sentences")
+    print(f"   met (as words in the output): {met}/{n} = {100 * met / n:.1f}%;"
+          f" flagged missed by the search: {flagged}")  # fmt: skip
+    score_without, score_with = bleu([h.text for h in base], refs)[0], bleu([h.text for h in out], refs)[0]  # fmt: skip
+    print(f"   BLEU without {score_without:.2f}, with {score_with:.2f} ({score_with - score_without:+.2f})")  # fmt: skip
+    print(f"   sent/s without {statistics.median(rates['without']):.1f},"
+          f" with {statistics.median(rates['with']):.1f} (ratio {ratio:.2f};"
+          f" rounds: {', '.join(f'{w:.1f}/{o:.1f}' for w, o in zip(rates['with'], rates['without'], strict=True))})")  # fmt: skip
+    for h, c in zip(out, chosen, strict=True):
+        for p in c:
+            if not holds(h.text, p):
+                print(f"   not met: {p!r} in {h.text!r} (missed {h.missed})")
+
+
+def glossary_override(translator, src, refs, beam, path: Path) -> None:
+    glossary = Glossary.read(path)
+    terms = [glossary.constraints(s) for s in src]
+    runs = {}
+    for name, g in (("without", None), ("with", glossary)):
+        found = translate_lines(translator, src, split=False, glossary=g, beam=beam)
+        runs[name] = [h[0] for h in found]
+    idx = [i for i, t in enumerate(terms) if t]
+    n = sum(len(terms[i]) for i in idx)
+    print(f"2. glossary {path.name}: {len(glossary.terms)} terms;"
+          f" {n} term occurrences in {len(idx)} of {len(src)} sentences")  # fmt: skip
+    for name, hyps in runs.items():
+        used = sum(
+            any(holds(hyps[i].text, alt) for alt in choice) for i in idx for choice in terms[i]
+        )
+        some = bleu([hyps[i].text for i in idx], [refs[i] for i in idx])[0]
+        whole = bleu([h.text for h in hyps], refs)[0]
+        print(f"   {name:>7}: terms used {used}/{n} = {100 * used / n:.1f}%;"
+              f" BLEU on those sentences {some:.2f}, on all {whole:.2f};"
+              f" flagged missed {sum(h.missed for h in hyps)}")  # fmt: skip
+
+
+def prefixes(translator, src, refs, beam) -> None:
+    base, _ = timed(translator, src, beam)
+    print("3. prefixes: the first k reference words")
+    for k in (1, 2, 3):
+        idx = [i for i, r in enumerate(refs) if len(r.split()) > k]
+        # a space after the words: what follows starts a word ("On " never becomes "One")
+        given = [Constraints(prefix=" ".join(refs[i].split()[:k]) + " ") for i in idx]
+        hyps, _ = timed(translator, [src[i] for i in idx], beam, given)
+        starts = sum(
+            h.text.split()[:k] == refs[i].split()[:k] for h, i in zip(hyps, idx, strict=True)
+        )
+        rest = [" ".join(refs[i].split()[k:]) for i in idx]
+        cont = bleu([" ".join(h.text.split()[k:]) for h in hyps], rest)[0]
+        plain = bleu([" ".join(base[i].text.split()[k:]) for i in idx], rest)[0]
+        print(f"   k={k}: {starts}/{len(idx)} outputs begin with them;"
+              f" continuation BLEU {cont:.2f} (unconstrained output's: {plain:.2f})")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run")
+    parser.add_argument("--beam", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--glossary", type=Path, default=GLOSSARY)
+    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--src", default=str(MULTI30K / "test_2016_flickr.de.gz"))
+    parser.add_argument("--ref", default=str(MULTI30K / "test_2016_flickr.en.gz"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    translator = Translator.load(args.run, device="cpu", precision=args.precision)
+    src, refs = read_lines(Path(args.src)), read_lines(Path(args.ref))
+    translator.translate(src[:100], beam=args.beam)  # warm-up
+    print(f"{len(src)} sentences, beam {args.beam}, {args.precision}, {args.threads} threads")
+    reference_constraints(translator, src, refs, args.beam, args.rounds, args.seed)
+    glossary_override(translator, src, refs, args.beam, args.glossary)
+    prefixes(translator, src, refs, args.beam)
+
+
+if __name__ == "__main__":
+    main()
