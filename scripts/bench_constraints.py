@@ -84,20 +84,22 @@ def reference_constraints(translator, src, refs, beam, rounds, seed) -> None:
             out = hyps if name == "with" else base
     n = sum(map(len, chosen))
     met = sum(holds(h.text, p) for h, c in zip(out, chosen, strict=True) for p in c)
-    flagged = sum(h.missed for h in out)
-    ratio = statistics.median(w / o for w, o in zip(rates["with"], rates["without"], strict=True))
     print(f"1. constraints from the reference: {n} phrases on {sum(map(bool, chosen))} sentences")
-    print(f"   met (as words in the output): {met}/{n} = {100 * met / n:.1f}%;"
-          f" flagged missed by the search: {flagged}")  # fmt: skip
-    score_without, score_with = bleu([h.text for h in base], refs)[0], bleu([h.text for h in out], refs)[0]  # fmt: skip
-    print(f"   BLEU without {score_without:.2f}, with {score_with:.2f} ({score_with - score_without:+.2f})")  # fmt: skip
-    print(f"   sent/s without {statistics.median(rates['without']):.1f},"
-          f" with {statistics.median(rates['with']):.1f} (ratio {ratio:.2f};"
-          f" rounds: {', '.join(f'{w:.1f}/{o:.1f}' for w, o in zip(rates['with'], rates['without'], strict=True))})")  # fmt: skip
+    flagged = sum(h.missed for h in out)
+    print(f"   met (as words in the output): {met}/{n} = {100 * met / n:.1f}%; flagged: {flagged}")
+    without, with_ = (bleu([h.text for h in x], refs)[0] for x in (base, out))
+    print(f"   BLEU without {without:.2f}, with {with_:.2f} ({with_ - without:+.2f})")
+    pairs = list(zip(rates["with"], rates["without"], strict=True))
+    ratio = statistics.median(w / o for w, o in pairs)
+    print(
+        f"   sent/s without {statistics.median(rates['without']):.1f},"
+        f" with {statistics.median(rates['with']):.1f}: ratio {ratio:.2f}"
+        f" (rounds, with/without: {', '.join(f'{w:.1f}/{o:.1f}' for w, o in pairs)})"
+    )
     for h, c in zip(out, chosen, strict=True):
         for p in c:
             if not holds(h.text, p):
-                print(f"   not met: {p!r} in {h.text!r} (missed {h.missed})")
+                print(f"   not met: {p!r} in {h.text!r} (flagged {h.missed})")
 
 
 def glossary_override(translator, src, refs, beam, path: Path) -> None:
@@ -109,17 +111,24 @@ def glossary_override(translator, src, refs, beam, path: Path) -> None:
         runs[name] = [h[0] for h in found]
     idx = [i for i, t in enumerate(terms) if t]
     n = sum(len(terms[i]) for i in idx)
-    print(f"2. glossary {path.name}: {len(glossary.terms)} terms;"
-          f" {n} term occurrences in {len(idx)} of {len(src)} sentences")  # fmt: skip
+    print(
+        f"2. glossary {path.name}: {len(glossary.terms)} terms;"
+        f" {n} term occurrences in {len(idx)} of {len(src)} sentences"
+    )
     for name, hyps in runs.items():
-        used = sum(
-            any(holds(hyps[i].text, alt) for alt in choice) for i in idx for choice in terms[i]
-        )
+        used = [any(holds(hyps[i].text, alt) for alt in c) for i in idx for c in terms[i]]
         some = bleu([hyps[i].text for i in idx], [refs[i] for i in idx])[0]
         whole = bleu([h.text for h in hyps], refs)[0]
-        print(f"   {name:>7}: terms used {used}/{n} = {100 * used / n:.1f}%;"
-              f" BLEU on those sentences {some:.2f}, on all {whole:.2f};"
-              f" flagged missed {sum(h.missed for h in hyps)}")  # fmt: skip
+        print(
+            f"   {name:>7}: terms used {sum(used)}/{n} = {100 * sum(used) / n:.1f}%;"
+            f" BLEU on those sentences {some:.2f}, on all {whole:.2f};"
+            f" flagged {sum(h.missed for h in hyps)}"
+        )
+    for i in idx:
+        for choice in terms[i]:
+            text = runs["with"][i].text
+            if not any(holds(text, alt) for alt in choice):
+                print(f"   not used: {'|'.join(choice)!r} in {text!r} ({src[i]!r})")
 
 
 def prefixes(translator, src, refs, beam) -> None:
@@ -130,14 +139,14 @@ def prefixes(translator, src, refs, beam) -> None:
         # a space after the words: what follows starts a word ("On " never becomes "One")
         given = [Constraints(prefix=" ".join(refs[i].split()[:k]) + " ") for i in idx]
         hyps, _ = timed(translator, [src[i] for i in idx], beam, given)
-        starts = sum(
-            h.text.split()[:k] == refs[i].split()[:k] for h, i in zip(hyps, idx, strict=True)
-        )
+        starts = [h.text.split()[:k] == refs[i].split()[:k] for h, i in zip(hyps, idx, strict=True)]
         rest = [" ".join(refs[i].split()[k:]) for i in idx]
         cont = bleu([" ".join(h.text.split()[k:]) for h in hyps], rest)[0]
         plain = bleu([" ".join(base[i].text.split()[k:]) for i in idx], rest)[0]
-        print(f"   k={k}: {starts}/{len(idx)} outputs begin with them;"
-              f" continuation BLEU {cont:.2f} (unconstrained output's: {plain:.2f})")  # fmt: skip
+        print(
+            f"   k={k}: {sum(starts)}/{len(idx)} outputs begin with them;"
+            f" continuation BLEU {cont:.2f} (the unconstrained output's: {plain:.2f})"
+        )
 
 
 def main() -> None:
