@@ -82,9 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         " (default: jsonl for an -i file named .jsonl or .jsonl.gz, else text)"
     )
     p.add_argument("--format", choices=["text", "html", "jsonl"], help=page)
-    terms = "TSV: source term, TAB, target term (more TABs: more choices); see nmt/text/glossary.py"
-    p.add_argument("--glossary", metavar="FILE", help=terms)
-    p.add_argument("--glossary-ignore-case", action="store_true", help="match terms case-folded")
+    _add_glossary(p)
     p.add_argument("--avoid", metavar="FILE", help="phrases the output must not hold, one a line")
     p.add_argument("--prefix", metavar="TEXT", help="every output line begins with TEXT")
     no_split = "the input is one sentence a line: do not split lines into sentences"
@@ -134,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-wait-ms", type=at_least(0, float), default=5.0, help=wait)
     lines = "lines in one batch at most (1: no batching)"
     p.add_argument("--max-batch-lines", type=at_least(1), default=256, help=lines)
+    _add_glossary(p, "every request's (LibreTranslate's API too): ")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("plot", help="draw the learning curves of a run")
@@ -149,6 +148,12 @@ def _add_search(p: argparse.ArgumentParser, options) -> None:
     for option in options:
         flag = "--" + option.name.replace("_", "-")
         p.add_argument(flag, metavar=option.kind.__name__.upper(), help=option.help)
+
+
+def _add_glossary(p: argparse.ArgumentParser, whose: str = "") -> None:
+    terms = "TSV: source term, TAB, target term (more TABs: choices); nmt/text/glossary.py"
+    p.add_argument("--glossary", metavar="FILE", help=whose + terms)
+    p.add_argument("--glossary-ignore-case", action="store_true", help="match terms case-folded")
 
 
 def _add_device(p: argparse.ArgumentParser, default: str | None = "auto") -> None:

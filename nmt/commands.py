@@ -59,6 +59,8 @@ def cmd_translate(args: argparse.Namespace) -> None:
         check_output(Path(args.output), [source] if source else [])
     load = {"device": args.device, "precision": args.precision, "overrides": args.overrides}
     translator = Translator.load(args.model, **load)
+    if terms["glossary"]:  # a term the model cannot write: refused before any line
+        terms["glossary"].check(translator)
     options = {**dataclasses.asdict(search), "split": not args.no_split, "summary": Summary()}
     options.update(terms)
     to_stdout = contextlib.nullcontext(sys.stdout)
@@ -80,25 +82,31 @@ def cmd_translate(args: argparse.Namespace) -> None:
     log.info("translated %s", options["summary"])
 
 
+def _glossary(args: argparse.Namespace):
+    """--glossary FILE (with --glossary-ignore-case), read; None without."""
+    from nmt.text.glossary import Glossary
+
+    if args.glossary_ignore_case and not args.glossary:
+        raise UsageError("--glossary-ignore-case applies only with --glossary")
+    if not args.glossary:
+        return None
+    path = _existing_file(args.glossary, "glossary ")
+    return Glossary.read(path, ignore_case=args.glossary_ignore_case)
+
+
 def _terms(args: argparse.Namespace, fmt: str, search: SearchOptions) -> dict:
     """translate's --glossary, --avoid and --prefix, read and checked before any model
     is loaded: the `glossary` and `common` options of `nmt.text.documents`."""
     from nmt.data import read_lines
     from nmt.options import Constraints
-    from nmt.text.glossary import Glossary
 
-    if args.glossary_ignore_case and not args.glossary:
-        raise UsageError("--glossary-ignore-case applies only with --glossary")
     if args.prefix is not None and fmt == "html":
         raise UsageError("--prefix begins each line: not with --format html")
     given = [f"--{x}" for x in ("glossary", "avoid", "prefix") if getattr(args, x) is not None]
     if search.sampling and (given or fmt == "jsonl"):
         what = " and ".join(given) or "jsonl input"
         raise UsageError(f"{what}: constraints need beam search, not --sample-temperature")
-    glossary = None
-    if args.glossary:
-        path = _existing_file(args.glossary, "glossary ")
-        glossary = Glossary.read(path, ignore_case=args.glossary_ignore_case)
+    glossary = _glossary(args)
     avoid = []
     if args.avoid:
         for number, line in enumerate(read_lines(_existing_file(args.avoid, "--avoid ")), 1):
@@ -285,12 +293,13 @@ def cmd_serve(args: argparse.Namespace) -> None:
         socket.create_server((args.host, args.port)).close()
     except OSError as err:
         raise UsageError(f"cannot listen on {args.host}:{args.port}: {err.strerror}") from None
+    glossary = _glossary(args)
     options = {"device": args.device, "precision": args.precision}
     translators = [Translator.load(run, **options) for run in args.model]
     limits = Limits(
         max_pending=args.max_pending, max_wait_ms=args.max_wait_ms, batch_lines=args.max_batch_lines
     )
-    app = build_app(translators, limits)
+    app = build_app(translators, limits, glossary)
     log.info("serving %s on http://%s:%d", ", ".join(args.model), args.host, args.port)
     # uvicorn answers what it accepted on SIGTERM, then raises the signal again for the
     # handler it found: this one, so that a stop asked for is a success (status 0)

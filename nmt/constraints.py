@@ -136,16 +136,30 @@ def apply_rules(rules: Sequence[Rule], logp: Tensor, step: Step, phrases: Phrase
     logp = apply(rules, logp, step)
     rows = logp.view(A, R, -1)
     _avoid(rows, step.tokens.reshape(A, R, -1), phrases, pad)
-    if phrases.glued.size(-1):  # only the rows that need it: a pass over all costs more
-        whole = _whole(matched[:, :R], phrases).flatten(2).any(-1)  # (A, R)
-        rows_ = (whole | (phrases.word_at == step.t)[:, None]).flatten().nonzero()[:, 0]
-        flat = logp.view(A * R, -1)
-        flat[rows_] = flat[rows_].masked_fill_(phrases.glued[0], NEG_INF)
+    if phrases.glued.size(-1):
+        _unglue(logp.view(A * R, -1), step.t, matched[:, :R], phrases)
     if forced is not None:
         on = (forced >= 0)[:, None, None]  # (A, 1, 1); elsewhere PAD's own value goes back
         kept = torch.where(on, held, rows.gather(2, index))
         rows.masked_fill_(on, NEG_INF).scatter_(2, index, kept)
     return logp
+
+
+def _unglue(rows: Tensor, t: int, matched: Tensor, phrases: Phrases) -> None:
+    """Bans the glued pieces in the rows (A * R, V) that end a prefix that ends a word,
+    or a whole required phrase, there except a piece that goes on with a phrase under
+    way (after "hound", the "s" of "hounds"). Only in those rows: a pass over all
+    costs more."""
+    whole = _whole(matched, phrases).flatten(2).any(-1)  # (A, R)
+    typed = (phrases.word_at == t)[:, None].expand_as(whole)  # the user's space wins
+    ending = (whole | typed).flatten().nonzero()[:, 0]
+    going_on = _following(matched, phrases).masked_fill(typed[..., None, None], -1)
+    going_on = going_on.flatten(2).flatten(0, 1)[ending]  # (n, C * J)
+    at = going_on.clamp(min=0)  # -1: none, and PAD (0) is never glued: it keeps its value
+    some = rows[ending]
+    kept = some.gather(1, at)
+    some.masked_fill_(phrases.glued[0], NEG_INF).scatter_(1, at, kept)
+    rows[ending] = some
 
 
 def _avoid(rows: Tensor, tokens: Tensor, phrases: Phrases, pad: int) -> None:
@@ -200,11 +214,9 @@ def candidates(total: Tensor, flat: Tensor, met: Tensor, matched: Tensor, phrase
     next piece of every phrase it has yet to complete (met (A, R, C), matched
     (A, R, C, J) the rows'), each once (a repeat scores -inf)."""
     A, R, V = total.shape
-    P = phrases.include.size(-1)
     row = torch.arange(R, device=total.device)[None, :, None, None] * V
-    at = _longest(matched, P).clamp(max=P - 1)[..., None]  # whole: met, so not open
-    following = phrases.include[:, None].expand(-1, R, -1, -1, -1).gather(-1, at).squeeze(-1)
-    open_ = (phrases.include_len[:, None] > 0) & ~met[..., None]  # (A, R, C, J)
+    following = _following(matched, phrases)  # (A, R, C, J)
+    open_ = (following >= 0) & ~met[..., None]
     forced = torch.where(open_, row + following, -1).flatten(1)
     best = top_k(total.reshape(A * R, V), 1)[1].view(A, R) + row[..., 0, 0]  # argmax, faster
     every = torch.cat([flat, best, forced], 1)  # (A, M)
@@ -232,6 +244,16 @@ def _whole(matched: Tensor, phrases: Phrases) -> Tensor:
     """matched (A, X, C, J) -> (A, X, C, J): the output ends with the whole phrase."""
     length = phrases.include_len[:, None]
     return ((matched >> (length - 1).clamp(min=0)) & 1).bool() & (length > 0)
+
+
+def _following(matched: Tensor, phrases: Phrases) -> Tensor:
+    """matched (A, X, C, J) -> (A, X, C, J): each phrase's piece after the most of it the
+    output ends with; -1 where it ends with all of it, or there is no such phrase."""
+    P, length = phrases.include.size(-1), phrases.include_len[:, None]
+    done = _longest(matched, P)
+    include = phrases.include[:, None].expand(-1, matched.size(1), -1, -1, -1)
+    piece = include.gather(-1, done.clamp(max=P - 1)[..., None]).squeeze(-1)
+    return torch.where(done < length, piece, -1)
 
 
 def _longest(matched: Tensor, P: int) -> Tensor:

@@ -40,11 +40,18 @@ def contains(seq: list[int], phrase, start: int = 0) -> bool:
     return any(seq[i : i + n] == list(phrase) for i in range(max(0, start - n + 1), len(seq)))
 
 
+def goes_on(seq: list[int], phrase: list[int], word: int) -> bool:
+    """Whether `word` is the phrase's next piece after the most of it that seq ends with."""
+    done = max(n for n in range(len(phrase) + 1) if n == 0 or seq[-n:] == phrase[:n])
+    return done < len(phrase) and phrase[done] == word
+
+
 def obeys(target: Targets, seq: list[int], *, met: bool, glued=()) -> bool:
     """The oracle's rules: the prefix first, no forbidden phrase ending after it (the
     prefix is the user's own text), no `glued` word right after a whole required
-    phrase (after the prefix) nor after a prefix that ends a word, and every required
-    phrase (in one of its forms) where `met`, not all of them where not."""
+    phrase (after the prefix) unless it goes on with another one, nor after a prefix
+    that ends a word, and every required phrase (in one of its forms) where `met`, not
+    all of them where not."""
     body, start = seq[:-1], len(target.prefix)  # without EOS
     if body[:start] != list(target.prefix):
         return False
@@ -56,9 +63,10 @@ def obeys(target: Targets, seq: list[int], *, met: bool, glued=()) -> bool:
         and body[start : start + 1] in ([g] for g in glued)
     ):
         return False
-    every = [alt for choice in target.include for alt in choice]
+    every = [list(alt) for choice in target.include for alt in choice]
     for i in range(start, len(body)):
-        if body[i] in glued and any(body[:i][len(body[:i]) - len(a) :] == list(a) for a in every):
+        whole = any(body[:i][i - len(a) :] == a for a in every if len(a) <= i)
+        if body[i] in glued and whole and not any(goes_on(body[:i], a, body[i]) for a in every):
             return False
     all_met = all(any(contains(body, alt) for alt in choice) for choice in target.include)
     return all_met == met

@@ -8,6 +8,8 @@ An ASGI app (Starlette) for uvicorn, one language pair per run:
   2.1.4, translates and lists languages unchanged; `/detect` is not served);
 - OpenNMT-py's `POST /translator/translate` (`[{"src": ..., "id": N}]`, N the N-th run);
 - `POST /v1/translate`: n-best lists with scores, alignments and, asked for, attention;
+  `constraints`, `avoid`, `prefix` (`nmt.options.Constraints`) and `glossary` pairs for
+  every text (over the server's `--glossary`, which LibreTranslate's API gets too);
 - `POST /v1/inspect`: one sentence's attention, gates and memory cells (`nmt.reporting.inside`),
   which the page at `/` (nmt/serve/static) draws;
 - `GET /health` (the models are loaded before the server listens), `GET /metrics` in
@@ -34,25 +36,32 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from nmt.errors import NmtError
-from nmt.options import SearchOptions, convert
+from nmt.options import Constraints, SearchOptions, convert
 from nmt.reporting.inside import as_json, inspect_sentence
 from nmt.serve import openapi
 from nmt.serve.batcher import Batcher, Limits, Metrics, Options, RequestError
 from nmt.serve.openapi import ALTERNATIVES, SERVED
+from nmt.text.documents import Line
+from nmt.text.glossary import Glossary
 from nmt.translate import Translator
 
 LANGUAGE_NAMES = {"de": "German", "en": "English", "fr": "French", "cs": "Czech"}
 STATIC = Path(__file__).parent / "static"  # the page: package data, no build step
 
 
-def build_app(translators: list[Translator], limits: Limits | None = None) -> Starlette:
-    """The app for uvicorn; `translators`: one per language pair."""
+def build_app(
+    translators: list[Translator], limits: Limits | None = None, glossary: Glossary | None = None
+) -> Starlette:
+    """The app for uvicorn; `translators`: one per language pair; `glossary`: applied to
+    every text of every request (checked against each model: `Glossary.check`)."""
     limits = limits or Limits()
     by_pair = {_pair_of(t): t for t in translators}
     if len(by_pair) < len(translators):
         raise RequestError("two runs serve the same language pair: serve one of them")
+    for translator in translators if glossary else []:
+        glossary.check(translator)
     metrics = Metrics()
-    batcher = Batcher(by_pair, limits, metrics)
+    batcher = Batcher(by_pair, limits, metrics, glossary)
     api = _Api(by_pair, limits, batcher)
     schema = openapi.document(list(by_pair), limits)
 
@@ -225,12 +234,37 @@ class _Api:
         if not isinstance(attention, bool):
             raise RequestError(f"'attention' must be true or false, got {attention!r}")
         options = Options("text", search, attention)
-        results = await self.batcher.translate(chosen, texts, options)
+        lines = self.constrained(self.by_pair[chosen], texts, data)
+        results = await self.batcher.translate(chosen, lines, options)
         translations = [
             {"nbest": [_hypothesis(*h) if attention else _hypothesis(h, None) for h in r]}
             for r in results
         ]
         return JSONResponse({"pair": chosen, "translations": translations})
+
+    def constrained(self, translator: Translator, texts: list[str], data: dict) -> list:
+        """The texts as `Line`s with the request's constraints and glossary (over the
+        server's), each checked here: a batch never fails for one member."""
+        terms, pairs = Constraints.parse(data), data.get("glossary")
+        if not terms and pairs is None:
+            return texts
+        glossary = self.batcher.glossary
+        if pairs is not None:
+            if not isinstance(pairs, list) or not all(
+                isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p)
+                for p in pairs
+            ):
+                raise RequestError("'glossary' must be a list of [source term, target term]")
+            rows = [(f"glossary pair {i}", *pair) for i, pair in enumerate(pairs)]
+            ignore_case = bool(glossary and glossary.ignore_case)
+            own = Glossary.of(rows, ignore_case=ignore_case)
+            own.check(translator)
+            glossary = glossary.merged(own) if glossary else own
+        lines = [Line(text, terms, glossary) for text in texts]
+        for line in lines:  # every part's constraints are a subset of the whole line's
+            found = glossary.constraints(line.text) if glossary else ()
+            translator.targets(terms.merged(Constraints(include=found)))
+        return lines
 
     async def inspect(self, request: Request) -> Response:
         data = await self.body(request)
@@ -256,7 +290,7 @@ class _Api:
 
 def _hypothesis(h, attention) -> dict:
     """A native answer's hypothesis; `attention`: a `documents.Attention` or None."""
-    found = {"text": h.text, "score": h.score, "logprob": h.logprob}
+    found = {"text": h.text, "score": h.score, "logprob": h.logprob, "missed": h.missed}
     found["alignment"] = h.alignment_pairs()
     if attention is not None:
         weights = attention.weights.double().round(decimals=4).tolist()

@@ -71,16 +71,21 @@ class _Job:
 class Batcher:
     """Translates jobs on one worker thread, the jobs that wait together in one batch."""
 
-    def __init__(self, translators: dict[str, Translator], limits: Limits, metrics: Metrics):
+    def __init__(
+        self, translators: dict[str, Translator], limits: Limits, metrics: Metrics, glossary=None
+    ):
+        """`glossary` (`nmt.text.glossary`): every text's, but a `Line`'s own."""
         self.translators, self.limits, self.metrics = translators, limits, metrics
+        self.glossary = glossary
         self.jobs: queue.Queue[_Job | None] = queue.Queue()
         self.pending, self.lock = 0, threading.Lock()
         self.thread = threading.Thread(target=self._work, name="nmt-batcher", daemon=True)
         self.thread.start()
 
-    async def translate(self, pair: str, lines: list[str], options: Options) -> list:
-        """Per line: its n-best list of Hypothesis (html: the page's translation; with
-        attention: (Hypothesis, Attention) pairs)."""
+    async def translate(self, pair: str, lines: list, options: Options) -> list:
+        """Per line (a text, or a `documents.Line` with its constraints): its n-best list
+        of Hypothesis (html: the page's translation; with attention: (Hypothesis,
+        Attention) pairs). Lines with and without constraints share batches."""
         return await self._submit(pair, lines, options)
 
     async def call(self, work: Callable[[], object]) -> object:
@@ -138,9 +143,8 @@ class Batcher:
             for job in jobs:
                 _answer(job, None, err)
 
-    @staticmethod
-    def _translate(translator: Translator, options: Options, jobs: list[_Job]) -> list:
-        search = dataclasses.asdict(options.search)
+    def _translate(self, translator: Translator, options: Options, jobs: list[_Job]) -> list:
+        search = {**dataclasses.asdict(options.search), "glossary": self.glossary}
         if options.format == "html":  # a page is its own unit
             return [[translate_html(translator, t, **search) for t in j.lines] for j in jobs]
         translate = translate_attended if options.attention else translate_lines

@@ -24,6 +24,7 @@ from pathlib import Path
 from nmt.data import iter_lines
 from nmt.errors import NmtError
 from nmt.options import Constraints
+from nmt.translate import Translator
 
 WORD = re.compile(r"\w+(?:[-'’]\w+)*")
 MAX_TERMS = 100_000
@@ -70,6 +71,11 @@ class Glossary:
                 raise GlossaryError(f"{where}: over {MAX_TERMS} terms")
         terms = tuple((words, tuple(targets)) for words, targets in gathered.items())
         return cls(terms, ignore_case)
+
+    def check(self, translator: Translator) -> None:
+        """Refuses (an OptionError) a target term `translator`'s model cannot write."""
+        for _, targets in self.terms:
+            translator.targets(Constraints(include=(targets,)))
 
     def merged(self, other: Glossary | None) -> Glossary:
         """This glossary with `other`'s terms, whose targets replace ours for a term in
