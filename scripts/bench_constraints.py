@@ -7,13 +7,16 @@
    or two reference words or phrases (runs of up to two words) that the unconstrained
    beam output lacks, chosen at random (--seed); the share of constraints met (as words
    in the output), BLEU without and with, and sentences/s without and with (the two
-   take turns --rounds times; medians and the median of the per-round ratios).
+   take turns on chunks of 100 sentences, --rounds times; medians and the median of
+   the per-round ratios).
 2. A glossary that overrides the model: on the sentences whose source holds a term, the
    share of terms whose rendering (any of its choices) the output uses, without and
    with the glossary, and BLEU (those sentences, and the whole set) without and with.
-3. Prefixes: the first k reference words (k = 1, 2, 3) as each line's prefix; how many
-   outputs begin with them, and the BLEU of the continuation (output and reference
-   without their first k words) against the unconstrained output's continuation.
+3. Prefixes: the first k reference words (k = 1, 2, 3) and a space as each line's
+   prefix; how many outputs begin with them, and the BLEU of the continuation (output
+   and reference without their first k words) against the unconstrained output's
+   continuation, on all sentences and on those whose unconstrained output began
+   otherwise.
 
 Sentences are translated one a line (no splitting); model loading is excluded.
 """
@@ -23,7 +26,9 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import re
 import statistics
+import string
 import time
 from pathlib import Path
 
@@ -32,17 +37,19 @@ import torch
 from nmt.data import read_lines
 from nmt.options import Constraints
 from nmt.text.documents import translate_lines
-from nmt.text.glossary import WORD, Glossary
+from nmt.text.glossary import Glossary
 from nmt.training.validation import bleu
 from nmt.translate import Translator
 
+CHUNK = 100  # sentences timed with and without constraints in turn
 MULTI30K = Path(os.environ.get("MULTI30K_DIR", "../shared/data/multi30k"))
 GLOSSARY = Path(__file__).resolve().parents[1] / "tests" / "data" / "glossary_de_en.tsv"
 
 
 def words(text: str) -> list[str]:
-    """Words as the glossary matches them, the first letter's case aside."""
-    return [w[:1].lower() + w[1:] for w in WORD.findall(text)]
+    """Runs of letters and digits (a hyphen or an apostrophe ends one: "tee-shirt" holds
+    "tee"), the first letter's case aside."""
+    return [w[:1].lower() + w[1:] for w in re.findall(r"\w+", text)]
 
 
 def holds(text: str, phrase: str) -> bool:
@@ -52,14 +59,14 @@ def holds(text: str, phrase: str) -> bool:
 
 
 def missing_phrases(hyp: str, ref: str, rng: random.Random) -> list[str]:
-    """One or two runs of up to two reference words that `hyp` lacks, in reference order."""
-    ref_words, have = WORD.findall(ref), set(words(hyp))
+    """One or two runs of up to two reference words (punctuation around them stripped)
+    that `hyp` lacks, in reference order."""
     runs, run = [], []
-    for word in ref_words:
-        if words(word)[0] in have:
-            runs, run = runs + ([run] if run else []), []
-        else:
+    for word in (w.strip(string.punctuation) for w in ref.split()):
+        if word and not holds(hyp, word):
             run.append(word)
+        elif run:
+            runs, run = runs + [run], []
     runs = [r[i : i + 2] for r in runs + ([run] if run else []) for i in range(0, len(r), 2)]
     chosen = sorted(rng.sample(range(len(runs)), min(len(runs), rng.choice([1, 2]))))
     return [" ".join(runs[i]) for i in chosen]
@@ -77,11 +84,16 @@ def reference_constraints(translator, src, refs, beam, rounds, seed) -> None:
     chosen = [missing_phrases(h.text, r, rng) for h, r in zip(base, refs, strict=True)]
     given = [Constraints(include=tuple((p,) for p in c)) if c else None for c in chosen]
     rates: dict[str, list[float]] = {"without": [], "with": []}
-    for r in range(rounds):  # the two take turns: a slow spell of the machine hits both
-        for name in ("without", "with") if r % 2 == 0 else ("with", "without"):
-            hyps, seconds = timed(translator, src, beam, given if name == "with" else None)
-            rates[name].append(len(src) / seconds)
-            out = hyps if name == "with" else base
+    for _ in range(rounds):  # the two take turns on chunks: a slow spell hits both alike
+        seconds, out = {"without": 0.0, "with": 0.0}, []
+        for i in range(0, len(src), CHUNK):
+            for name in ("without", "with") if i // CHUNK % 2 == 0 else ("with", "without"):
+                cons = given[i : i + CHUNK] if name == "with" else None
+                hyps, spent = timed(translator, src[i : i + CHUNK], beam, cons)
+                seconds[name] += spent
+                out += hyps if name == "with" else []
+        for name, spent in seconds.items():
+            rates[name].append(len(src) / spent)
     n = sum(map(len, chosen))
     met = sum(holds(h.text, p) for h, c in zip(out, chosen, strict=True) for p in c)
     print(f"1. constraints from the reference: {n} phrases on {sum(map(bool, chosen))} sentences")
@@ -147,6 +159,17 @@ def prefixes(translator, src, refs, beam) -> None:
             f"   k={k}: {sum(starts)}/{len(idx)} outputs begin with them;"
             f" continuation BLEU {cont:.2f} (the unconstrained output's: {plain:.2f})"
         )
+        # where the prefix says something the unconstrained output did not
+        new = [j for j, i in enumerate(idx) if base[i].text.split()[:k] != refs[i].split()[:k]]
+        cont = bleu([" ".join(hyps[j].text.split()[k:]) for j in new], [rest[j] for j in new])
+        plain = bleu([" ".join(base[idx[j]].text.split()[k:]) for j in new], [rest[j] for j in new])
+        print(
+            f"        on the {len(new)} whose unconstrained output began otherwise:"
+            f" {cont[0]:.2f} (unconstrained: {plain[0]:.2f})"
+        )
+        for h, i in zip(hyps, idx, strict=True):
+            if h.text.split()[:k] != refs[i].split()[:k]:
+                print(f"        does not begin with {refs[i].split()[:k]}: {h.text!r}")
 
 
 def main() -> None:
