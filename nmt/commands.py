@@ -73,7 +73,7 @@ def cmd_translate(args: argparse.Namespace) -> None:
             else:
                 lines = decode_lines(sys.stdin.buffer, "<stdin>", args.errors)
             if fmt == "jsonl":
-                lines = jsonl_lines(lines, str(source or "<stdin>"))
+                lines = jsonl_lines(lines, str(source or "<stdin>"), translator.targets)
             progress = _progress_bar("lines")
             for line_id, hyps in enumerate(translate_lines(translator, lines, **options)):
                 out.write(_format(line_id, hyps, search.nbest, args))

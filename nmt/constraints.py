@@ -293,9 +293,12 @@ def allocate(score: Tensor, ends: Tensor, met: Tensor, bank: Tensor, K: int, nba
     going = valid & ~ends
     crowd = F.one_hot(bank, nbanks) * going[..., None]  # (A, M, banks)
     rank = crowd.cumsum(1).gather(2, bank[..., None]).squeeze(-1) - 1
-    order = torch.where(going, rank * nbanks + (nbanks - 1 - bank), 1 << 40)
+    filler = (1 << 40) + torch.arange(score.size(1), device=score.device)  # too few: any
+    order = torch.where(going, rank * nbanks + (nbanks - 1 - bank), filler)
     keep = order.topk(K, dim=1, largest=False).indices.sort(dim=1).values
-    return finishes, keep, score.masked_fill(~going, NEG_INF).gather(1, keep)
+    kept = score.masked_fill(~going, NEG_INF).gather(1, keep)
+    best_first = kept.argsort(dim=1, descending=True, stable=True)  # -inf (too few) last
+    return finishes, keep.gather(1, best_first), kept.gather(1, best_first)
 
 
 def rank_key(score: Tensor, met: Tensor | None) -> Tensor:

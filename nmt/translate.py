@@ -65,6 +65,8 @@ class Translator:
         sample_temperature, sample_top_k), checked before any work. `constraints`: each
         line's, or None (a beam search then; `Hypothesis.missed` flags an output that
         lacks a required phrase, and a warning counts them)."""
+        if constraints is not None and len(constraints) != len(lines):
+            raise ValueError(f"{len(lines)} lines but {len(constraints)} constraints")
         stream = self.translate_stream(
             lines, constraints=constraints, chunk_lines=max(len(lines), 1), **options
         )
@@ -89,6 +91,8 @@ class Translator:
             src_ids, count = self._encode(chunk)
             truncated += count
             targets = [self.targets(c) for c in itertools.islice(given, len(chunk))]
+            if len(targets) < len(chunk):
+                raise ValueError("fewer constraints than lines: one (or None) per line")
             found = decode(
                 self.decoder, src_ids, search, plan=self.plan, cfg=self.cfg.decode,
                 targets=targets, glued=self._glued if any(targets) else None,
@@ -113,6 +117,8 @@ class Translator:
         """A line's `Constraints` in target pieces: each phrase as given and with its
         first letter upper case. A phrase the model cannot write (a piece of it
         unknown) is refused, except a forbidden one, which it cannot produce anyway."""
+        if constraints is not None and not isinstance(constraints, Constraints):
+            raise TypeError(f"constraints are nmt.options.Constraints, got {constraints!r}")
         if not constraints:
             return None
         include = tuple(

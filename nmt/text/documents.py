@@ -195,16 +195,17 @@ def _as_line(line: str | Line, glossary: Glossary | None, common: Constraints | 
     return line if line.glossary is not None else dataclasses.replace(line, glossary=glossary)
 
 
-def jsonl_lines(lines: Iterable[str], name: str) -> Iterator[Line]:
+def jsonl_lines(lines: Iterable[str], name: str, check=None) -> Iterator[Line]:
     """JSON Lines input: each line an object {"text": ..., and optionally "constraints",
-    "avoid", "prefix" (`Constraints.parse`)}; a blank line is an empty one. Errors name
-    `name` and the line."""
+    "avoid", "prefix" (`Constraints.parse`)}; a blank line is an empty one. `check`:
+    also run on each line's constraints (`Translator.targets`: can the model write
+    them). Errors name `name` and the line."""
     for number, raw in enumerate(lines, 1):
         if not raw.strip():
             yield Line("")
             continue
         try:
-            data = json.loads(raw)
+            data = json.loads(raw.removeprefix("\ufeff") if number == 1 else raw)
             if not isinstance(data, dict) or not isinstance(data.get("text"), str):
                 raise OptionError('expected an object with a "text" string')
             unknown = sorted(data.keys() - {"text", *JSONL_KEYS})
@@ -213,7 +214,10 @@ def jsonl_lines(lines: Iterable[str], name: str) -> Iterator[Line]:
                     f"unknown keys {unknown}: known are text, {', '.join(JSONL_KEYS)}"
                 )
             data["text"].encode("utf-8")  # JSON's "\ud800", a lone surrogate: refused
-            yield Line(data["text"], Constraints.parse(data))
+            line = Line(data["text"], Constraints.parse(data))
+            if check:
+                check(line.constraints)
+            yield line
         except (json.JSONDecodeError, UnicodeEncodeError, OptionError) as err:
             raise OptionError(f"{name} line {number}: {err}") from None
 
