@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from nmt.kernels.topk import top_k
+from nmt.kernels.topk import row_argmax
 from nmt.scoring import NEG_INF, Rule, Step, apply
 
 UNMET = 1e4  # what ranks an output that missed a constraint below those that did not
@@ -150,11 +150,15 @@ def _unglue(rows: Tensor, t: int, matched: Tensor, phrases: Phrases) -> None:
     or a whole required phrase, there except a piece that goes on with a phrase under
     way (after "hound", the "s" of "hounds"). Only in those rows: a pass over all
     costs more."""
+    A, R = matched.shape[:2]
     whole = _whole(matched, phrases).flatten(2).any(-1)  # (A, R)
     typed = (phrases.word_at == t)[:, None].expand_as(whole)  # the user's space wins
-    ending = (whole | typed).flatten().nonzero()[:, 0]
-    going_on = _following(matched, phrases).masked_fill(typed[..., None, None], -1)
-    going_on = going_on.flatten(2).flatten(0, 1)[ending]  # (n, C * J)
+    ending = (whole | typed).flatten().nonzero()[:, 0]  # (n,) rows
+    if not ending.numel():
+        return
+    sentence = ending // R
+    going_on = _following(matched.flatten(0, 1)[ending], *_of(phrases, sentence))  # (n, C, J)
+    going_on = going_on.masked_fill(typed.flatten()[ending, None, None], -1).flatten(1)
     at = going_on.clamp(min=0)  # -1: none, and PAD (0) is never glued: it keeps its value
     some = rows[ending]
     kept = some.gather(1, at)
@@ -215,10 +219,10 @@ def candidates(total: Tensor, flat: Tensor, met: Tensor, matched: Tensor, phrase
     (A, R, C, J) the rows'), each once (a repeat scores -inf)."""
     A, R, V = total.shape
     row = torch.arange(R, device=total.device)[None, :, None, None] * V
-    following = _following(matched, phrases)  # (A, R, C, J)
+    following = _following(matched, *_of(phrases))  # (A, R, C, J)
     open_ = (following >= 0) & ~met[..., None]
     forced = torch.where(open_, row + following, -1).flatten(1)
-    best = top_k(total.reshape(A * R, V), 1)[1].view(A, R) + row[..., 0, 0]  # argmax, faster
+    best = row_argmax(total.reshape(A * R, V)).view(A, R) + row[..., 0, 0]
     every = torch.cat([flat, best, forced], 1)  # (A, M)
     ordered, order = every.sort(dim=1)
     repeat = F.pad(ordered[:, 1:] == ordered[:, :-1], (1, 0), value=False)
@@ -246,12 +250,21 @@ def _whole(matched: Tensor, phrases: Phrases) -> Tensor:
     return ((matched >> (length - 1).clamp(min=0)) & 1).bool() & (length > 0)
 
 
-def _following(matched: Tensor, phrases: Phrases) -> Tensor:
-    """matched (A, X, C, J) -> (A, X, C, J): each phrase's piece after the most of it the
-    output ends with; -1 where it ends with all of it, or there is no such phrase."""
-    P, length = phrases.include.size(-1), phrases.include_len[:, None]
+def _of(phrases: Phrases, sentence: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """The required phrases (..., C, J, P) and their lengths (..., C, J) of the `sentence`
+    of each row, or of every sentence (A, 1, C, J, P) to meet its rows (A, X, ...)."""
+    if sentence is None:
+        return phrases.include[:, None], phrases.include_len[:, None]
+    return phrases.include[sentence], phrases.include_len[sentence]
+
+
+def _following(matched: Tensor, include: Tensor, length: Tensor) -> Tensor:
+    """matched (..., C, J) of the phrases include (..., C, J, P) of lengths (..., C, J)
+    -> each phrase's piece after the most of it the output ends with; -1 where it ends
+    with all of it, or there is no such phrase."""
+    P = include.size(-1)
     done = _longest(matched, P)
-    include = phrases.include[:, None].expand(-1, matched.size(1), -1, -1, -1)
+    include = include.expand(*matched.shape, P)
     piece = include.gather(-1, done.clamp(max=P - 1)[..., None]).squeeze(-1)
     return torch.where(done < length, piece, -1)
 
