@@ -99,14 +99,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(p)
     page = (
         "auto (default): from the input's suffix (text where it names none); text: one "
-        "output line per input line; the others: the input is one document, all but its "
-        "text kept (docs/documents.md)"
+        "output line per input line; jsonl: the same, each input line "
+        '{"text": ..., "constraints": [...], "avoid": [...], "prefix": ...}; the others: '
+        "the input is one document, all but its text kept (docs/documents.md)"
     )
-    p.add_argument("--format", choices=["auto", *FORMATS], default="auto", help=page)
+    p.add_argument("--format", choices=["auto", *FORMATS, "jsonl"], default="auto", help=page)
     kept = ".po, XLIFF: translate entries that already have a translation too"
     p.add_argument("--retranslate", action="store_true", help=kept)
     review = ".po: flag what is translated fuzzy; XLIFF: state needs-review-translation"
     p.add_argument("--review", action="store_true", help=review)
+    _add_glossary(p)
+    p.add_argument("--avoid", metavar="FILE", help="phrases the output must not hold, one a line")
+    p.add_argument("--prefix", metavar="TEXT", help="every output line begins with TEXT")
     no_split = "the input is one sentence a line: do not split lines into sentences"
     p.add_argument("--no-split", action="store_true", help=no_split)
     errors = "invalid UTF-8: stop naming the line, or replace it"
@@ -184,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-keys", nargs="?", const=KEYS_DB, metavar="DB", help=keys)
     per_minute = "requests (texts) a minute per client address without a key; 0: no limit"
     p.add_argument("--req-limit", type=at_least(0), default=0, help=per_minute)
+    _add_glossary(p, "every request's (LibreTranslate's API too): ")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("plot", help="draw the learning curves of a run")
@@ -217,6 +222,12 @@ def _add_search(p: argparse.ArgumentParser, options) -> None:
         p.add_argument(flag, metavar=option.kind.__name__.upper(), help=option.help)
 
 
+def _add_glossary(p: argparse.ArgumentParser, whose: str = "") -> None:
+    terms = "TSV: source term, TAB, target term (more TABs: choices); nmt/text/glossary.py"
+    p.add_argument("--glossary", metavar="FILE", help=whose + terms)
+    p.add_argument("--glossary-ignore-case", action="store_true", help="match terms case-folded")
+
+
 def _add_device(p: argparse.ArgumentParser, default: str | None = "auto") -> None:
     """--device and --precision, "auto" both: what `nmt.plan` picks for this machine."""
     p.add_argument("--device", default=default, help=DEVICE_HELP)
@@ -229,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     or a reader that closed its pipe (141, as for a program SIGPIPE ended; nothing said)."""
     from nmt.outputs import OutputClosed, remove_temporaries
 
-    with interrupts.raising():
+    with interrupts.raising(restore=argv is not None):  # None: this process is nmt
         try:
             try:
                 _run(argv)

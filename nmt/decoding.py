@@ -2,7 +2,9 @@
 in input order: searched (`decode`: one n-best list per sequence, a call's
 `SearchOptions` settled against the run's decode config) or forced (`steps`, `logprobs`,
 `attention`: a given output fed step by step as search feeds its choices). The
-Translator, validation while training and `nmt inspect` all decode through here.
+Translator, validation while training and `nmt inspect` all decode through here. A
+sequence's constraints (`nmt.constraints.Targets`) widen its output limit by the pieces
+they need, and take it through beam search even at a beam of 1.
 
 Shapes: B sentences, S source length, T output length (BOS first), V vocabulary.
 """
@@ -18,8 +20,9 @@ import torch
 from torch import Tensor
 
 from nmt.config import DecodeConfig
+from nmt.constraints import Targets, pack
 from nmt.corpus import inference_batches, pad_batch
-from nmt.options import SearchOptions
+from nmt.options import OptionError, SearchOptions
 from nmt.plan import Plan
 from nmt.scoring import BeamOptions, Hypotheses, output_limits, step_rules
 from nmt.search import beam_search, sample
@@ -33,6 +36,9 @@ class Hypothesis:
     logprob: float  # total log-probability of the pieces and EOS under the model
     tokens: tuple[int, ...]  # target piece ids, without BOS and EOS
     alignment: tuple[int, ...] = ()  # per target piece, the source piece attended most
+    # required phrases it lacks: no output within the length limit met them all (or one
+    # held a forbidden phrase); such outputs rank below every one that met them
+    missed: int = 0
 
     def alignment_pairs(self) -> str:
         """'i-j' pairs: source piece i aligned to target piece j, as fast_align writes them."""
@@ -63,30 +69,55 @@ def batches(src_ids: list[list[int]], max_tokens: int, plan: Plan) -> Iterator[t
 
 
 def decode(
-    model, src_ids: list[list[int]], options: SearchOptions, *, plan: Plan, cfg: DecodeConfig
+    model,
+    src_ids: list[list[int]],
+    options: SearchOptions,
+    *,
+    plan: Plan,
+    cfg: DecodeConfig,
+    targets: list[Targets | None] | None = None,
+    glued: torch.Tensor | None = None,
 ) -> list[list[Hypothesis]]:
     """`options.nbest` hypotheses (text left empty) per sequence of source ids (pieces +
     EOS), best first, searched (a beam of 1: greedily) or drawn (`sample_temperature`)
-    in batches of `max_tokens` source tokens; an empty sequence gives EMPTY."""
+    in batches of `max_tokens` source tokens; an empty sequence gives EMPTY. `targets`:
+    each sequence's constraints, or None; `glued` (V,): the target pieces that continue
+    a word (`nmt.constraints.pack`)."""
     results = [[EMPTY] * options.nbest for _ in src_ids]
+    targets = targets or [None] * len(src_ids)
+    if options.sampling and any(targets):
+        raise OptionError("constraints, avoid and prefix need beam search, not sampling")
     beam = beam_options(options, cfg)
     specials = {"bos": BOS, "eos": EOS, "pad": PAD, "shrink_step": plan.shrink_step}
-    drawn = options.sampling or beam.beam_size == 1
-    if drawn:  # temperature 0: the most probable token
+    searched = (beam_search, {**specials, "options": beam})
+    groups = [(searched, list(range(len(src_ids))))]
+    if options.sampling or beam.beam_size == 1:  # temperature 0: the most probable token
         rules = step_rules(beam.min_len, beam.no_repeat_ngram, bos=BOS, eos=EOS, pad=PAD)
         top_k, temperature = options.sample_top_k, options.sample_temperature
-        specials.update(temperature=temperature, top_k=top_k, rules=rules)
-    else:
-        specials.update(options=beam)
-    search = sample if drawn else beam_search
-    wanted = [i for i, ids in enumerate(src_ids) if len(ids) > 1]  # empty lines stay empty
+        drawn = {**specials, "temperature": temperature, "top_k": top_k, "rules": rules}
+        # only beam search knows constraints: their sequences take a beam of 1
+        groups = [
+            ((sample, drawn), [i for i, t in enumerate(targets) if not t]),
+            (searched, [i for i, t in enumerate(targets) if t]),
+        ]
     with torch.inference_mode(), plan.autocast():
-        found = batches([src_ids[i] for i in wanted], options.max_tokens or cfg.max_tokens, plan)
-        for batch, src, src_len in found:
-            max_len = output_limits(src_len, cfg.max_len_a, cfg.max_len_b)
-            hypotheses = search(model, src, src_len, max_len=max_len, **specials)
-            for i, hyps in zip(batch, _hypotheses(hypotheses, options.nbest), strict=True):
-                results[wanted[i]] = hyps
+        for (search, how), members in groups:
+            wanted = [i for i in members if len(src_ids[i]) > 1]  # empty lines stay empty
+            found = batches(
+                [src_ids[i] for i in wanted], options.max_tokens or cfg.max_tokens, plan
+            )
+            for batch, src, src_len in found:
+                chosen = [wanted[j] for j in batch]
+                max_len = output_limits(src_len, cfg.max_len_a, cfg.max_len_b)
+                extra = {}
+                if search is beam_search and any(targets[i] for i in chosen):
+                    picked = [targets[i] for i in chosen]
+                    extra["phrases"] = pack(picked, plan.device, glued)
+                    room = [t.room if t else 0 for t in picked]
+                    max_len = max_len + torch.tensor(room, device=plan.device)
+                hypotheses = search(model, src, src_len, max_len=max_len, **how, **extra)
+                for i, hyps in zip(chosen, _hypotheses(hypotheses, options.nbest), strict=True):
+                    results[i] = hyps
     return results
 
 
@@ -95,11 +126,13 @@ def _hypotheses(found: Hypotheses, nbest: int) -> list[list[Hypothesis]]:
     pieces = found.pieces(EOS)
     named = (found.scores, found.logprob, found.align)
     scores, logprobs, aligns = (x[:, :nbest].tolist() for x in named)
+    missed = found.missed[:, :nbest].tolist() if found.missed is not None else None
     out: list[list[Hypothesis]] = [[] for _ in pieces]
     for b, k in itertools.product(range(len(pieces)), range(nbest)):
         ids = tuple(pieces[b][k])
         align = tuple(aligns[b][k][1 : len(ids) + 1])
-        out[b].append(Hypothesis("", scores[b][k], logprobs[b][k], ids, align))
+        lacks = missed[b][k] if missed else 0
+        out[b].append(Hypothesis("", scores[b][k], logprobs[b][k], ids, align, lacks))
     return out
 
 

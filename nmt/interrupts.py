@@ -40,9 +40,11 @@ def _raise(signum: int, frame) -> None:
 
 
 @contextlib.contextmanager
-def raising() -> Iterator[None]:
+def raising(restore: bool = True) -> Iterator[None]:
     """SIGINT and SIGTERM raise `Interrupted` while inside; the previous handlers come
-    back after (`cli.main` may run more than once in a process: the tests)."""
+    back after (`cli.main` may run more than once in a process: the tests), or, with
+    `restore=False` (the process ends after), the signals are ignored: the command is
+    over, and a signal during the interpreter's teardown must not end it as killed."""
     if threading.current_thread() is not threading.main_thread():
         yield  # only the main thread may set handlers; signals reach it alone anyway
         return
@@ -51,7 +53,7 @@ def raising() -> Iterator[None]:
         yield
     finally:
         for signum, handler in previous.items():
-            signal.signal(signum, handler)
+            signal.signal(signum, handler if restore else signal.SIG_IGN)
 
 
 def _install(handler) -> dict[int, object]:

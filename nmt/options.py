@@ -4,9 +4,10 @@
 arguments and the server's JSON fields set; the parser's arguments and help, the
 server's checks and its OpenAPI schema are derived from it, and `SearchOptions` checks
 a value once, with the same message everywhere (an `OptionError`). The run's own
-defaults are its `decode` config, whose bounds are these. Also here: the precisions, the
-device names, and the interval notation ("[0, 1)") that every bound is written in.
-No torch in this module.
+defaults are its `decode` config, whose bounds are these. `Constraints` are a line's
+own: what its translation must contain, must not, and begins with (JSON Lines input
+and the server's fields parse into it). Also here: the precisions, the device names,
+and the interval notation ("[0, 1)") that every bound is written in. No torch here.
 """
 
 from __future__ import annotations
@@ -85,6 +86,69 @@ class SearchOptions:
         """From text (the CLI's arguments, a form's fields) or JSON values; None or "":
         unset. Only `SEARCH`'s names."""
         return cls(**{k: convert(SEARCH[k], v) for k, v in values.items() if v not in (None, "")})
+
+
+MAX_PHRASES = 64  # a line's required alternatives and forbidden phrases together
+MAX_PHRASE_CHARS = 200
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """One line's constraints, in target text: each of `include` is a choice of phrases
+    (any one meets it: a term's several renderings), `avoid` phrases must not appear,
+    and the translation begins with `prefix`. Checked once, here."""
+
+    include: tuple[tuple[str, ...], ...] = ()
+    avoid: tuple[str, ...] = ()
+    prefix: str = ""
+
+    def __post_init__(self):
+        phrases = [p for choice in self.include for p in choice] + list(self.avoid)
+        if any(not choice for choice in self.include):
+            raise OptionError("a constraint needs at least one phrase, got an empty list")
+        for phrase in [*phrases, *([self.prefix] if self.prefix else [])]:
+            _check_phrase(phrase)
+        if len(phrases) > MAX_PHRASES:
+            raise OptionError(f"{len(phrases)} phrases to meet or avoid, over {MAX_PHRASES}")
+
+    def __bool__(self) -> bool:
+        return bool(self.include or self.avoid or self.prefix)
+
+    def merged(self, other: Constraints) -> Constraints:
+        """Both's phrases; `other`'s prefix where it has one."""
+        avoid = self.avoid + tuple(p for p in other.avoid if p not in self.avoid)
+        return Constraints(self.include + other.include, avoid, other.prefix or self.prefix)
+
+    @classmethod
+    def parse(cls, data: Mapping[str, object]) -> Constraints:
+        """From JSON: "constraints" (a list: a phrase, or a list of phrases any one of
+        which meets it), "avoid" (a list of phrases), "prefix" (a phrase); each may be
+        absent or null."""
+        include, avoid, prefix = (data.get(k) for k in ("constraints", "avoid", "prefix"))
+        include, avoid = ([] if x is None else x for x in (include, avoid))
+        if not isinstance(include, list):
+            raise OptionError(f"'constraints' must be a list, got {include!r}")
+        choices = [c if isinstance(c, list) else [c] for c in include]
+        if not all(isinstance(p, str) for c in choices for p in c):
+            raise OptionError("'constraints' must hold phrases or lists of phrases (strings)")
+        if not isinstance(avoid, list) or not all(isinstance(p, str) for p in avoid):
+            raise OptionError(f"'avoid' must be a list of phrases (strings), got {avoid!r}")
+        if not isinstance(prefix, str | None):
+            raise OptionError(f"'prefix' must be a string, got {prefix!r}")
+        return cls(tuple(map(tuple, choices)), tuple(avoid), prefix or "")
+
+
+def _check_phrase(phrase: str) -> None:
+    if not phrase.strip():
+        raise OptionError(f"a phrase to meet, avoid or begin with is empty: {phrase!r}")
+    if len(phrase) > MAX_PHRASE_CHARS:
+        raise OptionError(f"a phrase of {len(phrase)} characters, over {MAX_PHRASE_CHARS}")
+    if phrase.splitlines() != [phrase]:  # a line break would split the output line
+        raise OptionError(f"a phrase must be one line: {phrase!r}")
+    try:
+        phrase.encode("utf-8")
+    except UnicodeEncodeError:  # JSON's "\ud800": a lone surrogate
+        raise OptionError(f"a phrase is not valid Unicode: {phrase!r}") from None
 
 
 def convert(option: Option, value: object) -> int | float:

@@ -40,6 +40,7 @@ class Hypotheses(NamedTuple):
     scores: Tensor  # (B, n) log-probability / length penalty (+ coverage penalty)
     logprob: Tensor  # (B, n) total log-probability under the model
     align: Tensor  # (B, n, L) source position each token attended most; -1 where none
+    missed: Tensor | None = None  # (B, n) required phrases not in it (`nmt.constraints`)
 
     def pieces(self, eos: int) -> list[list[list[int]]]:
         """Each sentence's hypotheses as piece ids, without BOS, EOS and padding."""

@@ -25,6 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from nmt import constraints
+from nmt.constraints import Phrases
+from nmt.kernels.topk import top_k
 from nmt.scoring import (
     NEG_INF,
     BeamOptions,
@@ -128,15 +131,18 @@ class Beams(NamedTuple):
     score: Tensor  # (A, K) live: total log-probability; finished: the ranking score
     logprob: Tensor  # (A, K) total log-probability
     coverage: Tensor  # (A, K, S) attention received by each source position (S = 0: no beta)
+    met: Tensor | None = None  # (A, K, C) each constraint met (`nmt.constraints`)
+    matched: Tensor | None = None  # (A, K, C, J) bits: which prefixes of each phrase end it
 
     def gather(self, index: Tensor) -> Beams:
         """index (A, J) -> (A, J, ...) each."""
-        return Beams(*(gather_beams(x, index) for x in self))
+        return Beams(*(None if x is None else gather_beams(x, index) for x in self))
 
     def merge(self, other: Beams, k: int) -> Beams:
-        """The k best by score of the two pools."""
-        both = Beams(*(torch.cat(pair, 1) for pair in zip(self, other, strict=True)))
-        return both.gather(both.score.topk(k, dim=1).indices)
+        """The k best of the two pools: by score, those that met their constraints first."""
+        pairs = zip(self, other, strict=True)
+        both = Beams(*(None if a is None else torch.cat((a, b), 1) for a, b in pairs))
+        return both.gather(constraints.rank_key(both.score, both.met).topk(k, dim=1).indices)
 
 
 class _Beamed(NamedTuple):
@@ -148,6 +154,7 @@ class _Beamed(NamedTuple):
     src_mask: Tensor  # (A, 1, S) real source positions
     alive: Beams
     done: Beams
+    phrases: Phrases | None  # the sentences' constraints
 
 
 @torch.no_grad()
@@ -162,27 +169,33 @@ def beam_search(
     eos: int,
     pad: int,
     shrink_step: int = 1,
+    phrases: Phrases | None = None,
 ) -> Hypotheses:
     """The n = options.nbest best hypotheses per sentence, best first, scored by their
     log-probability / `length_penalty(length, alpha)` (length counts EOS, not BOS) plus
     the coverage penalty. Of each step's 2K best continuations, those ending in EOS among
     the top K join the sentence's pool of K finished ones; the K best others stay live.
     A sentence stops once it has K finished (fairseq's rule: a live beam might still have
-    overtaken one) or no live beam can enter its n best, and leaves the batch then."""
+    overtaken one) or no live beam can enter its n best, and leaves the batch then.
+    `phrases` (`nmt.constraints.pack`): sentences with required phrases choose their
+    beams by banks instead, the others exactly as without; a limit below a prefix's
+    length is raised to fit it and EOS."""
     K, n = options.beam_size, options.nbest
     memory, state = model.encode(src, src_len)  # one state row per sentence until step 0
-    live = _start(src, src_len, max_len, K, bos, pad, with_coverage=options.beta > 0)
-    results, limits = live.done, _Limits.of(max_len, K, options.alpha)
+    live = _start(src, src_len, max_len, K, bos, pad, options.beta > 0, phrases)
+    results, limits = live.done, _Limits.of(live.max_len, K, options.alpha)
     rules = step_rules(options.min_len, options.no_repeat_ngram, bos=bos, eos=eos, pad=pad)
-    top_half = torch.arange(2 * K, device=src.device) < K  # the ranks that may finish
-    for t in range(int(max_len.max())):
+    banked = phrases is not None and bool(phrases.banked.any())
+    for t in range(int(live.max_len.max())):
         # a. score every continuation of every live beam; at step 0 a sentence's K
         # beams are one (BOS), so it decodes one row: 1/K of that step's work
         A, R, alive = live.index.numel(), K if t else 1, live.alive
         logp, state, attn = model.decode_step(alive.tokens[:, :R, t].flatten(), state, memory)
         prefix = alive.tokens[:, :R, : t + 1].flatten(0, 1)
-        row_limits = limits.rows if t else live.max_len
-        logp = apply(rules, logp, Step(t, prefix, row_limits, limits.first))
+        step = Step(t, prefix, limits.rows if t else live.max_len, limits.first)
+        logp = constraints.apply_rules(
+            rules, logp, step, live.phrases, pad=pad, matched=alive.matched
+        )
         V = logp.size(-1)
         # in place: a fresh (N, V) tensor per step costs page faults, not just a pass
         total = logp.view(A, R, V).add_(alive.score[:, :R, None])
@@ -190,31 +203,23 @@ def beam_search(
             total = F.pad(total, (0, 0, 0, K - R), value=NEG_INF)
 
         # b. the 2K best continuations: at least K of them do not end in EOS
-        cand_score, flat = top_k(total.view(A, -1), 2 * K)  # (A, 2K)
-        beam, token = flat // V, flat % V
-        cand = _extend(alive.gather(beam), t, token, cand_score, attn, beam)
-
-        # c. an ended candidate joins the finished pool only if it ranks among the top K
-        final = cand_score / length_penalty(t + 1.0, options.alpha)
-        if options.beta:
-            final = final + coverage_penalty(cand.coverage, live.src_mask, options.beta)
-        ends = token == eos
-        finished = cand._replace(score=torch.where(ends & top_half, final, NEG_INF))
-        done = live.done.merge(finished, K)
-
-        # d. the rest keep searching, and their decoder states follow them
-        alive_score, keep = cand_score.masked_fill(ends, NEG_INF).topk(K, dim=1)
-        alive = cand.gather(keep)._replace(score=alive_score)
-        # (A, K) state rows; at step 0 every beam continues its sentence's one row
-        parent = beam.gather(1, keep) + limits.sentence * K if t else limits.sentence.expand(A, K)
+        found = top_k(total.view(A, -1), 2 * K)  # (A, 2K) scores and flat indices
+        how = {"options": options, "eos": eos, "sentence": limits.sentence}
+        chosen = _choose(live, t, total, found, attn, **how)
+        if banked:  # sentences with phrases to meet choose by banks among more candidates
+            by_banks = _choose(live, t, total, found, attn, **how, phrases=live.phrases)
+            chosen = constraints.pick(live.phrases.banked, by_banks, chosen)
+        done, alive, parent = chosen
         state = state.select(parent.flatten())  # N = A * K rows
         live = live._replace(alive=alive, done=done)
 
         # e. done: K finished, or no live beam can enter the n best: no live score can rise
-        # above `reachable` (log-probabilities only fall; the coverage penalty is <= 0)
-        reachable = alive_score[:, 0] / limits.penalty
-        certain = done.score[:, n - 1] >= reachable  # also true once no beam is alive
-        over = live.searching & ((done.score[:, -1] > NEG_INF) | certain)
+        # above `reachable` (log-probabilities only fall; the coverage penalty is <= 0).
+        # Finished outputs that missed a constraint count for neither.
+        done_score = constraints.complete(done.score, done.met)
+        reachable = alive.score[:, 0] / limits.penalty
+        certain = done_score[:, n - 1] >= reachable  # also true once no beam is alive
+        over = live.searching & ((done_score[:, -1] > NEG_INF) | certain)
         if not over.any():  # a host sync per step, paid back by every row that leaves
             continue
 
@@ -226,32 +231,70 @@ def beam_search(
             rows = (left[:, None] * K + torch.arange(K, device=left.device)).flatten()
             memory, state = memory.select(left), state.select(rows)
             limits = _Limits.of(live.max_len, K, options.alpha)
-    best = Beams(*(x[:, :n] for x in results))
-    return Hypotheses(best.tokens, best.score, best.logprob, best.align)
+    best = Beams(*(None if x is None else x[:, :n] for x in results))
+    missed = constraints.missed(best.met)
+    return Hypotheses(best.tokens, best.score, best.logprob, best.align, missed)
 
 
-def _start(src, src_len, max_len, K: int, bos: int, pad: int, *, with_coverage: bool) -> _Beamed:
+def _choose(live: _Beamed, t: int, total, found, attn, *, options, eos, sentence, phrases=None):
+    """Steps c and d: the finished pool, the live beams and their parents' state rows
+    (A, K), from total (A, R, V) and the `found` 2K best (scores, flat indices). Without
+    `phrases`, ended ones among the top K finish and the K best others stay live; with
+    them, `nmt.constraints.allocate` decides among more candidates."""
+    K, V = options.beam_size, total.size(-1)
+    if phrases is not None:
+        choice = constraints.choose(total, found[1], live.alive, eos, phrases, K)
+        found = choice.score, choice.flat
+    score, beam, token = found[0], found[1] // V, found[1] % V  # (A, 2K)
+    cand = _extend(live.alive, beam, t, token, score, attn)
+    ends = token == eos
+    if phrases is None:
+        finishing = ends & (torch.arange(score.size(1), device=score.device) < K)
+        alive_score, keep = score.masked_fill(ends, NEG_INF).topk(K, dim=1)
+    else:
+        cand = cand._replace(met=choice.met, matched=choice.matched)
+        finishing, keep, alive_score = choice.finishing, choice.keep, choice.alive_score
+
+    # c. an ended candidate joins the finished pool only if it ranks among the top K
+    final = score / length_penalty(t + 1.0, options.alpha)
+    if options.beta:
+        final = final + coverage_penalty(cand.coverage, live.src_mask, options.beta)
+    done = live.done.merge(cand._replace(score=torch.where(finishing, final, NEG_INF)), K)
+
+    # d. the rest keep searching, and their decoder states follow them
+    alive = cand.gather(keep)._replace(score=alive_score)
+    # (A, K) state rows; at step 0 every beam continues its sentence's one row
+    parent = beam.gather(1, keep) + sentence * K if t else sentence.expand(-1, K)
+    return done, alive, parent
+
+
+def _start(src, src_len, max_len, K: int, bos, pad, with_coverage: bool, phrases) -> _Beamed:
     """Every sentence searching, its K live beams BOS (one of them scored 0: they are
-    one), its finished pool empty."""
+    one), no constraint met, its finished pool empty; every limit room for the prefix."""
     B, S, device = src.size(0), src.size(1), src.device
+    max_len = max_len if phrases is None else torch.maximum(max_len, phrases.prefix_len + 1)
     tokens = src.new_full((B, K, int(max_len.max()) + 1), pad)
     tokens[:, :, 0] = bos
     score = torch.full((B, K), NEG_INF, device=device)
     coverage = torch.zeros(B, K, S if with_coverage else 0, device=device)
-    done = Beams(tokens, torch.full_like(tokens, -1), score, score.clone(), coverage)
-    alive = Beams(*(x.clone() for x in done))
+    state = constraints.start(phrases, K) if phrases is not None else (None, None)
+    done = Beams(tokens, torch.full_like(tokens, -1), score, score.clone(), coverage, *state)
+    alive = Beams(*(None if x is None else x.clone() for x in done))
     alive.score[:, 0] = 0.0
     src_mask = (torch.arange(S, device=device) < src_len[:, None].to(device))[:, None]
     searching = torch.ones(B, dtype=torch.bool, device=device)
-    return _Beamed(torch.arange(B, device=device), searching, max_len, src_mask, alive, done)
+    index = torch.arange(B, device=device)
+    return _Beamed(index, searching, max_len, src_mask, alive, done, phrases)
 
 
-def _extend(cand: Beams, t: int, token: Tensor, score: Tensor, attn, beam: Tensor) -> Beams:
-    """The candidates (A, 2K, ...): their beams with `token` appended at t + 1."""
+def _extend(alive: Beams, beam: Tensor, t: int, token: Tensor, score: Tensor, attn) -> Beams:
+    """The candidates (A, M, ...): the `beam`s (A, M) of `alive` with `token` appended
+    at t + 1."""
+    cand = alive.gather(beam)
     cand.tokens[:, :, t + 1] = token
     coverage = cand.coverage
     if attn is not None:
-        A, K = cand.score.size(0), cand.score.size(1) // 2
+        A, K = alive.score.shape
         attn = attn.view(A, -1, attn.size(-1)).expand(A, K, -1)  # (A, K, S)
         cand.align[:, :, t + 1] = attn.argmax(-1).gather(1, beam)
         if coverage.size(-1):
@@ -281,7 +324,8 @@ def _hand_in(live, over: Tensor, results, handed, shrink_step: int):
     of `shrink_step`: on a CPU each new row count builds new bf16 matmul kernels (oneDNN),
     so there row counts that recur across batches can save more than finished rows cost."""
     for out, part in zip(results, handed, strict=True):
-        out[live.index[over]] = part[over]
+        if out is not None:
+            out[live.index[over]] = part[over]
     live = live._replace(searching=live.searching & ~over)
     size = -(-int(live.searching.sum()) // shrink_step) * shrink_step
     if size >= live.searching.numel():
@@ -292,30 +336,8 @@ def _hand_in(live, over: Tensor, results, handed, shrink_step: int):
 
 def _take(state: NamedTuple, rows: Tensor) -> NamedTuple:
     """The `rows` of every (A, ...) tensor in a (nested) NamedTuple."""
-    parts = (_take(x, rows) if isinstance(x, tuple) else x[rows] for x in state)
+    parts = (_take(x, rows) if isinstance(x, tuple) else x if x is None else x[rows] for x in state)
     return type(state)(*parts)
-
-
-def top_k(scores: Tensor, k: int, groups: int = 32) -> tuple[Tensor, Tensor]:
-    """scores (R, C) -> the k largest values per row, sorted, and their columns:
-    `scores.topk(k)`'s values (ties may pick other columns), about 3x faster on CPU.
-
-    Each row is split into `width` interleaved sets of `groups` columns (i, i + width,
-    ...): each of the k largest lies in one of the k sets with the largest maxima (k
-    sets with a larger maximum would hold k larger values), so one vectorized max over
-    the row and two small topks find them (docs/benchmarks.md: beam search's top-k).
-    """
-    R, C = scores.shape
-    groups = max(1, min(groups, C // k))  # at least k sets
-    if C % groups:
-        scores = F.pad(scores, (0, groups - C % groups), value=NEG_INF)
-    width = scores.size(1) // groups
-    columns = scores.view(R, groups, width)  # [r, j, i] = scores[r, j * width + i]
-    best_sets = columns.amax(1).topk(k, dim=1).indices  # (R, k)
-    candidates = columns.gather(2, best_sets[:, None].expand(-1, groups, -1))  # (R, groups, k)
-    values, position = candidates.view(R, -1).topk(k, dim=1)
-    cols = (position // k) * width + best_sets.gather(1, position % k)
-    return values, cols.clamp_(max=C - 1)  # padding only ever ties at -inf
 
 
 def gather_beams(x: Tensor, index: Tensor) -> Tensor:

@@ -3,13 +3,16 @@
 A `Translator` holds a model (or an `Ensemble`), its two tokenizers, its config and a
 plan, and always returns one result per input line, in input order (`nmt.decoding`):
 empty input gives an empty output, over-long input is translated from its truncated
-start (`nmt.text.documents` cuts long lines into windows first). Loading and wrapping the
-models is `nmt.loading`'s.
+start (`nmt.text.documents` cuts long lines into windows first). A line may carry
+`Constraints` (target text): they become pieces here, each phrase also in the form
+that starts a sentence (its first letter upper case) as one more way to meet or
+break it. Loading and wrapping the models is `nmt.loading`'s.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import logging
 from collections.abc import Iterable, Iterator
@@ -19,13 +22,15 @@ import torch
 
 from nmt import decoding, loading
 from nmt.config import Config
+from nmt.constraints import Targets
 from nmt.decoding import Hypothesis, decode
 from nmt.ensemble import Ensemble
-from nmt.options import SearchOptions
+from nmt.options import Constraints, OptionError, SearchOptions
 from nmt.plan import Plan, plan_for
 from nmt.tokenizer import BOS, EOS, UNK, Tokenizer
 
-__all__ = ["Hypothesis", "Translator"]
+__all__ = ["Constraints", "Hypothesis", "Translator"]
+MAX_PHRASE_PIECES = 32  # a longer phrase costs (pieces ** 2) work per candidate and step
 
 log = logging.getLogger(__name__)
 
@@ -51,24 +56,47 @@ class Translator:
         decode.* overrides."""
         return cls(*loading.load(paths, **options))
 
-    def translate(self, lines: list[str], **options) -> list[list[Hypothesis]]:
+    def translate(
+        self, lines: list[str], *, constraints: list[Constraints | None] | None = None, **options
+    ) -> list[list[Hypothesis]]:
         """The `nbest` best hypotheses of each line, best first, in input order.
         `options`: `nmt.options.SearchOptions`' (beam, nbest, alpha, max_tokens,
-        sample_temperature, sample_top_k), checked before any work."""
-        return list(self.translate_stream(lines, chunk_lines=max(len(lines), 1), **options))
+        sample_temperature, sample_top_k), checked before any work. `constraints`: each
+        line's, or None (a beam search then; `Hypothesis.missed` flags an output that
+        lacks a required phrase, and a warning counts them)."""
+        if constraints is not None and len(constraints) != len(lines):
+            raise ValueError(f"{len(lines)} lines but {len(constraints)} constraints")
+        stream = self.translate_stream(
+            lines, constraints=constraints, chunk_lines=max(len(lines), 1), **options
+        )
+        return list(stream)
 
     def translate_stream(
-        self, lines: Iterable[str], *, chunk_lines: int = 10_000, **options
+        self,
+        lines: Iterable[str],
+        *,
+        constraints: Iterable[Constraints | None] | None = None,
+        chunk_lines: int = 10_000,
+        **options,
     ) -> Iterator[list[Hypothesis]]:
-        """`translate` over an iterable of any length, holding one chunk in memory."""
+        """`translate` over an iterable of any length, holding one chunk in memory;
+        `constraints` an iterable beside `lines`."""
         if isinstance(lines, str):  # would translate it character by character
             raise TypeError("translate takes a list of lines, not a str: translate([text])")
         search = SearchOptions(**options)
-        lines, truncated = iter(lines), 0
+        lines, truncated, missed = iter(lines), 0, 0
+        given = iter(constraints) if constraints is not None else itertools.repeat(None)
         while chunk := list(itertools.islice(lines, chunk_lines)):
             src_ids, count = self._encode(chunk)
             truncated += count
-            found = decode(self.decoder, src_ids, search, plan=self.plan, cfg=self.cfg.decode)
+            targets = [self.targets(c) for c in itertools.islice(given, len(chunk))]
+            if len(targets) < len(chunk):
+                raise ValueError("fewer constraints than lines: one (or None) per line")
+            found = decode(
+                self.decoder, src_ids, search, plan=self.plan, cfg=self.cfg.decode,
+                targets=targets, glued=self._glued if any(targets) else None,
+            )  # fmt: skip
+            missed += sum(hyps[0].missed > 0 for hyps in found)
             texts = iter(self.tgt_tok.decode([h.tokens for hyps in found for h in hyps]))
             for line, hyps in zip(chunk, found, strict=True):
                 hyps = [dataclasses.replace(h, text=next(texts)) for h in hyps]
@@ -76,6 +104,46 @@ class Translator:
                     hyps = [self._replace_unk(line, h) for h in hyps]
                 yield hyps
         self._warn_truncated(truncated)
+        if missed:
+            log.warning(
+                "%d lines lack a required phrase: no translation within the length limit met"
+                " them all (or one held a forbidden phrase); their Hypothesis.missed says how"
+                " many",
+                missed,
+            )
+
+    def targets(self, constraints: Constraints | None) -> Targets | None:
+        """A line's `Constraints` in target pieces: each phrase as given and with its
+        first letter upper case. A phrase the model cannot write (a piece of it
+        unknown) is refused, except a forbidden one, which it cannot produce anyway."""
+        if constraints is not None and not isinstance(constraints, Constraints):
+            raise TypeError(f"constraints are nmt.options.Constraints, got {constraints!r}")
+        if not constraints:
+            return None
+        include = tuple(
+            tuple(ids for p in _forms(choice) if (ids := self._pieces(p, must=p in choice)))
+            for choice in constraints.include
+        )
+        avoid = tuple(ids for p in _forms(constraints.avoid) if (ids := self._pieces(p)))
+        prefix = self._pieces(constraints.prefix, must=True) if constraints.prefix else ()
+        return Targets(include, avoid, prefix, constraints.prefix[-1:].isspace())
+
+    @functools.cached_property
+    def _glued(self) -> torch.Tensor:
+        """(V,) the target pieces that continue a word: no word mark, a letter or digit."""
+        pieces = self.tgt_tok.id_to_piece(list(range(len(self.tgt_tok))))
+        return torch.tensor([not p.startswith("\u2581") and p[:1].isalnum() for p in pieces])
+
+    def _pieces(self, phrase: str, must: bool = False) -> tuple[int, ...]:
+        """`phrase`'s target pieces; () for one with an unknown piece, unless `must`."""
+        ids = tuple(self.tgt_tok.encode([phrase])[0])
+        if not ids and must:
+            raise OptionError(f"{phrase!r} has nothing the model can write")
+        if UNK in ids and must:
+            raise OptionError(f"the model cannot write {phrase!r}: characters it never saw")
+        if len(ids) > MAX_PHRASE_PIECES:
+            raise OptionError(f"{phrase!r} is {len(ids)} pieces, over {MAX_PHRASE_PIECES}")
+        return () if UNK in ids else ids
 
     def score(self, src_lines: list[str], tgt_lines: list[str]) -> list[float]:
         """Forced decoding: the model's total log-probability of each target (pieces + EOS)."""
@@ -125,3 +193,9 @@ class Translator:
             if token == UNK and 0 <= i < len(source):
                 pieces[j] = source[i]
         return dataclasses.replace(hyp, text="".join(pieces).replace("\u2581", " ").strip())
+
+
+def _forms(phrases) -> list[str]:
+    """Each phrase, and after it its form at the start of a sentence where that differs."""
+    starts = (p[:1].upper() + p[1:] for p in phrases)
+    return list(dict.fromkeys(x for pair in zip(phrases, starts, strict=True) for x in pair))

@@ -30,22 +30,22 @@ from tests.conftest import TINY, tiny_overrides, write_split
 from tests.test_serve import free_port
 
 # the parser's arguments by role; the others have a bounded type or choices, or are flags
-INPUTS = {"input", "hyp", "ref", "src", "config"}
+INPUTS = {"input", "hyp", "ref", "src", "config", "glossary", "avoid"}
 MODELS = {"model", "checkpoints"}  # checkpoints or run directories
 RUNS = {"run"}  # a run directory `plot` reads
 OUTPUTS = {"output", "translations"}
 RUN_OUT = {"out"}  # the run directory `train` writes
 DEVICES = {"device"}
 HOSTS = {"host"}
-FREE_TEXT = {"sentence", "overrides"}
+FREE_TEXT = {"sentence", "overrides", "prefix"}
 KEY_DBS = {"api_keys"}  # an SQLite file of API keys, made if missing
 ORIGINS = {"cors_origins"}
 NAMED_BY_VALUE = (
     INPUTS | MODELS | RUNS | OUTPUTS | RUN_OUT | DEVICES | HOSTS | KEY_DBS | ORIGINS
 )  # in the message  # any text is valid
 FLAGS = {"help", "resume", "reset_optimizer", "scores", "alignments", "chrf_plus", "no_split"}
-FLAGS |= {"retranslate", "review"}  # translate's document flags
-EMPTY_IS_VALID = {("translate", "input")}  # no lines in, no lines out
+FLAGS |= {"retranslate", "review", "glossary_ignore_case"}  # translate's document, term flags
+EMPTY_IS_VALID = {("translate", "input"), ("translate", "avoid")}  # no lines: nothing to do
 # str config fields with no generated bad value, and why
 STR_FIELDS = {
     "data.hub": "a Hub dataset id is checked by the Hub: online",
@@ -73,6 +73,10 @@ def world(trained_run, toy_corpus, tmp_path_factory) -> dict[str, Path]:
         "empty": "",
         "notes.pt": "hello\n",
         "a-file": "x\n",
+        "no-tab.tsv": "Hund\n",
+        "bad.jsonl": '{"text": "Ein Hund."}\n["Ein Hund."]\n',
+        "typo.jsonl": '{"text": "Ein Hund.", "constraint": ["dog"]}\n',
+        "long-avoid": "dog\n" + "x" * 300 + "\n",
     }
     for name, text in files.items():
         (root / name).write_text(text, encoding="utf-8")
@@ -248,7 +252,20 @@ def semantic_cases(w: dict[str, Path]) -> list[tuple[str, list[str], str]]:
         ("inspect -o neither html nor png", inspect_txt, "x.txt"),
         ("evaluate -o a reference", evaluate, "a file this command reads"),
         ("evaluate --device without --model", [*evaluate[:-2], "--device", "cpu"], "--device"),
-    ]
+        ("a glossary line without a target", [*translate, "--glossary", str(root / "no-tab.tsv")],
+         "no-tab.tsv line 1"),
+        ("ignore case without a glossary", [*translate, "--glossary-ignore-case"], "--glossary"),
+        ("a prefix for a page", [*translate, "--format", "html", "--prefix", "A"], "--prefix"),
+        ("a prefix while sampling", [*translate, "--prefix", "A", "--sample-temperature", "1"],
+         "--prefix"),
+        ("an empty prefix", [*translate, "--prefix", "  "], "empty"),
+        ("a JSON line that is no object", _set_option(translate, ["-i"], str(root / "bad.jsonl")),
+         "bad.jsonl line 2"),
+        ("a JSON line with a misspelt key",
+         _set_option(translate, ["-i"], str(root / "typo.jsonl")), "constraint"),
+        ("a phrase to avoid over the limit", [*translate, "--avoid", str(root / "long-avoid")],
+         "long-avoid line 2"),
+    ]  # fmt: skip
 
 
 def snapshot(*roots: Path) -> dict[str, str]:

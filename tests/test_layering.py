@@ -30,6 +30,7 @@ RANKS = [
     {"plan", "tokenizer", "data", "outputs", "kernels"},
     {"corpus", "model"},
     {"runtime", "checkpoint", "scoring", "ensemble"},
+    {"constraints"},
     {"search"},
     {"decoding", "loading"},
     {"translate"},

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from nmt.ensemble import Ensemble
+from nmt.kernels.topk import row_argmax, top_k
 from nmt.scoring import BeamOptions, length_penalty
-from nmt.search import beam_search, greedy, sample, top_k
+from nmt.search import beam_search, greedy, sample
 
 PAD, BOS, EOS = 0, 1, 2
 SPECIALS = {"bos": BOS, "eos": EOS, "pad": PAD}
@@ -343,3 +344,12 @@ def test_top_k_finds_the_same_values_as_topk(columns, k):
     assert torch.equal(scores.gather(1, cols), values)
     assert int(cols.max()) < columns
     assert all(len(set(row)) == k for row in cols.tolist())  # no column taken twice
+
+
+@pytest.mark.parametrize("columns", [8000, 8003, 70, 5])
+def test_row_argmax_is_argmax(columns):
+    g = torch.Generator().manual_seed(columns)
+    scores = torch.randn(9, columns, generator=g).log_softmax(-1)
+    scores[0, : columns // 2] = float("-inf")
+    scores[1] = scores[1].round(decimals=0)  # ties: the first one, as argmax
+    assert torch.equal(row_argmax(scores), scores.argmax(-1))

@@ -18,9 +18,11 @@ from pathlib import Path
 
 from nmt.commands.evaluate import cmd_evaluate
 from nmt.commands.files import UsageError, existing_file, files_read, progress_bar
+from nmt.errors import NmtError
 from nmt.options import SEARCH, SearchOptions
 
 log = logging.getLogger("nmt")
+LINE_FORMATS = ("text", "jsonl")  # one output line per input line; the rest: documents
 
 
 __all__ = [
@@ -50,7 +52,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_translate(args: argparse.Namespace) -> None:
     from nmt.data import iter_lines
     from nmt.outputs import check_output, output_file
-    from nmt.text.documents import Summary, translate_lines
+    from nmt.text.documents import Summary, jsonl_lines, translate_lines
     from nmt.translate import Translator
 
     search = SearchOptions.parse({name: getattr(args, name) for name in SEARCH})
@@ -59,21 +61,29 @@ def cmd_translate(args: argparse.Namespace) -> None:
     if args.input != "-":
         existing_file(args.input, "input ")
     fmt = _input_format(args)
-    if fmt != "text" and (search.nbest > 1 or args.scores or args.alignments):
+    if fmt not in LINE_FORMATS and (search.nbest > 1 or args.scores or args.alignments):
         raise UsageError(f"--format {fmt} writes one document: no --nbest, --scores, --alignments")
     for item in args.overrides:  # the model's own settings came with its weights
         if not item.startswith("decode."):
             raise UsageError(f"{item}: translate takes decode.* overrides only")
+    terms = _terms(args, fmt, search)
     reads = files_read(args)
     check_output(args.output, reads)
     load = {"device": args.device, "precision": args.precision, "overrides": args.overrides}
     translator = Translator.load(args.model, **load)
+    if terms["glossary"]:  # a term the model cannot write: refused before any line
+        terms["glossary"].check(translator)
     options = {**dataclasses.asdict(search), "split": not args.no_split, "summary": Summary()}
-    if fmt != "text":  # the whole input is one document
+    options.update(terms)
+    if fmt not in LINE_FORMATS:  # the whole input is one document
         _translate_document(translator, fmt, args, options, reads)
     else:
         with output_file(args.output, reads=reads) as out:
-            lines = translate_lines(translator, iter_lines(args.input, args.errors), **options)
+            lines = iter_lines(args.input, args.errors)
+            if fmt == "jsonl":
+                name = "<stdin>" if args.input == "-" else args.input
+                lines = jsonl_lines(lines, name, translator.targets)
+            lines = translate_lines(translator, lines, **options)
             with progress_bar(args.input) as progress:
                 for line_id, hyps in enumerate(lines):
                     out.write(_format(line_id, hyps, search.nbest, args))
@@ -87,15 +97,54 @@ def _input_format(args: argparse.Namespace) -> str:
     from nmt.text.formats import BINARY, FORMATS, format_of
 
     given = None if args.format == "auto" else args.format
-    fmt = format_of(args.input, given) if args.input != "-" else given or "text"
+    if given == "jsonl" or (not given and args.input.endswith((".jsonl", ".jsonl.gz"))):
+        fmt = "jsonl"
+    else:
+        fmt = format_of(args.input, given) if args.input != "-" else given or "text"
     if args.output != "-":
         suffix = Path(args.output).suffix.lower().lstrip(".")
         named = [name for name, (_, suffixes) in FORMATS.items() if suffix in suffixes]
-        if named and named != [fmt]:
+        if named and named != ["text" if fmt == "jsonl" else fmt]:
             raise UsageError(f"-o {args.output}: a {fmt} input comes back as {fmt}; name it so")
     elif fmt in BINARY and sys.stdout.isatty():
         raise UsageError(f"a {fmt} file is not written to a terminal: give -o FILE")
     return fmt
+
+
+def _glossary(args: argparse.Namespace):
+    """--glossary FILE (with --glossary-ignore-case), read; None without."""
+    from nmt.text.glossary import Glossary
+
+    if args.glossary_ignore_case and not args.glossary:
+        raise UsageError("--glossary-ignore-case applies only with --glossary")
+    if not args.glossary:
+        return None
+    path = existing_file(args.glossary, "glossary ")
+    return Glossary.read(path, ignore_case=args.glossary_ignore_case)
+
+
+def _terms(args: argparse.Namespace, fmt: str, search: SearchOptions) -> dict:
+    """translate's --glossary, --avoid and --prefix, read and checked before any model
+    is loaded: the `glossary` and `common` options of `nmt.text.documents`."""
+    from nmt.data import read_lines
+    from nmt.options import Constraints
+
+    if args.prefix is not None and fmt not in LINE_FORMATS:
+        raise UsageError(f"--prefix begins each line: not with --format {fmt}")
+    given = [f"--{x}" for x in ("glossary", "avoid", "prefix") if getattr(args, x) is not None]
+    if search.sampling and (given or fmt == "jsonl"):
+        what = " and ".join(given) or "jsonl input"
+        raise UsageError(f"{what}: constraints need beam search, not --sample-temperature")
+    glossary = _glossary(args)
+    avoid = []
+    if args.avoid:
+        for number, line in enumerate(read_lines(existing_file(args.avoid, "--avoid ")), 1):
+            try:
+                avoid += Constraints(avoid=(line.strip(),)).avoid if line.strip() else ()
+            except NmtError as err:
+                raise UsageError(f"{args.avoid} line {number}: {err}") from None
+    common = Constraints(avoid=tuple(avoid), prefix=args.prefix or "")
+    return {"glossary": glossary, "common": common or None}
 
 
 def _translate_document(translator, fmt: str, args, options: dict, reads: list[Path]) -> None:
@@ -195,6 +244,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     except OSError as err:
         raise UsageError(f"cannot listen on {args.host}:{args.port}: {err.strerror}") from None
     keys = KeyStore(args.api_keys) if args.api_keys else None
+    glossary = _glossary(args)
     options = {"device": args.device, "precision": args.precision}
     translators = [Translator.load(run, **options) for run in args.model]
     limits = Limits(
@@ -210,7 +260,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
         shutdown_grace=args.shutdown_grace,
         req_limit=args.req_limit,
     )
-    app = build_app(translators, limits, origins=tuple(args.cors_origins), keys=keys)
+    origins = tuple(args.cors_origins)
+    app = build_app(translators, limits, origins=origins, keys=keys, glossary=glossary)
     log.info("serving %s on http://%s:%d", ", ".join(args.model), args.host, args.port)
     server.run(app, args.host, args.port)
 

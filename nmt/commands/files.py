@@ -17,7 +17,9 @@ class UsageError(NmtError):
 
 
 # the parser's arguments that name files or run folders a command reads
-READ_ARGUMENTS = ("config", "input", "hyp", "ref", "src", "model", "checkpoints", "run")
+READ_ARGUMENTS = (
+    "config", "input", "hyp", "ref", "src", "model", "checkpoints", "run", "glossary", "avoid"
+)  # fmt: skip
 
 
 def files_read(args: argparse.Namespace) -> list[Path]:

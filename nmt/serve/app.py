@@ -7,6 +7,8 @@ An ASGI app (Starlette) for uvicorn, one language pair per run:
   optional API keys with request limits (`nmt.serve.keys`);
 - OpenNMT-py's `POST /translator/translate` (`[{"src": ..., "id": N}]`, N the N-th run);
 - `POST /v1/translate`: n-best lists with scores, alignments and, asked for, attention;
+  `constraints`, `avoid`, `prefix` (`nmt.options.Constraints`) and `glossary` pairs for
+  every text (over the server's `--glossary`, which LibreTranslate's API gets too);
 - `POST /v1/inspect`: one sentence's attention, gates and memory cells (`nmt.reporting.inside`),
   which the page at `/` (nmt/serve/static) draws;
 - LibreTranslate's `POST /translate_file` and `GET /download_file/<name>`: documents of
@@ -33,13 +35,13 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from nmt.options import SearchOptions
+from nmt.options import Constraints, SearchOptions
 from nmt.reporting.inside import as_json, inspect_sentence
 from nmt.serve import openapi
 from nmt.serve.batcher import Batcher, Options
 from nmt.serve.context import Call, Served, endpoint
 from nmt.serve.detect import Detector
-from nmt.serve.door import RequestError
+from nmt.serve.door import Params, RequestError
 from nmt.serve.files import Files
 from nmt.serve.guard import Draining, Guard
 from nmt.serve.keys import KeyStore, RateLimiter
@@ -47,6 +49,8 @@ from nmt.serve.libre import LibreApi
 from nmt.serve.limits import Limits
 from nmt.serve.metrics import Metrics
 from nmt.serve.openapi import SERVED
+from nmt.text.documents import Line
+from nmt.text.glossary import Glossary
 from nmt.translate import Translator
 
 STATIC = Path(__file__).parent / "static"  # the page: package data, no build step
@@ -58,16 +62,21 @@ def build_app(
     *,
     origins: tuple[str, ...] = ("*",),
     keys: KeyStore | None = None,
+    glossary: Glossary | None = None,
 ) -> Starlette:
     """The app for uvicorn; `translators`: one per language pair; `origins`: the web
-    origins whose pages may call it (CORS); `keys`: API keys, required when given."""
+    origins whose pages may call it (CORS); `keys`: API keys, required when given;
+    `glossary`: applied to every text of every request (checked against each model:
+    `Glossary.check`)."""
     limits = limits or Limits()
     by_pair = {_pair_of(t): t for t in translators}
     if len(by_pair) < len(translators):
         raise RequestError("two runs serve the same language pair: serve one of them")
+    for translator in translators if glossary else []:
+        glossary.check(translator)
     schema = openapi.document(list(by_pair), limits)
     metrics = Metrics({p for p in schema["paths"]} | {"/spec"})
-    batcher = Batcher(by_pair, limits, metrics)
+    batcher = Batcher(by_pair, limits, metrics, glossary)
     languages = list(dict.fromkeys(code for pair in by_pair for code in pair.split("-")))
     served = Served(list(by_pair), limits, batcher, Detector(languages), keys, RateLimiter())
     libre, native = LibreApi(served), _NativeApi(served, by_pair)
@@ -176,14 +185,39 @@ class _NativeApi:
         chosen = self.served.pair(params.get("source"), params.get("target"))
         search = SearchOptions.parse({name: params.get(name) for name in SERVED})
         attention = params.flag("attention")
+        lines = self.constrained(self.by_pair[chosen], texts, params)
         results = await self.served.batcher.translate(
-            chosen, texts, Options("text", search, attention)
+            chosen, lines, Options("text", search, attention)
         )
         translations = [
             {"nbest": [_hypothesis(*h) if attention else _hypothesis(h, None) for h in r]}
             for r in results
         ]
         return JSONResponse({"pair": chosen, "translations": translations})
+
+    def constrained(self, translator: Translator, texts: list[str], params: Params) -> list:
+        """The texts as `Line`s with the request's constraints and glossary (over the
+        server's), each checked here: a batch never fails for one member."""
+        terms, pairs = Constraints.parse(params.fields), params.get("glossary")
+        if not terms and pairs is None:
+            return texts
+        glossary = self.served.batcher.glossary
+        if pairs is not None:
+            if not isinstance(pairs, list) or not all(
+                isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p)
+                for p in pairs
+            ):
+                raise RequestError("'glossary' must be a list of [source term, target term]")
+            rows = [(f"glossary pair {i}", *pair) for i, pair in enumerate(pairs)]
+            ignore_case = bool(glossary and glossary.ignore_case)
+            own = Glossary.of(rows, ignore_case=ignore_case)
+            own.check(translator)
+            glossary = glossary.merged(own) if glossary else own
+        lines = [Line(text, terms, glossary) for text in texts]
+        for line in lines:  # every part's constraints are a subset of the whole line's
+            found = glossary.constraints(line.text) if glossary else ()
+            translator.targets(terms.merged(Constraints(include=found)))
+        return lines
 
     async def inspect(self, call: Call) -> Response:
         params = call.params
@@ -204,7 +238,7 @@ class _NativeApi:
 
 def _hypothesis(h, attention) -> dict:
     """A native answer's hypothesis; `attention`: a `documents.Attention` or None."""
-    found = {"text": h.text, "score": h.score, "logprob": h.logprob}
+    found = {"text": h.text, "score": h.score, "logprob": h.logprob, "missed": h.missed}
     found["alignment"] = h.alignment_pairs()
     if attention is not None:
         weights = attention.weights.double().round(decimals=4).tolist()

@@ -68,17 +68,22 @@ class _Job:
 class Batcher:
     """Translates jobs on one worker thread, in fair batches (see the module's doc)."""
 
-    def __init__(self, translators: dict[str, Translator], limits: Limits, metrics: Metrics):
+    def __init__(
+        self, translators: dict[str, Translator], limits: Limits, metrics: Metrics, glossary=None
+    ):
+        """`glossary` (`nmt.text.glossary`): every text's, but a `Line`'s own."""
         self.translators, self.limits, self.metrics = translators, limits, metrics
+        self.glossary = glossary
         self.waiting: deque[_Job] = deque()  # the rotation: jobs with lines not yet taken
         self.cond = threading.Condition()
         self.pending, self.closed = 0, False
         self.thread = threading.Thread(target=self._work, name="nmt-batcher", daemon=True)
         self.thread.start()
 
-    async def translate(self, pair: str, lines: list[str], options: Options) -> list:
-        """Per line: its n-best list of Hypothesis (html: the page's translation; with
-        attention: (Hypothesis, Attention) pairs)."""
+    async def translate(self, pair: str, lines: list, options: Options) -> list:
+        """Per line (a text, or a `documents.Line` with its constraints): its n-best list
+        of Hypothesis (html: the page's translation; with attention: (Hypothesis,
+        Attention) pairs). Lines with and without constraints share batches."""
         return await self._submit(pair, lines, options) if lines else []
 
     async def call(self, work: Callable[[], object]) -> object:
@@ -183,9 +188,8 @@ class Batcher:
             if end == len(job.lines) and len(job.results) == len(job.lines):
                 _settle_soon(job, job.results, None)
 
-    @staticmethod
-    def _translate(translator: Translator, options: Options, texts: list[list[str]]) -> list:
-        search = dataclasses.asdict(options.search)
+    def _translate(self, translator: Translator, options: Options, texts: list[list]) -> list:
+        search = {**dataclasses.asdict(options.search), "glossary": self.glossary}
         if options.format == "html":  # a page is its own unit
             return [[translate_html(translator, t, **search) for t in lines] for lines in texts]
         translate = translate_attended if options.attention else translate_lines

@@ -35,6 +35,7 @@ class Limits:
         return self.max_file_bytes if path == "/translate_file" else self.max_body_bytes
 
 
-def line_weight(line: str) -> int:
-    """How many of `Limits.batch_lines` a line uses: one per `LINE_CHARS` characters."""
-    return max(1, -(-len(line) // LINE_CHARS))
+def line_weight(line) -> int:
+    """How many of `Limits.batch_lines` a line (a text, or a `documents.Line`) uses: one
+    per `LINE_CHARS` characters."""
+    return max(1, -(-len(getattr(line, "text", line)) // LINE_CHARS))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from nmt.options import MAX_BEAM, SEARCH, Option, parse_interval
+from nmt.options import MAX_BEAM, MAX_PHRASE_CHARS, SEARCH, Option, parse_interval
 
 # the search options a request may set: all but max_tokens, a batch size the server decides
 SERVED = [name for name in SEARCH if name != "max_tokens"]
@@ -185,6 +185,7 @@ def _native_translate(pair: dict, texts: dict) -> dict:
     search = {name: _schema(SEARCH[name]) for name in SERVED}
     attend = {"type": "boolean", "description": "each hypothesis with its attention"}
     body = _object(["text", "source", "target"], text=texts, **pair, **search, attention=attend)
+    body["properties"].update(_terms())
     weights = _matrix("row t: what target piece t attended to over the source pieces")
     attention = _object(
         ["source", "target", "weights"], source=_array(STR), target=_array(STR), weights=weights
@@ -197,10 +198,26 @@ def _native_translate(pair: dict, texts: dict) -> dict:
         logprob=NUM,
         alignment=alignment,
         attention=attention,
+        missed={**INT, "description": "required phrases it lacks (none met them all)"},
     )
     line = _object(["nbest"], nbest=_array(hypothesis))
     answer = _object(["pair", "translations"], pair=STR, translations=_array(line))
     return _post("n-best lists with scores, alignments and attention", body, answer)
+
+
+def _terms() -> dict:
+    """The native API's constraints for every text (`nmt.options.Constraints`)."""
+    phrase = {**STR, "minLength": 1, "maxLength": MAX_PHRASE_CHARS}
+    choice = {"oneOf": [phrase, _array(phrase)]}
+    return {
+        "constraints": _array(choice, "phrases the translation must hold (a list: any one)"),
+        "avoid": _array(phrase, "phrases it must not hold"),
+        "prefix": {**phrase, "description": "what it begins with"},
+        "glossary": _array(
+            {**_array(STR), "minItems": 2, "maxItems": 2},
+            "[source term, target term] pairs, over the server's --glossary",
+        ),
+    }
 
 
 def _inspect(pair: dict, most_chars: int) -> dict:

@@ -10,17 +10,24 @@ Nothing is invented: a part with no letters (numbers, emoji, punctuation, a URL)
 one the model cannot read (most of its pieces <unk>: a script it never saw), passes
 through unchanged. What was split, cut or passed through is counted in one summary.
 
-How the parts' hypotheses combine into the line's: its score and log-probability are
-the sums of its parts'; its tokens are theirs concatenated, and so is its alignment,
-each part's source positions offset by the pieces of the parts before it (a copied
-part has none). The k-th of a line's n-best list joins the k-th of each of its parts,
-which is not in general the line's k-th best joint translation. Its attention
-(`translate_attended`) is its parts', each on the diagonal.
+How the parts' hypotheses combine into the line's: its score, log-probability and
+missed constraints are the sums of its parts'; its tokens are theirs concatenated, and
+so is its alignment, each part's source positions offset by the pieces of the parts
+before it (a copied part has none). The k-th of a line's n-best list joins the k-th
+of each of its parts, which is not in general the line's k-th best joint translation.
+Its attention (`translate_attended`) is its parts', each on the diagonal.
+
+Constraints (`Line`): a glossary term binds the part whose source holds it
+(`nmt.text.glossary`); forbidden phrases bind every part; a line with required phrases
+or a prefix is not split into sentences, and where it is still cut into windows they
+bind its first one (a part that would pass through is translated then).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -29,12 +36,14 @@ import torch
 from torch import Tensor
 
 from nmt.decoding import Hypothesis
-from nmt.options import SearchOptions
+from nmt.options import Constraints, OptionError, SearchOptions
+from nmt.text.glossary import Glossary
 from nmt.tokenizer import EOS, UNK
 from nmt.translate import Translator
 
 URL = re.compile(r"(\w+://|www\.)\S+")
 WORD_START = "\u2581"  # SentencePiece's mark of a piece that begins a word
+JSONL_KEYS = ("constraints", "avoid", "prefix")
 
 
 @dataclass
@@ -71,6 +80,15 @@ def _count_of(n: int, noun: str) -> str:
 
 
 @dataclass(frozen=True)
+class Line:
+    """A line of input with its own constraints and glossary (over the call's)."""
+
+    text: str
+    constraints: Constraints = Constraints()
+    glossary: Glossary | None = None
+
+
+@dataclass(frozen=True)
 class Part:
     """A sentence of a line, or a window of one; lead + text + trail is its source."""
 
@@ -82,6 +100,7 @@ class Part:
     trail: str  # whitespace after it
     copy: bool  # passed through unchanged
     pieces: int = 0  # its source pieces: where the next part's alignment starts
+    constraints: Constraints | None = None
 
 
 def translate_lines(
@@ -139,50 +158,100 @@ def _attention(translator: Translator, pick: list, blocks: Iterator, sources: It
 
 def translate_parts(
     translator: Translator,
-    lines: Iterable[str],
+    lines: Iterable[str | Line],
     *,
     split: bool = True,
     summary: Summary | None = None,
     chunk_lines: int = 1_000,
+    glossary: Glossary | None = None,
+    common: Constraints | None = None,
     **options,
 ) -> Iterator[list[tuple[Part, list[Hypothesis] | None]]]:
     """Each line's parts, each with its n-best list (None: passed through), in order;
     `options` as `translate`'s. `split=False`: the input is one sentence a line
-    (over-long ones are still cut). `summary`, if given, is filled in as lines go."""
+    (over-long ones are still cut). `summary`, if given, is filled in as lines go.
+    `glossary` applies to every line that has none of its own (`Line.glossary`:
+    merge the two first to apply both); `common` constraints to every line, under its
+    own (`Constraints.merged`)."""
     SearchOptions(**options)  # checked before any line: a chunk may have nothing to search
     summary = summary if summary is not None else Summary()
-    lines = iter(lines)
+    lines = (_as_line(x, glossary, common) for x in lines)
     while chunk := list(itertools.islice(lines, chunk_lines)):
         parts = [p for i, line in enumerate(chunk) for p in _parts(translator, i, line, split)]
         _count(summary, len(chunk), parts)
-        wanted = [p.text for p in parts if not p.copy]
-        found = iter(translator.translate(wanted, **options) if wanted else [])
+        wanted = [p for p in parts if not p.copy]
+        given = [p.constraints for p in wanted] if any(p.constraints for p in wanted) else None
+        texts = [p.text for p in wanted]
+        found = iter(translator.translate(texts, constraints=given, **options) if texts else [])
         by_line = {i: list(group) for i, group in itertools.groupby(parts, lambda p: p.line)}
         for i in range(len(chunk)):
             yield [(p, None if p.copy else next(found)) for p in by_line[i]]
 
 
-def _parts(translator: Translator, index: int, line: str, split: bool) -> list[Part]:
-    """The line's sentences (or the line), each over the limit cut into windows."""
+def _as_line(line: str | Line, glossary: Glossary | None, common: Constraints | None) -> Line:
+    line = line if isinstance(line, Line) else Line(line)
+    if common:
+        line = dataclasses.replace(line, constraints=common.merged(line.constraints))
+    return line if line.glossary is not None else dataclasses.replace(line, glossary=glossary)
+
+
+def jsonl_lines(lines: Iterable[str], name: str, check=None) -> Iterator[Line]:
+    """JSON Lines input: each line an object {"text": ..., and optionally "constraints",
+    "avoid", "prefix" (`Constraints.parse`)}; a blank line is an empty one. `check`:
+    also run on each line's constraints (`Translator.targets`: can the model write
+    them). Errors name `name` and the line."""
+    for number, raw in enumerate(lines, 1):
+        if not raw.strip():
+            yield Line("")
+            continue
+        try:
+            data = json.loads(raw.removeprefix("\ufeff") if number == 1 else raw)
+            if not isinstance(data, dict) or not isinstance(data.get("text"), str):
+                raise OptionError('expected an object with a "text" string')
+            unknown = sorted(data.keys() - {"text", *JSONL_KEYS})
+            if unknown:
+                raise OptionError(
+                    f"unknown keys {unknown}: known are text, {', '.join(JSONL_KEYS)}"
+                )
+            data["text"].encode("utf-8")  # JSON's "\ud800", a lone surrogate: refused
+            line = Line(data["text"], Constraints.parse(data))
+            if check:
+                check(line.constraints)
+            yield line
+        except (json.JSONDecodeError, UnicodeEncodeError, OptionError) as err:
+            raise OptionError(f"{name} line {number}: {err}") from None
+
+
+def _parts(translator: Translator, index: int, line: Line, split: bool) -> list[Part]:
+    """The line's sentences (or the line), each over the limit cut into windows, each
+    with its constraints."""
     from sentencex import segment
 
-    lang = translator.cfg.data.src_lang
-    sentences = list(segment(lang, line)) if split and line.strip() else [line]
-    if "".join(sentences) != line:  # the segmenter must not lose a character
-        sentences = [line]
-    parts = []
+    lang, bound = translator.cfg.data.src_lang, line.constraints
+    split = split and not (bound.include or bound.prefix)  # a whole line's: not split
+    text = line.text
+    sentences = list(segment(lang, text)) if split and text.strip() else [text]
+    if "".join(sentences) != text:  # the segmenter must not lose a character
+        sentences = [text]
+    terms = line.glossary
+    parts, first = [], bool(bound.include or bound.prefix)
     for s, sentence in enumerate(sentences):
-        text = sentence.strip()
+        body = sentence.strip()
         lead = sentence[: len(sentence) - len(sentence.lstrip())]
-        trail = sentence[len(lead) + len(text) :]
-        spans = _windows(translator, text) if text else [(0, 0)]
+        trail = sentence[len(lead) + len(body) :]
+        spans = _windows(translator, body) if body else [(0, 0)]
         for w, (start, end) in enumerate(spans):
-            window = text[start:end]
+            window = body[start:end]
             ids = translator.src_tok.encode([window])[0] if window else []
             copy = not window or _nothing_to_translate(window) or _unreadable(translator, ids)
-            before = lead if w == 0 else text[spans[w - 1][1] : start]  # the source's own gap
+            own = Constraints(avoid=bound.avoid)
+            if window and first:  # the line's required phrases and prefix: its first part
+                own, copy, first = bound, False, False
+            if terms and window:
+                own = own.merged(Constraints(include=terms.constraints(window)))
+            before = lead if w == 0 else body[spans[w - 1][1] : start]  # the source's own gap
             after = trail if w == len(spans) - 1 else ""
-            parts.append(Part(index, s, w, before, window, after, copy, len(ids)))
+            parts.append(Part(index, s, w, before, window, after, copy, len(ids), own or None))
     return parts
 
 
@@ -269,7 +338,7 @@ def _count(summary: Summary, lines: int, parts: list[Part]) -> None:
 
 def _join(parts: list[tuple[Part, list | None]], k: int) -> Hypothesis:
     """The line's k-th hypothesis: each part's k-th, joined (the module's rules)."""
-    text, score, logprob, tokens, alignment, offset = "", 0.0, 0.0, [], [], 0
+    text, score, logprob, tokens, alignment, offset, missed = "", 0.0, 0.0, [], [], 0, 0
     for part, hyps in parts:
         if hyps is None:
             text += part.lead + part.text + part.trail
@@ -280,4 +349,5 @@ def _join(parts: list[tuple[Part, list | None]], k: int) -> Hypothesis:
         tokens += hyp.tokens
         alignment += [i + offset if i >= 0 else i for i in hyp.alignment]
         offset += part.pieces
-    return Hypothesis(text, score, logprob, tuple(tokens), tuple(alignment))
+        missed += hyp.missed
+    return Hypothesis(text, score, logprob, tuple(tokens), tuple(alignment), missed)
