@@ -51,7 +51,8 @@ class StandIn:
         self.cfg = SimpleNamespace(data=SimpleNamespace(src_lang=lang, max_len=200))
         self.calls: list[int] = []  # how many lines each translate call had
 
-    def translate(self, lines: list[str], **options) -> list[list[Hypothesis]]:
+    def translate(self, lines: list[str], *, constraints=None, **options) -> list[list[Hypothesis]]:
+        """As `Translator.translate`; constraints are accepted and not honoured."""
         SearchOptions(**options)
         self.calls.append(len(lines))
         out = []

@@ -114,7 +114,7 @@ def test_no_window_is_over_the_limit_and_together_they_are_the_text(translator, 
         window = text[start:end]
         assert window == window.strip() and window
         assert len(translator.src_tok.encode([window])[0]) <= limit, (window[:40], limit)
-    parts_ = documents._parts(translator, 0, text, split=False)
+    parts_ = documents._parts(translator, 0, documents.Line(text), split=False)
     assert "".join(p.lead + p.text + p.trail for p in parts_) == text
 
 

@@ -67,6 +67,8 @@ class Sandbox:
         (self.data / "src.de").write_text("Der hund läuft.\nEin mann sieht die katze.\n")
         (self.data / "ref.en").write_text("the dog runs.\na man sees the cat.\n")
         (self.data / "hyp.en").write_text("the dog runs.\na man sees a cat.\n")
+        (self.data / "terms.tsv").write_text("Hund\tdog\n")  # a glossary
+        (self.data / "avoid.txt").write_text("cat\n")
         shutil.copy(TINY, self.data / "train.yaml")  # pointed at data/ by train_overrides
         self.user.mkdir()
         (self.user / "notes.txt").write_text("precious\n")
@@ -134,6 +136,8 @@ def read_candidates(box: Sandbox) -> dict[str, list[str]]:
         "model": models,
         "checkpoints": [run, run / "step-100.pt", run / "step-200.pt", user / "hard-last.pt"],
         "run": [run],
+        "glossary": [data / "terms.tsv"],
+        "avoid": [data / "avoid.txt"],
     }
 
 
@@ -173,6 +177,8 @@ def command_lines(draw, box: Sandbox) -> tuple[list[str], dict[str, Path]]:
             values = [str(draw(st.sampled_from(reads[dest]))) for _ in range(1 + many)]
         elif dest == "sentence":
             values = [SENTENCE]
+        elif dest == "prefix":
+            values = ["A "]
         elif dest == "overrides":
             values = box.train_overrides() if command == "train" else []
         elif action.choices:
@@ -295,7 +301,8 @@ def test_the_generator_covers_every_command_and_argument(sandbox):
         parser = subparsers()[command]
         assert {a.dest for a in parser._actions} & OUTPUTS, f"{command} writes nothing"
         for action in parser._actions:
-            known = action.dest in OUTPUTS | NOT_DRAWN | {"sentence", "overrides"} | set(reads)
+            drawn = {"sentence", "overrides", "prefix"}
+            known = action.dest in OUTPUTS | NOT_DRAWN | drawn | set(reads)
             known = known or bool(action.choices) or action.nargs == 0
             numbers = action.dest in SEARCH or hasattr(action.type, "least")  # defaults
             assert known or numbers, f"nmt {command}: no role for {action.dest}"
