@@ -11,13 +11,11 @@ import dataclasses
 import difflib
 import math
 import typing
-from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-import yaml
-
+from nmt import yaml_file
 from nmt.errors import NmtError
 from nmt.options import PRECISIONS, SEARCH, describe, within
 
@@ -216,19 +214,7 @@ class Config:
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: typing.Sequence[str] = ()) -> Config:
         path = Path(path)
-        if not path.is_file():
-            what = "is not a file" if path.exists() else "does not exist"
-            raise ConfigError(f"config file {path} {what}")
-        try:
-            raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
-        except UnicodeDecodeError:
-            raise ConfigError(f"{path}: not valid UTF-8") from None
-        except _DuplicateKey as dup:
-            raise ConfigError(f"{path} line {dup.line}: {dup}") from None
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark else ""
-            raise ConfigError(f"{path}{where}: not valid YAML") from None
+        raw = yaml_file.read(path, ConfigError)
         if raw is None:  # its defaults would name no data
             raise ConfigError(f"config file {path} is empty")
         if not isinstance(raw, dict):
@@ -271,7 +257,7 @@ def apply_overrides(raw: dict[str, Any], overrides: typing.Sequence[str]) -> dic
         if not sep or len(parts) != 2 or not all(parts):
             raise ConfigError(f"override {item!r} is not of the form section.key=value")
         section, leaf = parts
-        raw.setdefault(section, {})[leaf] = _parse_value(text)
+        raw.setdefault(section, {})[leaf] = yaml_file.scalar(text)
     return raw
 
 
@@ -293,39 +279,6 @@ def _check_sections(raw: dict[str, Any]) -> None:
                 f"config section {name!r} must be a mapping of keys, got {values!r} "
                 f"({type(values).__name__})"
             )
-
-
-class _DuplicateKey(yaml.YAMLError):
-    def __init__(self, message: str, line: int):
-        super().__init__(message)
-        self.line = line
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """yaml's SafeLoader, refusing a key (or a section) given twice in one mapping,
-    where plain YAML lets the last one win silently."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: overriding is its point
-                continue
-            key = self.construct_object(key_node, deep=True)
-            line = key_node.start_mark.line + 1
-            if isinstance(key, Hashable) and key in seen:
-                raise _DuplicateKey(
-                    f"{key!r} is given twice (first on line {seen[key]}); keep one", line
-                )
-            if isinstance(key, Hashable):
-                seen[key] = line
-        return super().construct_mapping(node, deep)
-
-
-def _parse_value(text: str) -> Any:
-    try:
-        return yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError:
-        return text
 
 
 def _build(make: type, section: str, values: dict[str, Any]) -> Any:

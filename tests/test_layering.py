@@ -25,7 +25,7 @@ PACKAGE = Path(nmt.__file__).parent
 # the core, bottom up: a module may import the ranks below its own
 RANKS = [
     {"errors", "interrupts"},
-    {"options"},
+    {"options", "yaml_file"},
     {"config"},
     {"plan", "tokenizer", "data", "outputs", "kernels"},
     {"corpus", "model"},

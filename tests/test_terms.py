@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 
 from nmt import cli
 from nmt.options import Constraints, OptionError
-from nmt.text.documents import Line, jsonl_lines, translate_lines, translate_parts
+from nmt.text.documents import Line, translate_lines, translate_parts
 from nmt.text.glossary import Glossary, GlossaryError
+from nmt.text.jsonl import jsonl_lines
 from nmt.translate import Translator
 from tests.conftest import WORDS
 from tests.test_serve import call, free_port, start

@@ -52,7 +52,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_translate(args: argparse.Namespace) -> None:
     from nmt.data import iter_lines
     from nmt.outputs import check_output, output_file
-    from nmt.text.documents import Summary, jsonl_lines, translate_lines
+    from nmt.text.documents import Summary, translate_lines
+    from nmt.text.jsonl import jsonl_lines
     from nmt.translate import Translator
 
     search = SearchOptions.parse({name: getattr(args, name) for name in SEARCH})

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -36,14 +35,13 @@ import torch
 from torch import Tensor
 
 from nmt.decoding import Hypothesis
-from nmt.options import Constraints, OptionError, SearchOptions
+from nmt.options import Constraints, SearchOptions
 from nmt.text.glossary import Glossary
 from nmt.tokenizer import EOS, UNK
 from nmt.translate import Translator
 
 URL = re.compile(r"(\w+://|www\.)\S+")
 WORD_START = "\u2581"  # SentencePiece's mark of a piece that begins a word
-JSONL_KEYS = ("constraints", "avoid", "prefix")
 
 
 @dataclass
@@ -193,33 +191,6 @@ def _as_line(line: str | Line, glossary: Glossary | None, common: Constraints | 
     if common:
         line = dataclasses.replace(line, constraints=common.merged(line.constraints))
     return line if line.glossary is not None else dataclasses.replace(line, glossary=glossary)
-
-
-def jsonl_lines(lines: Iterable[str], name: str, check=None) -> Iterator[Line]:
-    """JSON Lines input: each line an object {"text": ..., and optionally "constraints",
-    "avoid", "prefix" (`Constraints.parse`)}; a blank line is an empty one. `check`:
-    also run on each line's constraints (`Translator.targets`: can the model write
-    them). Errors name `name` and the line."""
-    for number, raw in enumerate(lines, 1):
-        if not raw.strip():
-            yield Line("")
-            continue
-        try:
-            data = json.loads(raw.removeprefix("\ufeff") if number == 1 else raw)
-            if not isinstance(data, dict) or not isinstance(data.get("text"), str):
-                raise OptionError('expected an object with a "text" string')
-            unknown = sorted(data.keys() - {"text", *JSONL_KEYS})
-            if unknown:
-                raise OptionError(
-                    f"unknown keys {unknown}: known are text, {', '.join(JSONL_KEYS)}"
-                )
-            data["text"].encode("utf-8")  # JSON's "\ud800", a lone surrogate: refused
-            line = Line(data["text"], Constraints.parse(data))
-            if check:
-                check(line.constraints)
-            yield line
-        except (json.JSONDecodeError, UnicodeEncodeError, OptionError) as err:
-            raise OptionError(f"{name} line {number}: {err}") from None
 
 
 def _parts(translator: Translator, index: int, line: Line, split: bool) -> list[Part]:
