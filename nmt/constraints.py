@@ -13,11 +13,11 @@ K that continue are taken round-robin from banks of equal progress (constraint p
 produced), best first in each bank, so that hypotheses that met more constraints keep
 their place beside better-scoring ones that met fewer. Progress is exact: each
 hypothesis keeps, per phrase, the set of its prefixes that end the output (bits of an
-int64, shift-and), so overlapping phrases (a a b after a a a) are found. Right after a
-whole required phrase, pieces that would continue its last word (`glued`) are banned:
-"turf" must not become "turfed". A hypothesis that ends without meeting all of its
-constraints ranks below every one that does (`rank_key`): the best of those is only
-returned where no hypothesis met them within the length limit, and is counted.
+int64, shift-and), so overlapping phrases (a a b after a a a) are found. After a whole
+required phrase, pieces that would continue its last word (`glued`) are banned ("turf"
+never "turfed") but for one that goes on with another phrase, and then the first is not
+met ("hound" in "hounds"). An output that misses a constraint ranks below every one that
+does not (`rank_key`): returned only where none met them all, and counted.
 
 Forbidden phrases and the prefix are step rules: the last piece of a forbidden phrase
 is banned where the row just produced the rest of it; during the prefix a row may only
@@ -201,8 +201,9 @@ def choose(total: Tensor, flat: Tensor, alive, eos: int, phrases: Phrases, K: in
     met, matched = advance(token, _gather(met, beam), _gather(matched, beam), phrases)
     ends = token == eos
     nbanks = phrases.include.size(1) * phrases.include.size(-1) + 1  # at most C * P pieces
-    bank = banks(met, matched, phrases)
-    finishes, keep, alive_score = allocate(score, ends, met, bank, K, nbanks)
+    now = met_now(met, matched, phrases)  # EOS has confirmed an ended one's phrases
+    bank = banks(now, matched, phrases)
+    finishes, keep, alive_score = allocate(score, ends, now, bank, K, nbanks)
     # a row has one EOS: at most R <= K candidates end, so K places hold all of them
     ending = (ends & finishes).long().topk(K, dim=1).indices
     picked = torch.cat([keep, ending], 1)
@@ -236,12 +237,20 @@ def advance(token: Tensor, met: Tensor, matched: Tensor, phrases: Phrases):
     """Candidates (A, M) ending in `token`, their parents' met (A, M, C) and matched
     (A, M, C, J) -> theirs: bit s - 1 of matched says the output ends with the phrase's
     first s pieces (Baeza-Yates and Gonnet's shift-and: exact where a phrase overlaps
-    itself)."""
+    itself). Where the glued pieces are known, a whole phrase is met once the next piece
+    (EOS included) does not go on with its word; `met_now` adds those the output ends with."""
+    if glued := phrases.glued.size(-1) > 0:  # the parents' whole phrases this piece keeps
+        met = met | (_whole(matched, phrases) & ~phrases.glued[0][token][..., None, None]).any(-1)
     P = phrases.include.size(-1)
     hit = phrases.include[:, None] == token[:, :, None, None, None]  # (A, M, C, J, P)
     fits = (hit * (1 << torch.arange(P, device=token.device))).sum(-1)
     matched = ((matched << 1) | 1) & fits
-    return met | _whole(matched, phrases).any(-1), matched
+    return (met if glued else met_now(met, matched, phrases)), matched
+
+
+def met_now(met: Tensor, matched: Tensor, phrases: Phrases) -> Tensor:
+    """met (A, X, C), and the phrases the output ends with (matched (A, X, C, J))."""
+    return met | _whole(matched, phrases).any(-1)
 
 
 def _whole(matched: Tensor, phrases: Phrases) -> Tensor:

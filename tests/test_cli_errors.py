@@ -230,6 +230,10 @@ def semantic_cases(w: dict[str, Path]) -> list[tuple[str, list[str], str]]:
     resume = ["train", "--resume", "--out", run]
     evaluate = [*valid_args("evaluate", w), "-o", str(root / "ref")]
     inspect_txt = [*valid_args("inspect", w)[:-1], str(root / "x.txt")]
+    inspect_nothing = ["inspect", run, "  ", "-o", str(root / "existing.html")]
+    not_started = root / "not-started"  # a run folder whose metrics.jsonl holds no step yet
+    not_started.mkdir(exist_ok=True)
+    (not_started / "metrics.jsonl").write_text("")
     return [
         ("translate -i f -o f", [*translate[:-1], str(root / "src")], "a file this command reads"),
         ("translate missing -i", _set_option(translate, ["-i"], str(root / "nope")), "nope"),
@@ -250,6 +254,8 @@ def semantic_cases(w: dict[str, Path]) -> list[tuple[str, list[str], str]]:
         ("parallel decoder, input feeding", [*train, "model.decoder=parallel"], "input_feed"),
         ("parallel decoder, one layer", [*train, *PARALLEL, "model.dec_layers=1"], "dec_layers"),
         ("inspect -o neither html nor png", inspect_txt, "x.txt"),
+        ("inspect an empty sentence", inspect_nothing, "empty"),
+        ("plot a run with no step yet", ["plot", str(not_started)], "no training or validation"),
         ("evaluate -o a reference", evaluate, "a file this command reads"),
         ("evaluate --device without --model", [*evaluate[:-2], "--device", "cpu"], "--device"),
         ("a glossary line without a target", [*translate, "--glossary", str(root / "no-tab.tsv")],

@@ -40,6 +40,13 @@ def contains(seq: list[int], phrase, start: int = 0) -> bool:
     return any(seq[i : i + n] == list(phrase) for i in range(max(0, start - n + 1), len(seq)))
 
 
+def occurs_whole(seq: list[int], phrase, glued=()) -> bool:
+    """Whether `phrase` occurs in seq where no glued piece follows it."""
+    n = len(phrase)
+    ends = (i + n for i in range(len(seq) - n + 1) if seq[i : i + n] == list(phrase))
+    return any(end == len(seq) or seq[end] not in glued for end in ends)
+
+
 def goes_on(seq: list[int], phrase: list[int], word: int) -> bool:
     """Whether `word` is the phrase's next piece after the most of it that seq ends with."""
     done = max(n for n in range(len(phrase) + 1) if n == 0 or seq[-n:] == phrase[:n])
@@ -50,8 +57,8 @@ def obeys(target: Targets, seq: list[int], *, met: bool, glued=()) -> bool:
     """The oracle's rules: the prefix first, no forbidden phrase ending after it (the
     prefix is the user's own text), no `glued` word right after a whole required
     phrase (after the prefix) unless it goes on with another one, nor after a prefix
-    that ends a word, and every required phrase (in one of its forms) where `met`, not
-    all of them where not."""
+    that ends a word, and every required phrase (in one of its forms, no glued piece
+    after it) where `met`, not all of them where not."""
     body, start = seq[:-1], len(target.prefix)  # without EOS
     if body[:start] != list(target.prefix):
         return False
@@ -68,7 +75,8 @@ def obeys(target: Targets, seq: list[int], *, met: bool, glued=()) -> bool:
         whole = any(body[:i][i - len(a) :] == a for a in every if len(a) <= i)
         if body[i] in glued and whole and not any(goes_on(body[:i], a, body[i]) for a in every):
             return False
-    all_met = all(any(contains(body, alt) for alt in choice) for choice in target.include)
+    choices = target.include
+    all_met = all(any(occurs_whole(body, alt, glued) for alt in c) for c in choices)
     return all_met == met
 
 

@@ -85,6 +85,20 @@ def test_an_empty_folder_or_one_a_failed_start_left_is_new(tmp_path):
         open_run(cfg, tmp_path / "empty", resume=True, overrides=[])
 
 
+def test_a_training_that_fails_at_its_start_leaves_what_it_found(toy_corpus, tmp_path, capsys):
+    """A split that cannot be read is found after the lock is taken: the folder the run
+    made goes again, and an empty one the user gave stays empty (no lock left)."""
+    (tmp_path / "empty").mkdir()
+    missing = f"data.train={tmp_path / 'nosuch'}"
+    for name in ("new", "empty"):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["-q", *tiny_train_args(toy_corpus, missing), "--out", str(tmp_path / name)])
+
+        assert exit_.value.code == 2 and "nosuch" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+    assert list((tmp_path / "empty").iterdir()) == []
+
+
 def test_kept_checkpoints_are_averaged_from_the_run_folder(toy_corpus, tmp_path, capsys):
     run, avg = tmp_path / "run", tmp_path / "avg.pt"
     asked = ["data.vocab_size=8000", "train.max_steps=6", "train.valid_every=2"]

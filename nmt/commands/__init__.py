@@ -184,6 +184,8 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     output = Path(args.output)
     if output.suffix not in (".html", ".png"):
         raise UsageError(f"-o {output}: name an .html page or a .png picture")
+    if not args.sentence.strip():  # as the server's /v1/inspect: nothing to look inside
+        raise UsageError("the sentence is empty: nothing to inspect")
     beam = SearchOptions.parse({"beam": args.beam}).beam
     reads = files_read(args)
     check_output(output, reads)

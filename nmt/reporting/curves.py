@@ -26,8 +26,10 @@ PANELS = [  # (title, event, key)
 
 def plot_learning_curves(metrics: Path) -> bytes:
     """A run's metrics.jsonl -> its learning curves, six panels in one PNG."""
+    events = [e for e in read_events(metrics) if e.get("event") in ("train", "valid")]
+    if not events:  # six empty panels would look like a picture of a run
+        raise MetricsError(f"{metrics} holds no training or validation step yet: nothing to plot")
     plt = pyplot()
-    events = list(read_events(metrics))
     fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
     for ax, (title, kind, key) in zip(axes.flat, PANELS, strict=True):
         points = [(e["step"], e[key]) for e in events if e.get("event") == kind and key in e]

@@ -71,9 +71,11 @@ def is_run(directory: Path) -> bool:
 
 class RunLock:
     """An exclusive `flock` on the run's lock file, with this process's id inside; the
-    kernel lets it go when the process ends, however it ends."""
+    kernel lets it go when the process ends, however it ends. `created`: this process
+    made the directory, so a run that fails before writing anything takes it away again."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, created: bool = False):
+        self.directory, self.created = directory, created
         path = directory / LOCK
         try:
             self.file: IO | None = open(path, "a+", encoding="utf-8")
@@ -94,21 +96,30 @@ class RunLock:
         self.file.flush()
 
     def release(self) -> None:
-        if self.file is not None:
-            self.file.close()  # closing the last descriptor releases the flock
-            self.file = None
+        """Lets the run go; a run that wrote nothing leaves nothing (not even its lock)."""
+        if self.file is None:
+            return
+        with contextlib.suppress(OSError):  # still holding it: no other train is inside
+            if [p.name for p in self.directory.iterdir()] == [LOCK]:
+                (self.directory / LOCK).unlink()
+                if self.created:
+                    self.directory.rmdir()
+        self.file.close()  # closing the last descriptor releases the flock
+        self.file = None
 
 
 def open_run(cfg, out_dir: Path, resume: bool, overrides) -> tuple[str, Config, RunLock]:
     """-> ("new", config, lock) or ("resume", None or the config given, lock): what to do
     with the run directory, which this process now holds until `lock.release()`."""
+    created = False
     if not (out_dir / LOCK).is_file():
         _check_out(out_dir, resume)  # before creating the lock: never a file in a user's folder
+        created = not out_dir.exists()
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise RunError(f"cannot write to run directory {out_dir}: {err.strerror}") from None
-    lock = RunLock(out_dir)
+    lock = RunLock(out_dir, created)
     try:
         _check_out(out_dir, resume)  # again, holding it: another train may have started it
         _remove_stale_temporaries(out_dir)
