@@ -169,7 +169,10 @@ def test_json_lines_name_the_line_of_a_bad_record():
 
     assert lines[0].constraints == Constraints((("dog",), ("cat", "ball")), (), "the ")
     assert lines[1].text == ""
-    for bad in ('{"text": 3}', "[1]", '{"text": "x", "avoid": "dog"}', "{", '{"text": "\\ud800"}'):
+    deep = '{"text": "x", "avoid": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    bad_records = ['{"text": 3}', "[1]", '{"text": "x", "avoid": "dog"}', "{", deep]
+    bad_records += ['{"text": "\\ud800"}', '{"text": "a\\nb"}', '{"text": "a\\u2028b"}']
+    for bad in bad_records:  # a line break in a text: its translation would be two lines
         with pytest.raises(OptionError, match="in.jsonl line 2"):
             list(jsonl_lines(["", bad], "in.jsonl"))
 
@@ -213,6 +216,15 @@ def test_libretranslate_clients_get_the_servers_glossary(glossary_server):
     status, answer, _ = call(glossary_server, "/translate", body)
 
     assert status == 200 and "house" in words(answer["translatedText"][0])
+
+
+def test_the_servers_glossary_applies_to_files_too(glossary_server):
+    from tests.test_serve_files import get, post
+
+    status, answer = post(glossary_server, ("a.txt", "Die katze läuft.\n".encode()))
+    got, data, _ = get(answer["translatedFileUrl"])
+
+    assert status == 200 and got == 200 and "house" in words(data.decode())
 
 
 def test_the_native_api_takes_a_glossary_constraints_words_to_avoid_and_a_prefix(

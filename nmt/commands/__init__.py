@@ -73,7 +73,10 @@ def cmd_translate(args: argparse.Namespace) -> None:
     load = {"device": args.device, "precision": args.precision, "overrides": args.overrides}
     translator = Translator.load(args.model, **load)
     if terms["glossary"]:  # a term the model cannot write: refused before any line
-        terms["glossary"].check(translator)
+        try:
+            terms["glossary"].check(translator)
+        except NmtError as err:
+            raise UsageError(f"glossary {args.glossary}: {err}") from None
     options = {**dataclasses.asdict(search), "split": not args.no_split, "summary": Summary()}
     options.update(terms)
     if fmt not in LINE_FORMATS:  # the whole input is one document

@@ -61,8 +61,9 @@ class Files:
                 f"{name}: unknown format {suffix or '(no suffix)'!r}; supported: {known}"
             )
         translator = self.by_pair[chosen]
+        glossary = self.served.batcher.glossary  # `nmt serve --glossary`: files too
         out = await self.served.batcher.call(
-            lambda: translate_file(translator, data, SUFFIXES[suffix], name)
+            lambda: translate_file(translator, data, SUFFIXES[suffix], name, glossary=glossary)
         )
         token = secrets.token_urlsafe(24)
         (self.folder / token).write_bytes(out)
