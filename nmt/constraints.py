@@ -9,20 +9,17 @@ phrases of up to Q pieces, V vocabulary size. Padding is -1 in phrases, 0 in len
 Required phrases are met by dynamic beam allocation (Post and Vilar 2018) in its
 vectorised form (Hu et al. 2019): each step's candidates are the search's 2K best, each
 row's best token and each row's next token of every phrase it has yet to complete; the
-K that continue are taken round-robin from banks of equal progress (constraint pieces
-produced), best first in each bank, so that hypotheses that met more constraints keep
-their place beside better-scoring ones that met fewer. Progress is exact: each
-hypothesis keeps, per phrase, the set of its prefixes that end the output (bits of an
-int64, shift-and), so overlapping phrases (a a b after a a a) are found. After a whole
-required phrase, pieces that would continue its last word (`glued`) are banned ("turf"
-never "turfed") but for one that goes on with another phrase, and then the first is not
-met ("hound" in "hounds"). An output that misses a constraint ranks below every one that
-does not (`rank_key`): returned only where none met them all, and counted.
-
-Forbidden phrases and the prefix are step rules: the last piece of a forbidden phrase
-is banned where the row just produced the rest of it; during the prefix a row may only
-produce the prefix's next piece, at the model's own log-probability, whatever the other
-rules said (the user's text wins over n-gram blocking or a forbidden phrase).
+K that continue are taken round-robin from banks of equal progress (pieces produced),
+best first in each, so hypotheses that met more constraints keep their place beside
+better-scoring ones that met fewer. Progress is exact: per phrase, the set of its
+prefixes that end the output (int64 bits, shift-and: a a b after a a a is found). After
+a whole required phrase a piece that would continue its word is banned ("turf" never
+"turfed") but for one that goes on with another phrase, and then the first is not met
+("hound" in "hounds"); after a prefix typed with a final space no piece attaches. An
+output that misses a constraint ranks below all that do not (`rank_key`): returned only
+where none met them all, and counted. Forbidden phrases and the prefix are step rules:
+a forbidden phrase's last piece is banned after the rest of it; in the prefix a row may
+only produce its next piece, at the model's log-probability (the user's text wins).
 """
 
 from __future__ import annotations
@@ -38,6 +35,7 @@ from torch import Tensor
 from nmt.kernels.topk import row_argmax
 from nmt.scoring import NEG_INF, Rule, Step, apply
 
+STARTS, ATTACHES, CONTINUES = 0, 1, 2  # a piece's `glued` code: word (or control), ",", "ing"
 UNMET = 1e4  # what ranks an output that missed a constraint below those that did not
 
 
@@ -71,13 +69,13 @@ class Phrases(NamedTuple):
     prefix_len: Tensor  # (A,)
     word_at: Tensor  # (A,) the step that must start a word (the prefix's end), or -1
     banked: Tensor  # (A,) has required phrases: chooses its beams by banks
-    glued: Tensor  # (A, V) pieces that continue a word (the same row), (A, 0): not known
+    glued: Tensor  # (A, V) `GLUED` codes (the same row), (A, 0): not known
 
 
 def pack(targets: Sequence[Targets | None], device, glued: Tensor | None = None) -> Phrases | None:
     """The batch's `Phrases`, or None where no sentence has a constraint (the search
-    then runs exactly as without this module). `glued` (V,): the vocabulary's pieces
-    that continue a word (without: none are banned after a phrase)."""
+    then runs exactly as without this module). `glued` (V,): each piece's `GLUED` code
+    (without: no piece is banned after a phrase or a prefix)."""
     targets = [t or Targets() for t in targets]
     if not any(targets):
         return None
@@ -108,7 +106,7 @@ def pack(targets: Sequence[Targets | None], device, glued: Tensor | None = None)
     ends = torch.tensor([t.prefix_ends_word and bool(t.prefix) for t in targets])
     word_at = torch.where(ends, prefix_len, -1)
     banked = include_len.sum((1, 2)) > 0
-    glued = (torch.zeros(0, dtype=torch.bool) if glued is None else glued)[None].expand(A, -1)
+    glued = (torch.zeros(0, dtype=torch.int8) if glued is None else glued)[None].expand(A, -1)
     parts = (include, include_len, avoid, avoid_len, prefix, prefix_len, word_at, banked, glued)
     return Phrases(*(x.to(device) for x in parts))
 
@@ -162,7 +160,9 @@ def _unglue(rows: Tensor, t: int, matched: Tensor, phrases: Phrases) -> None:
     at = going_on.clamp(min=0)  # -1: none, and PAD (0) is never glued: it keeps its value
     some = rows[ending]
     kept = some.gather(1, at)
-    some.masked_fill_(phrases.glued[0], NEG_INF).scatter_(1, at, kept)
+    codes = phrases.glued[0].expand(len(ending), -1)  # a typed space: no piece attaches
+    ban = torch.where(typed.flatten()[ending, None], codes >= ATTACHES, codes == CONTINUES)
+    some.masked_fill_(ban, NEG_INF).scatter_(1, at, kept)
     rows[ending] = some
 
 
@@ -240,7 +240,8 @@ def advance(token: Tensor, met: Tensor, matched: Tensor, phrases: Phrases):
     itself). Where the glued pieces are known, a whole phrase is met once the next piece
     (EOS included) does not go on with its word; `met_now` adds those the output ends with."""
     if glued := phrases.glued.size(-1) > 0:  # the parents' whole phrases this piece keeps
-        met = met | (_whole(matched, phrases) & ~phrases.glued[0][token][..., None, None]).any(-1)
+        going_on = (phrases.glued[0][token] == CONTINUES)[..., None, None]
+        met = met | (_whole(matched, phrases) & ~going_on).any(-1)
     P = phrases.include.size(-1)
     hit = phrases.include[:, None] == token[:, :, None, None, None]  # (A, M, C, J, P)
     fits = (hit * (1 << torch.arange(P, device=token.device))).sum(-1)

@@ -22,12 +22,12 @@ import torch
 
 from nmt import decoding, loading
 from nmt.config import Config
-from nmt.constraints import Targets
+from nmt.constraints import ATTACHES, CONTINUES, STARTS, Targets
 from nmt.decoding import Hypothesis, decode
 from nmt.ensemble import Ensemble
 from nmt.options import Constraints, OptionError, SearchOptions
 from nmt.plan import Plan, plan_for
-from nmt.tokenizer import BOS, EOS, UNK, Tokenizer
+from nmt.tokenizer import BOS, EOS, PAD, UNK, Tokenizer
 
 __all__ = ["Constraints", "Hypothesis", "Translator"]
 MAX_PHRASE_PIECES = 32  # a longer phrase costs (pieces ** 2) work per candidate and step
@@ -130,9 +130,19 @@ class Translator:
 
     @functools.cached_property
     def _glued(self) -> torch.Tensor:
-        """(V,) the target pieces that continue a word: no word mark, a letter or digit."""
-        pieces = self.tgt_tok.id_to_piece(list(range(len(self.tgt_tok))))
-        return torch.tensor([not p.startswith("\u2581") and p[:1].isalnum() for p in pieces])
+        """(V,) each target piece's `nmt.constraints` code: without SentencePiece's word
+        mark a piece attaches to the one before, and with a letter or digit first it
+        continues its word; the control symbols (EOS among them) start none."""
+        ids = range(len(self.tgt_tok))
+        pieces, control = self.tgt_tok.id_to_piece(list(ids)), (PAD, UNK, BOS, EOS)
+        return torch.tensor(
+            [
+                STARTS if p.startswith("\u2581") or i in control
+                else CONTINUES if p[:1].isalnum() else ATTACHES
+                for i, p in zip(ids, pieces, strict=True)
+            ],
+            dtype=torch.int8,
+        )  # fmt: skip
 
     def _pieces(self, phrase: str, must: bool = False) -> tuple[int, ...]:
         """`phrase`'s target pieces; () for one with an unknown piece, unless `must`."""

@@ -9,13 +9,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nmt.constraints import Targets, pack
+from nmt.constraints import ATTACHES, CONTINUES, STARTS, Targets, pack
 from nmt.scoring import BeamOptions
 from nmt.search import beam_search
 from tests.test_search import EOS, SPECIALS, ScriptedModel, exhaustive, random_table
 
 WORDS = (3, 4, 5)  # the scripted tables' words: vocabulary 6 with PAD, BOS, EOS
-GLUED = torch.tensor([False] * 5 + [True])  # word 5 continues a word, as "ing" does
+GLUED = torch.tensor([STARTS] * 5 + [CONTINUES], dtype=torch.int8)  # 5 continues, as "ing"
 
 
 def constrained(table, targets, max_len, src=None, shrink_step=1, glued=None, **options):
@@ -102,7 +102,7 @@ def test_a_wide_beam_finds_the_best_output_that_obeys_every_constraint(
     target, seed, max_len, alpha, glued
 ):
     table = random_table(steps=5, vocab=6, seed=seed)  # up to 121 outputs: a beam of 128
-    mask = torch.tensor([v in glued for v in range(6)])
+    mask = torch.tensor([CONTINUES if v in glued else STARTS for v in range(6)], dtype=torch.int8)
 
     found = constrained(table, [target], [max_len], beam_size=128, alpha=alpha, nbest=3, glued=mask)
 
@@ -188,3 +188,21 @@ def test_after_a_prefix_that_ends_a_word_the_next_piece_starts_one(ends_word):
     found = constrained(table.log_softmax(-1), [target], [4], beam_size=3, glued=GLUED)
 
     assert found.tokens[0, 0, 1:4].tolist() == ([3, 4, EOS] if ends_word else [3, 5, EOS])
+
+
+def test_after_a_prefix_that_ends_in_a_space_no_piece_attaches():
+    # the model wants 3 then 5, a piece that attaches without continuing the word (as
+    # "-" or ","); after the typed "3 " the text must go on with a word (4), and after a
+    # whole required phrase it may attach
+    table = torch.full((4, 6, 6), -20.0)
+    table[0, 1, 3], table[1, 3, 5], table[2, 5, EOS] = -0.01, -0.01, -0.01
+    table[1, 3, 4], table[2, 4, EOS] = -3.0, -0.01
+    attaching = torch.tensor([STARTS] * 5 + [ATTACHES], dtype=torch.int8)
+    typed = Targets(prefix=(3,), prefix_ends_word=True)
+    required = Targets(include=(((3,),),))
+
+    found = constrained(table.log_softmax(-1), [typed, required], [4, 4], beam_size=3,
+                        glued=attaching)  # fmt: skip
+
+    assert found.tokens[0, 0, 1:4].tolist() == [3, 4, EOS]
+    assert found.tokens[1, 0, 1:4].tolist() == [3, 5, EOS]
