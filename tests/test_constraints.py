@@ -10,9 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nmt.constraints import ATTACHES, CONTINUES, STARTS, Targets, pack
-from nmt.scoring import BeamOptions
-from nmt.search import beam_search
-from tests.test_search import EOS, SPECIALS, ScriptedModel, exhaustive, random_table
+from tests.test_search import EOS, exhaustive, random_table, search
 
 WORDS = (3, 4, 5)  # the scripted tables' words: vocabulary 6 with PAD, BOS, EOS
 GLUED = torch.tensor([STARTS] * 5 + [CONTINUES], dtype=torch.int8)  # 5 continues, as "ing"
@@ -20,18 +18,10 @@ GLUED = torch.tensor([STARTS] * 5 + [CONTINUES], dtype=torch.int8)  # 5 continue
 
 def constrained(table, targets, max_len, src=None, shrink_step=1, glued=None, **options):
     """beam_search on the scripted model, one sentence per target; -> Hypotheses.
-    `glued`: the words that continue a word (none by default)."""
-    src = torch.tensor(src or [[5]] * len(targets))
-    return beam_search(
-        ScriptedModel(table),
-        src,
-        torch.full((src.size(0),), src.size(1)),
-        max_len=torch.tensor(max_len),
-        options=BeamOptions(**options),
-        phrases=pack(targets, src.device, glued),
-        shrink_step=shrink_step,
-        **SPECIALS,
-    )
+    `glued`: each word's code (none continues a word by default)."""
+    src = src or [[5]] * len(targets)
+    phrases = pack(targets, torch.device("cpu"), glued)
+    return search(table, src, max_len, phrases=phrases, shrink_step=shrink_step, **options)
 
 
 def contains(seq: list[int], phrase, start: int = 0) -> bool:

@@ -59,6 +59,17 @@ def logged_steps(run: Path) -> int:
     return path.read_text().count('"event": "train"') if path.exists() else 0
 
 
+def run_until(process: subprocess.Popen, run: Path, step: int, rng: random.Random) -> None:
+    """Until the run has logged `step` steps, then a random few ms more (into a step, a
+    validation or a checkpoint write); the process must still be running then."""
+    deadline = time.monotonic() + 120
+    while logged_steps(run) < step and process.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    time.sleep(rng.uniform(0.0, 0.05))
+    assert process.poll() is None, "the run ended before it could be stopped"
+
+
 def test_runs_killed_at_random_moments_resume_to_the_unbroken_result(toy_corpus, tmp_path):
     unbroken, killed = tmp_path / "unbroken", tmp_path / "killed"
     train(tiny_config(toy_corpus, *KILL_RUN, "train.threads=1"), unbroken)
@@ -70,12 +81,7 @@ def test_runs_killed_at_random_moments_resume_to_the_unbroken_result(toy_corpus,
         resume = ["--resume"] if (killed / "config.yaml").exists() else []
         process = run_cli(train_args(toy_corpus, killed, *KILL_RUN) + resume)
         if kill_after is not None:
-            deadline = time.monotonic() + 120
-            while logged_steps(killed) < kill_after and process.poll() is None:
-                assert time.monotonic() < deadline
-                time.sleep(0.005)
-            time.sleep(rng.uniform(0.0, 0.05))
-            assert process.poll() is None, "the run ended before it could be killed"
+            run_until(process, killed, kill_after, rng)
             process.send_signal(signal.SIGKILL)
         _, stderr = process.communicate(timeout=120)
         expected = 0 if kill_after is None else -signal.SIGKILL

@@ -9,20 +9,8 @@ import io
 import pytest
 
 from tests.documents_made import docx_file
-from tests.test_page import ARGS, CHROMIUM, missing  # skips this module as it skips its own
+from tests.test_page import browser  # noqa: F401 (its fixture, and its skip without chromium)
 from tests.test_serve import serving
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if missing():
-        pytest.fail(f"CI runs the browser test, but {missing()} is missing")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +20,9 @@ def server(trained_run):
 
 
 def test_a_file_sent_from_the_browser_form_comes_back_as_a_file_that_opens(
-    browser, server, tmp_path
+    browser,  # noqa: F811 (the fixture imported above)
+    server,
+    tmp_path,
 ):
     import docx
 

@@ -28,7 +28,13 @@ from nmt import cli
 from nmt.training.run_dir import LOCK
 from nmt.training.train import train
 from tests.conftest import make_pairs, tiny_config
-from tests.test_faults import KILL_RUN, assert_same_parameters, logged_steps, train_args
+from tests.test_faults import (
+    KILL_RUN,
+    assert_same_parameters,
+    logged_steps,
+    run_until,
+    train_args,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 OLD = b"the old contents\n"
@@ -224,13 +230,7 @@ def test_training_interrupted_at_random_moments_resumes_to_the_unbroken_result(
     for signum, signals in rounds:
         resume = ["--resume"] if (stopped / "config.yaml").exists() else []
         process = start(train_args(toy_corpus, stopped, *KILL_RUN) + resume)
-        after = logged_steps(stopped) + rng.randint(2, 8)
-        deadline = time.monotonic() + 120
-        while logged_steps(stopped) < after and process.poll() is None:
-            assert time.monotonic() < deadline
-            time.sleep(0.005)
-        time.sleep(rng.uniform(0.0, 0.05))
-        assert process.poll() is None, "the run ended before it could be interrupted"
+        run_until(process, stopped, logged_steps(stopped) + rng.randint(2, 8), rng)
         for _ in range(signals):
             process.send_signal(signum)
         _, err = process.communicate(timeout=120)

@@ -47,7 +47,8 @@ def random_table(steps: int, vocab: int, seed: int) -> torch.Tensor:
     return logits.log_softmax(-1)
 
 
-def search(table, src, max_len, **options):
+def search(table, src, max_len, *, phrases=None, shrink_step=1, **options):
+    """beam_search on the scripted model; `options`: BeamOptions'."""
     src = torch.tensor(src)
     return beam_search(
         ScriptedModel(table),
@@ -55,6 +56,8 @@ def search(table, src, max_len, **options):
         torch.full((src.size(0),), src.size(1)),
         max_len=torch.tensor(max_len),
         options=BeamOptions(**options),
+        shrink_step=shrink_step,
+        phrases=phrases,
         **SPECIALS,
     )
 

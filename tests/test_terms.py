@@ -177,6 +177,20 @@ def test_json_lines_name_the_line_of_a_bad_record():
             list(jsonl_lines(["", bad], "in.jsonl"))
 
 
+@given(texts=st.lists(st.text(max_size=8), max_size=5))
+def test_a_json_lines_record_is_one_line_or_refused_naming_it(texts):
+    """Whatever text a record holds (line breaks of every kind, lone surrogates), its
+    translation can be one output line, or the input is refused naming the record."""
+    records = [json.dumps({"text": text}) for text in texts]
+    try:
+        lines = list(jsonl_lines(records, "in.jsonl"))
+    except OptionError as err:
+        assert re.match(r"in\.jsonl line \d+: ", str(err)), err
+    else:
+        assert [line.text for line in lines] == texts
+        assert all(len(text.splitlines()) <= 1 for text in texts)
+
+
 def test_translate_takes_a_glossary_words_to_avoid_a_prefix_and_json_lines(
     trained_run, tmp_path, monkeypatch, capsys
 ):
